@@ -1,0 +1,176 @@
+"""The command bus: views submit requests, engines claim and answer them (DESIGN.md).
+
+Life of a command: `pending` → `running` (claimed by exactly one engine) → `done` | `failed`,
+or `pending` → `cancelled`. Every function here is one short transaction; the SQLite /
+PostgreSQL difference is confined to `_claim_statement`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db import wake
+from db.connection import readonly
+from db.models import Command, utcnow
+
+FINAL = ("done", "failed", "cancelled")
+
+
+class UnknownCommand(LookupError):
+    """No command has that id."""
+
+
+def submit(
+    engine: Engine,
+    kind: str,
+    payload: dict[str, Any] | str | None = None,
+    *,
+    request_id: str | None = None,
+    created_by: str | None = None,
+    notify: bool = True,
+) -> int:
+    """Queue a command and return its id.
+
+    Idempotent by `request_id`: submitting the same id again (a double click, a retry after a
+    timeout) returns the first command's id and queues nothing. A `payload` given as a string
+    is stored as is, so a malformed one still reaches the engine and fails there with a reason.
+    """
+    request_id = request_id or uuid.uuid4().hex
+    text = payload if isinstance(payload, str) else json.dumps(payload or {})
+    values = dict(
+        request_id=request_id,
+        kind=kind,
+        payload=text,
+        status="pending",
+        created_by=created_by,
+        created_at=utcnow(),
+    )
+    insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Command).values(**values).on_conflict_do_nothing(index_elements=["request_id"])
+        )
+        command_id = conn.scalar(select(Command.id).where(Command.request_id == request_id))
+    if notify:
+        wake.notify(engine)
+    return command_id
+
+
+def _claim_statement(engine: Engine, engine_id: str):
+    oldest = select(Command.id).where(Command.status == "pending").order_by(Command.id).limit(1)
+    if engine.dialect.name == "postgresql":
+        # Competing engines skip rows another one is claiming instead of queueing behind it.
+        oldest = oldest.with_for_update(skip_locked=True)
+    # SQLite: one UPDATE ... RETURNING inside BEGIN IMMEDIATE, so no one else can interleave.
+    return (
+        update(Command)
+        .where(Command.id == oldest.scalar_subquery(), Command.status == "pending")
+        .values(status="running", claimed_at=utcnow(), claimed_by=engine_id)
+        .returning(Command)
+    )
+
+
+def claim(engine: Engine, engine_id: str) -> Command | None:
+    """Atomically take the oldest pending command for `engine_id`; None if the queue is empty.
+    Exactly one caller gets any given command."""
+    with Session(engine, expire_on_commit=False) as s, s.begin():
+        return s.scalars(_claim_statement(engine, engine_id)).first()
+
+
+def _close(engine: Engine, command_id: int, from_status: tuple[str, ...], **values) -> bool:
+    with engine.begin() as conn:
+        res = conn.execute(
+            update(Command)
+            .where(Command.id == command_id, Command.status.in_(from_status))
+            .values(finished_at=utcnow(), **values)
+        )
+        return res.rowcount == 1
+
+
+def finish(engine: Engine, command_id: int, result: dict[str, Any] | None = None) -> bool:
+    """Mark a running command done with its `result`. False if it was not running."""
+    return _close(engine, command_id, ("running",), status="done", result=result or {})
+
+
+def fail(engine: Engine, command_id: int, error: str) -> bool:
+    """Mark a running (or still pending) command failed with an `error` a person can act on."""
+    return _close(engine, command_id, ("running", "pending"), status="failed", error=error)
+
+
+def cancel(engine: Engine, command_id: int) -> bool:
+    """Withdraw a command nobody has claimed yet. False if it was already claimed."""
+    return _close(engine, command_id, ("pending",), status="cancelled")
+
+
+def fail_running_of(engine: Engine, engine_ids: list[str], reason: str) -> list[int]:
+    """Fail every command still `running` under the given (dead) engine instances; the ids."""
+    if not engine_ids:
+        return []
+    with engine.begin() as conn:
+        rows = conn.execute(
+            update(Command)
+            .where(Command.status == "running", Command.claimed_by.in_(engine_ids))
+            .values(status="failed", finished_at=utcnow(), error=reason)
+            .returning(Command.id)
+        )
+        return [r[0] for r in rows]
+
+
+def get(engine: Engine, command_id: int) -> Command:
+    """One command by id; raises UnknownCommand."""
+    with Session(readonly(engine), expire_on_commit=False) as s:
+        row = s.get(Command, command_id)
+    if row is None:
+        raise UnknownCommand(f"no command with id {command_id}")
+    return row
+
+
+def get_by_request(engine: Engine, request_id: str) -> Command | None:
+    """The command submitted under `request_id`, if any."""
+    with Session(readonly(engine), expire_on_commit=False) as s:
+        return s.scalars(select(Command).where(Command.request_id == request_id)).first()
+
+
+def recent(
+    engine: Engine, limit: int = 50, status: str | None = None, kind: str | None = None
+) -> list[Command]:
+    """The newest commands first, optionally filtered, for the views."""
+    q = select(Command).order_by(Command.id.desc()).limit(limit)
+    if status:
+        q = q.where(Command.status == status)
+    if kind:
+        q = q.where(Command.kind == kind)
+    with Session(readonly(engine), expire_on_commit=False) as s:
+        return list(s.scalars(q))
+
+
+def queue_depth(engine: Engine) -> int:
+    """How many commands are waiting to be claimed."""
+    with readonly(engine).begin() as conn:
+        return conn.scalar(select(func.count()).where(Command.status == "pending"))
+
+
+def wait(engine: Engine, command_id: int, timeout_s: float, poll_s: float = 0.02) -> Command:
+    """Poll until the command is final or `timeout_s` passes; returns its latest row."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = get(engine, command_id)
+        if row.status in FINAL or time.monotonic() >= deadline:
+            return row
+        time.sleep(poll_s)
+
+
+def as_dict(row: Command) -> dict[str, Any]:
+    """A command as plain JSON-friendly data (CLI output, downloads)."""
+    out = {}
+    for col in Command.__table__.columns:
+        value = getattr(row, col.key)
+        out[col.key] = value.isoformat() if hasattr(value, "isoformat") else value
+    return out

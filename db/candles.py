@@ -1,0 +1,176 @@
+"""Stored candles: imports (all or nothing, never twice) and the reads the views and engine do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, and_, func, insert, select
+from sqlalchemy.orm import Session
+
+from db.connection import readonly
+from db.models import Candle, DataImport
+
+OHLCV = ["open", "high", "low", "close", "volume"]
+_CHUNK = 5_000
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What one import did. `differing` rows were already stored with other values and were
+    kept as stored: an import never overwrites candles."""
+
+    import_id: int
+    added: int
+    existing: int
+    differing: int
+
+
+def store(
+    engine: Engine,
+    candles: pd.DataFrame,
+    *,
+    symbol: str,
+    timeframe: str,
+    source: str,
+    sha256: str,
+    format: str,
+    rows_in_file: int,
+    rows_skipped: int,
+    options: dict[str, Any] | None = None,
+    report: dict[str, Any] | None = None,
+    created_by: str | None = None,
+) -> ImportResult:
+    """Add `candles` (columns ts, open, high, low, close, volume) in one transaction, skipping
+    times already stored for (symbol, timeframe), and record the import."""
+    frame = candles[["ts", *OHLCV]].sort_values("ts")
+    with engine.begin() as conn:
+        existing: dict[int, tuple] = {}
+        if len(frame):
+            rows = conn.execute(
+                select(Candle.ts, *(getattr(Candle, c) for c in OHLCV)).where(
+                    Candle.symbol == symbol,
+                    Candle.timeframe == timeframe,
+                    Candle.ts.between(int(frame.ts.iloc[0]), int(frame.ts.iloc[-1])),
+                )
+            )
+            existing = {r[0]: tuple(r[1:]) for r in rows}
+        is_new = ~frame["ts"].isin(existing.keys())
+        new = frame[is_new]
+        old = frame[~is_new]
+        differing = sum(
+            1
+            for row in old.itertuples(index=False)
+            if tuple(float(getattr(row, c)) for c in OHLCV) != existing[int(row.ts)]
+        )
+        import_id = conn.execute(
+            insert(DataImport)
+            .values(
+                symbol=symbol,
+                timeframe=timeframe,
+                source=source,
+                sha256=sha256,
+                format=format,
+                rows_in_file=rows_in_file,
+                rows_added=len(new),
+                rows_existing=len(old),
+                rows_skipped=rows_skipped,
+                options=options or {},
+                report=report,
+                created_by=created_by,
+            )
+            .returning(DataImport.id)
+        ).scalar_one()
+        records = [
+            {
+                "symbol": symbol,
+                "timeframe": timeframe,
+                "ts": int(r.ts),
+                "open": float(r.open),
+                "high": float(r.high),
+                "low": float(r.low),
+                "close": float(r.close),
+                "volume": float(r.volume),
+                "import_id": import_id,
+            }
+            for r in new.itertuples(index=False)
+        ]
+        for i in range(0, len(records), _CHUNK):
+            conn.execute(insert(Candle), records[i : i + _CHUNK])
+    return ImportResult(import_id, len(new), len(old), differing)
+
+
+def datasets(engine: Engine) -> pd.DataFrame:
+    """One row per (symbol, timeframe): candle count, first and last time (UTC)."""
+    q = (
+        select(
+            Candle.symbol,
+            Candle.timeframe,
+            func.count().label("candles"),
+            func.min(Candle.ts).label("first_ts"),
+            func.max(Candle.ts).label("last_ts"),
+        )
+        .group_by(Candle.symbol, Candle.timeframe)
+        .order_by(Candle.symbol, Candle.timeframe)
+    )
+    with readonly(engine).begin() as conn:
+        df = pd.DataFrame(
+            conn.execute(q).all(), columns=["symbol", "timeframe", "candles", "first_ts", "last_ts"]
+        )
+    df["first"] = pd.to_datetime(df["first_ts"], unit="ms", utc=True)
+    df["last"] = pd.to_datetime(df["last_ts"], unit="ms", utc=True)
+    return df
+
+
+def total(engine: Engine) -> int:
+    """How many candles are stored, all datasets together."""
+    with readonly(engine).begin() as conn:
+        return conn.scalar(select(func.count()).select_from(Candle))
+
+
+def load(
+    engine: Engine,
+    symbol: str,
+    timeframe: str,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    last: int | None = None,
+) -> pd.DataFrame:
+    """Candles of one dataset in time order, `start_ms <= ts <= end_ms`; with `last`, only the
+    newest `last` of them. Columns: ts, time (UTC), open, high, low, close, volume."""
+    cond = [Candle.symbol == symbol, Candle.timeframe == timeframe]
+    if start_ms is not None:
+        cond.append(Candle.ts >= start_ms)
+    if end_ms is not None:
+        cond.append(Candle.ts <= end_ms)
+    cols = [Candle.ts, *(getattr(Candle, c) for c in OHLCV)]
+    q = select(*cols).where(and_(*cond))
+    q = q.order_by(Candle.ts.desc()).limit(last) if last else q.order_by(Candle.ts)
+    with readonly(engine).begin() as conn:
+        df = pd.DataFrame(conn.execute(q).all(), columns=["ts", *OHLCV])
+    if last:
+        df = df.iloc[::-1].reset_index(drop=True)
+    df.insert(1, "time", pd.to_datetime(df["ts"], unit="ms", utc=True))
+    return df
+
+
+def after(engine: Engine, symbol: str, timeframe: str, after_ms: int | None, limit: int):
+    """Up to `limit` candles strictly after `after_ms` (all from the start when None)."""
+    cond = [Candle.symbol == symbol, Candle.timeframe == timeframe]
+    if after_ms is not None:
+        cond.append(Candle.ts > after_ms)
+    q = (
+        select(Candle.ts, *(getattr(Candle, c) for c in OHLCV))
+        .where(*cond)
+        .order_by(Candle.ts)
+        .limit(limit)
+    )
+    with readonly(engine).begin() as conn:
+        return conn.execute(q).all()
+
+
+def imports(engine: Engine, limit: int = 50) -> list[DataImport]:
+    """Recent imports, newest first."""
+    with Session(readonly(engine), expire_on_commit=False) as s:
+        return list(s.scalars(select(DataImport).order_by(DataImport.id.desc()).limit(limit)))

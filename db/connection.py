@@ -1,0 +1,69 @@
+"""The SQLAlchemy engine factory: SQLite tuned for one writer and many readers, or PostgreSQL.
+
+SQLite setup (checked under load in shared/STREAMLIT_NOTES.md: zero "database is locked"):
+WAL journal, `synchronous=NORMAL`, `busy_timeout`, and the driver's own transaction handling
+switched off so that every transaction starts with an explicit `BEGIN IMMEDIATE` (writers take
+the write lock up front and wait for it under busy_timeout, instead of failing when a read
+transaction tries to upgrade). Read-only engines (`readonly()`) start `BEGIN DEFERRED`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import Engine, create_engine, event
+
+from db import settings
+
+BUSY_TIMEOUT_MS = 5000
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def make_engine(url: str | None = None) -> Engine:
+    """A new SQLAlchemy engine for `url` (default: `settings.database_url()`)."""
+    url = url or settings.database_url()
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        mode = "DEFERRED" if conn.get_execution_options().get("readonly") else "IMMEDIATE"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The process-wide engine for `url`, made once (engines own connection pools)."""
+    url = url or settings.database_url()
+    with _lock:
+        if url not in _engines:
+            _engines[url] = make_engine(url)
+        return _engines[url]
+
+
+def readonly(engine: Engine) -> Engine:
+    """A view of `engine` whose transactions only read (SQLite: `BEGIN DEFERRED`)."""
+    return engine.execution_options(readonly=True)
+
+
+def dispose_all() -> None:
+    """Close every pooled connection (tests and forked processes)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()

@@ -1,0 +1,121 @@
+"""Engine instances: registration, heartbeat, liveness. The views read "online" from here."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
+
+from db import settings
+from db.connection import readonly
+from db.models import EngineInstance, utcnow
+
+
+def register(
+    engine: Engine, instance_id: str, version: str, wake: tuple[str, int] | None
+) -> EngineInstance:
+    """Record a starting engine instance (this process) and return its row."""
+    now = utcnow()
+    row = EngineInstance(
+        id=instance_id,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        version=version,
+        started_at=now,
+        last_beat=now,
+        wake_host=wake[0] if wake else None,
+        wake_port=wake[1] if wake else None,
+    )
+    with Session(engine, expire_on_commit=False) as s, s.begin():
+        s.add(row)
+    return row
+
+
+def beat(engine: Engine, instance_id: str) -> None:
+    """Refresh an instance's heartbeat."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(EngineInstance)
+            .where(EngineInstance.id == instance_id)
+            .values(last_beat=utcnow())
+        )
+
+
+def mark_stopped(engine: Engine, instance_id: str, reason: str) -> None:
+    """Record that an instance stopped (cleanly, or found dead by another)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(EngineInstance)
+            .where(EngineInstance.id == instance_id, EngineInstance.stopped_at.is_(None))
+            .values(stopped_at=utcnow(), stop_reason=reason)
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_alive(row: EngineInstance, now: datetime | None = None) -> bool:
+    """Whether an instance counts as running: not stopped, heartbeat fresh, and (on this
+    host) its process still exists, so a `kill -9` is noticed at once rather than after the
+    heartbeat goes stale."""
+    if row.stopped_at is not None:
+        return False
+    now = now or utcnow()
+    if now - row.last_beat > timedelta(seconds=settings.heartbeat_timeout_s()):
+        return False
+    if row.host == socket.gethostname() and not _pid_alive(row.pid):
+        return False
+    return True
+
+
+def unstopped(engine: Engine) -> list[EngineInstance]:
+    """Instances with no recorded stop, newest first (alive or not)."""
+    with Session(readonly(engine), expire_on_commit=False) as s:
+        return list(
+            s.scalars(
+                select(EngineInstance)
+                .where(EngineInstance.stopped_at.is_(None))
+                .order_by(EngineInstance.started_at.desc())
+            )
+        )
+
+
+def alive(engine: Engine) -> list[EngineInstance]:
+    """Instances that are running now, newest first."""
+    now = utcnow()
+    return [row for row in unstopped(engine) if is_alive(row, now)]
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """What the views show: online or not, and about which instance."""
+
+    online: bool
+    instance: EngineInstance | None  # the live one, or the last one seen
+    heartbeat_age_s: float | None
+
+
+def status(engine: Engine) -> EngineStatus:
+    """Online if any instance is alive; otherwise the most recent instance, for context."""
+    now = utcnow()
+    live = alive(engine)
+    if live:
+        row = live[0]
+        return EngineStatus(True, row, (now - row.last_beat).total_seconds())
+    with Session(readonly(engine), expire_on_commit=False) as s:
+        row = s.scalars(
+            select(EngineInstance).order_by(EngineInstance.last_beat.desc()).limit(1)
+        ).first()
+    age = (now - row.last_beat).total_seconds() if row else None
+    return EngineStatus(False, row, age)

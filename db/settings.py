@@ -1,0 +1,36 @@
+"""Where Candle Lab keeps its data, read from the environment once per call.
+
+`CANDLELAB_HOME` is the data directory (database file, checkpoints, uploads); it defaults to
+`~/.candlelab`. `DATABASE_URL` points at another database (PostgreSQL) instead of the embedded
+SQLite file inside the data directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """The data directory, created on first use."""
+    path = Path(os.environ.get("CANDLELAB_HOME") or Path.home() / ".candlelab").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def database_url() -> str:
+    """`DATABASE_URL` if set, else the SQLite file `candlelab.db` in the data directory."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        # Heroku-style URLs say postgres://; SQLAlchemy wants postgresql+psycopg://.
+        if url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url[len("postgres://") :]
+        elif url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        return url
+    return f"sqlite:///{home() / 'candlelab.db'}"
+
+
+def heartbeat_timeout_s() -> float:
+    """An engine whose last heartbeat is older than this is offline (default 5 s)."""
+    return float(os.environ.get("CANDLELAB_HEARTBEAT_TIMEOUT", "5"))

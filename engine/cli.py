@@ -1,0 +1,244 @@
+"""`python -m engine [serve|status|submit|import-csv|migrate|seed]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+
+import db
+from db import bus, candles, engines, jobs, settings
+
+
+def _serve(args) -> int:
+    import engine.commands  # noqa: F401  (registers the handlers)
+    from engine.service import EngineService, Settings
+
+    service = EngineService(
+        db.get_engine(),
+        Settings(
+            poll_interval_s=args.poll_interval,
+            heartbeat_s=args.heartbeat,
+            debug_commands=args.debug_commands,
+            seed=not args.no_seed and os.environ.get("CANDLELAB_SEED", "1") != "0",
+        ),
+    )
+    service.install_signal_handlers()
+    service.serve_forever()
+    return 0
+
+
+def _status(args) -> int:
+    engine = db.init()
+    st = engines.status(engine)
+    out = {
+        "online": st.online,
+        "engine_id": st.instance.id if st.instance else None,
+        "version": st.instance.version if st.instance else None,
+        "heartbeat_age_s": round(st.heartbeat_age_s, 3) if st.heartbeat_age_s is not None else None,
+        "queue_depth": bus.queue_depth(engine),
+        "running_jobs": jobs.running_count(engine),
+        "database": engine.url.render_as_string(hide_password=True),
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        if st.online:
+            print(f"engine online: {st.instance.id}, heartbeat {out['heartbeat_age_s']} s ago")
+        elif st.instance is None:
+            print("engine OFFLINE: no engine has ever run on this database")
+        else:
+            i = st.instance
+            how = (
+                f"stopped {i.stopped_at:%Y-%m-%d %H:%M:%S} UTC ({i.stop_reason})"
+                if i.stopped_at
+                else f"no heartbeat for {out['heartbeat_age_s']} s"
+            )
+            print(f"engine OFFLINE: last instance {i.id} {how}")
+        print(f"queue depth {out['queue_depth']}, running jobs {out['running_jobs']}")
+        print(f"database {out['database']}")
+    return 0 if st.online else 1
+
+
+def _submit(args) -> int:
+    engine = db.init()
+    payload = args.payload
+    try:
+        json.loads(payload)
+    except json.JSONDecodeError as exc:
+        if not args.raw:
+            print(
+                f"--payload is not valid JSON ({exc}); pass --raw to send it anyway",
+                file=sys.stderr,
+            )
+            return 2
+    cid = bus.submit(engine, args.kind, payload, request_id=args.request_id, created_by=args.user)
+    if args.wait is None:
+        print(json.dumps({"id": cid}))
+        return 0
+    row = bus.wait(engine, cid, args.wait)
+    print(json.dumps(bus.as_dict(row), indent=2))
+    if row.status not in bus.FINAL:
+        print(f"command {cid} still {row.status} after {args.wait} s", file=sys.stderr)
+    return 0 if row.status == "done" else 1
+
+
+def _import_csv(args) -> int:
+    from market.csv_import import CsvLayoutError, ImportRejected
+    from market.importer import import_candles
+    from market.symbols import BadSymbol
+    from market.timeframes import BadTimeframe
+
+    engine = db.init()
+    try:
+        outcome = import_candles(
+            engine,
+            args.path,
+            args.symbol,
+            args.timeframe,
+            skip_bad_rows=args.skip_bad_rows,
+            allow_gaps=args.allow_gaps,
+            adjust=args.adjust,
+            created_by=args.user,
+        )
+    except ImportRejected as exc:
+        print(
+            str(exc)
+            .replace("'skip bad rows'", "--skip-bad-rows")
+            .replace("'allow gaps'", "--allow-gaps"),
+            file=sys.stderr,
+        )
+        if args.json:
+            print(json.dumps({"imported": False, "report": exc.report.to_dict()}, indent=2))
+        return 1
+    except (CsvLayoutError, BadSymbol, BadTimeframe, FileNotFoundError, IsADirectoryError) as exc:
+        print(f"not imported: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        r = outcome.result
+        print(
+            json.dumps(
+                {
+                    "imported": True,
+                    "added": r.added,
+                    "existing": r.existing,
+                    "differing": r.differing,
+                    "import_id": r.import_id,
+                    "report": outcome.report.to_dict(),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(outcome.message())
+        for note in outcome.report.notes:
+            print(f"  note: {note}")
+        for p in outcome.report.problems:
+            print(f"  {'skipped' if p.kind != 'gaps' else 'allowed'}: {p.headline()}")
+    return 0
+
+
+def _migrate(args) -> int:
+    engine = db.get_engine()
+    db.upgrade(engine)
+    from db.migrate import current_revision
+
+    print(f"database at revision {current_revision(engine)}")
+    return 0
+
+
+def _seed(args) -> int:
+    from market.importer import seed_samples
+
+    for outcome in seed_samples(db.init(), created_by=args.user or "seed"):
+        print(outcome.message())
+    print(
+        candles.datasets(db.get_engine())[
+            ["symbol", "timeframe", "candles", "first", "last"]
+        ].to_string(index=False)
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m engine",
+        description="Candle Lab engine. Data directory: CANDLELAB_HOME (default ~/.candlelab); "
+        "database: DATABASE_URL (default SQLite in the data directory).",
+    )
+    p.add_argument("--log-level", default=os.environ.get("CANDLELAB_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="cmd")
+
+    s = sub.add_parser("serve", help="run the engine until SIGTERM / SIGINT (the default)")
+    s.add_argument(
+        "--poll-interval",
+        type=float,
+        default=float(os.environ.get("CANDLELAB_POLL_INTERVAL", "0.1")),
+        help="seconds between queue polls when not woken (default 0.1)",
+    )
+    s.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
+    s.add_argument("--no-seed", action="store_true", help="do not import sample data on first run")
+    s.add_argument(
+        "--debug-commands",
+        action="store_true",
+        default=os.environ.get("CANDLELAB_DEBUG_COMMANDS") == "1",
+        help="accept debug.* commands (tests, benchmarks)",
+    )
+    s.set_defaults(fn=_serve)
+
+    s = sub.add_parser("status", help="is an engine online? exit 0 if so, 1 if not")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_status)
+
+    s = sub.add_parser("submit", help="submit a command as a view would")
+    s.add_argument("kind")
+    s.add_argument("--payload", default="{}", help="JSON object")
+    s.add_argument(
+        "--wait", type=float, help="wait up to this many seconds and print the final row"
+    )
+    s.add_argument("--request-id", help="idempotency key (default: random)")
+    s.add_argument("--user", default=os.environ.get("USER"), help="recorded as created_by")
+    s.add_argument("--raw", action="store_true", help="send --payload even if it is not valid JSON")
+    s.set_defaults(fn=_submit)
+
+    s = sub.add_parser("import-csv", help="import a candle CSV (generic, Yahoo, Binance klines)")
+    s.add_argument("path")
+    s.add_argument("--symbol", required=True)
+    s.add_argument("--timeframe", required=True, help="e.g. 1m, 1h, 1d")
+    s.add_argument(
+        "--skip-bad-rows", action="store_true", help="import the good rows of a file with bad ones"
+    )
+    s.add_argument("--allow-gaps", action="store_true", help="import even if candles are missing")
+    s.add_argument(
+        "--adjust", action="store_true", help="scale OHLC by Adj Close / Close (Yahoo files)"
+    )
+    s.add_argument("--user", default=os.environ.get("USER"), help="recorded as created_by")
+    s.add_argument("--json", action="store_true", help="print the full report as JSON")
+    s.set_defaults(fn=_import_csv)
+
+    s = sub.add_parser("migrate", help="create or upgrade the database schema")
+    s.set_defaults(fn=_migrate)
+
+    s = sub.add_parser("seed", help="import the packaged sample market data if missing")
+    s.add_argument("--user")
+    s.set_defaults(fn=_seed)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd is None:
+        args = parser.parse_args([*(argv or sys.argv[1:]), "serve"])
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.Formatter.converter = lambda *a: datetime.now(UTC).timetuple()
+    settings.home()
+    return args.fn(args)

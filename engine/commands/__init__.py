@@ -1,0 +1,3 @@
+"""Command families. Importing this package registers every handler."""
+
+from engine.commands import debug, system  # noqa: F401

@@ -1,0 +1,220 @@
+"""`python -m engine serve`: the command loop, the heartbeat, reconciliation and shutdown.
+
+One process, one instance id. The main thread runs the command loop: it sleeps on a loopback
+wake-up socket (so a submit is picked up at once) with the poll interval as the fallback,
+claims commands one at a time and runs their handlers. A heartbeat thread refreshes this
+instance's row and, every few beats, reaps instances that died: their running commands end
+`failed` and their jobs `interrupted`, each with a reason naming who found them and when.
+SIGTERM / SIGINT stop the loop after the current command and record a clean stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, exists, select
+
+import db
+from db import bus, engines, jobs
+from db.models import Command, utcnow
+from db.wake import WakeSocket
+from engine import __version__, registry
+from engine.registry import CommandError
+
+log = logging.getLogger("engine")
+
+
+@dataclass
+class Settings:
+    poll_interval_s: float = 0.1
+    heartbeat_s: float = 1.0
+    reap_every_beats: int = 3
+    debug_commands: bool = False
+    seed: bool = True
+
+
+@dataclass
+class EngineContext:
+    """What handlers may use: the database, who we are, and the shutdown flag."""
+
+    db: Engine
+    instance_id: str
+    settings: Settings
+    started: float = field(default_factory=time.monotonic)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started
+
+
+def new_instance_id() -> str:
+    """host:pid:random, unique per run and readable in the views."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class EngineService:
+    """The long-lived engine process."""
+
+    def __init__(self, database: Engine, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.ctx = EngineContext(database, new_instance_id(), self.settings)
+        self.wake = WakeSocket()
+        self._beat_thread: threading.Thread | None = None
+        self.stop_reason = "stopped"
+
+    @property
+    def db(self) -> Engine:
+        return self.ctx.db
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Upgrade the schema, register, reconcile what a crash left, seed on first run."""
+        db.upgrade(self.db)
+        engines.register(self.db, self.ctx.instance_id, __version__, self.wake.address)
+        log.info("engine %s (version %s) starting", self.ctx.instance_id, __version__)
+        self.reap(at_start=True)
+        if self.settings.seed:
+            self._seed_first_run()
+        self._beat_thread = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
+        self._beat_thread.start()
+
+    def stop(self, reason: str) -> None:
+        """Ask the loop to finish the current command and exit (safe from signal handlers)."""
+        self.stop_reason = reason
+        self.ctx.stopping.set()
+        self.wake.poke()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(
+                sig,
+                lambda signum, _f: self.stop(f"clean shutdown on {signal.Signals(signum).name}"),
+            )
+
+    def serve_forever(self) -> None:
+        """Run until `stop()`; then record a clean stop."""
+        self.start()
+        log.info(
+            "engine %s serving (poll %.0f ms)",
+            self.ctx.instance_id,
+            self.settings.poll_interval_s * 1000,
+        )
+        try:
+            while not self.ctx.stopping.is_set():
+                if not self.run_pending():
+                    self.wake.wait(self.settings.poll_interval_s)
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        self.ctx.stopping.set()
+        if self._beat_thread:
+            self._beat_thread.join(timeout=5)
+        engines.mark_stopped(self.db, self.ctx.instance_id, self.stop_reason)
+        self.wake.close()
+        log.info("engine %s stopped: %s", self.ctx.instance_id, self.stop_reason)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _has_pending(self) -> bool:
+        with db.readonly(self.db).begin() as conn:
+            return bool(conn.scalar(select(exists().where(Command.status == "pending"))))
+
+    def run_pending(self) -> int:
+        """Claim and run commands until none is pending (or we are stopping); how many ran.
+        A cheap read comes first so an idle poll never takes the write lock."""
+        ran = 0
+        while not self.ctx.stopping.is_set() and self._has_pending():
+            cmd = bus.claim(self.db, self.ctx.instance_id)
+            if cmd is None:
+                break  # another engine took it
+            self.execute(cmd)
+            ran += 1
+        return ran
+
+    def execute(self, cmd: Command) -> None:
+        """Run one claimed command to `done` or `failed`; never raises."""
+        started = time.perf_counter()
+        try:
+            handler, args = registry.resolve(cmd.kind, cmd.payload, self.settings.debug_commands)
+            result = handler.fn(self.ctx, args, cmd) or {}
+        except CommandError as exc:
+            bus.fail(self.db, cmd.id, str(exc))
+            log.info("command %s (%s) failed: %s", cmd.id, cmd.kind, exc)
+            return
+        except Exception as exc:  # a bug in a handler must not take the engine down
+            log.error("command %s (%s) raised:\n%s", cmd.id, cmd.kind, traceback.format_exc())
+            bus.fail(
+                self.db,
+                cmd.id,
+                f"{cmd.kind} failed inside the engine: {type(exc).__name__}: {exc} "
+                f"(the engine log of {self.ctx.instance_id} has the traceback)",
+            )
+            return
+        bus.finish(self.db, cmd.id, result)
+        log.debug(
+            "command %s (%s) done in %.1f ms",
+            cmd.id,
+            cmd.kind,
+            (time.perf_counter() - started) * 1e3,
+        )
+
+    # -- heartbeat and reconciliation -------------------------------------------------------
+
+    def _beat_loop(self) -> None:
+        n = 0
+        while not self.ctx.stopping.wait(self.settings.heartbeat_s):
+            try:
+                engines.beat(self.db, self.ctx.instance_id)
+                n += 1
+                if n % self.settings.reap_every_beats == 0:
+                    self.reap(at_start=False)
+            except Exception:
+                log.exception("heartbeat failed; retrying")
+
+    def reap(self, at_start: bool) -> None:
+        """Close out engine instances that died without a clean stop."""
+        now = utcnow()
+        for row in engines.unstopped(self.db):
+            if row.id == self.ctx.instance_id or engines.is_alive(row, now):
+                continue
+            when = now.strftime("%Y-%m-%d %H:%M:%S UTC")
+            found = (
+                f"found at the restart of the engine (new instance {self.ctx.instance_id}) at {when}"
+                if at_start
+                else f"found by engine {self.ctx.instance_id} at {when}"
+            )
+            reason = (
+                f"interrupted: engine {row.id} stopped without finishing this "
+                f"(last heartbeat {row.last_beat:%Y-%m-%d %H:%M:%S} UTC); {found}"
+            )
+            engines.mark_stopped(self.db, row.id, f"died; {found}")
+            failed = bus.fail_running_of(self.db, [row.id], reason)
+            interrupted = jobs.interrupt_running_of(self.db, [row.id], reason)
+            log.warning(
+                "engine %s had died: %d command(s) failed, %d job(s) interrupted",
+                row.id,
+                len(failed),
+                len(interrupted),
+            )
+
+    def _seed_first_run(self) -> None:
+        from db import candles
+        from market.importer import seed_samples
+
+        try:
+            if candles.imports(self.db, limit=1):
+                return  # the database has had data; never re-seed what a person removed
+            for outcome in seed_samples(self.db, created_by="seed"):
+                log.info("seeded %s", outcome.message())
+        except Exception as exc:
+            log.error("could not seed sample market data: %s", exc)

@@ -1,0 +1,126 @@
+"""Home: is the engine there, what is queued, what data we have, and a look at it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+import pandas as pd
+import streamlit as st
+
+from db import bus, candles, engines, jobs
+from pages.common import candle_chart, current_user, database
+
+MAX_CHART_CANDLES = 20_000
+PRESETS = {"last 100": 100, "last 250": 250, "last 500": 500, "last 1,000": 1000, "all": None}
+
+engine = database()
+st.title("Candle Lab")
+
+
+@st.fragment(run_every=1)
+def status_panel() -> None:
+    s = engines.status(engine)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Engine", "online" if s.online else "offline")
+    age = f"{s.heartbeat_age_s:.1f} s" if s.heartbeat_age_s is not None else "never"
+    c2.metric("Last heartbeat", age)
+    c3.metric("Queue depth", bus.queue_depth(engine))
+    c4.metric("Running jobs", jobs.running_count(engine))
+    if s.online:
+        st.caption(f"Engine `{s.instance.id}` · version {s.instance.version}")
+    elif s.instance is None:
+        st.warning("No engine has run on this database yet. Start one: `python -m engine`.")
+    else:
+        why = s.instance.stop_reason or "heartbeat lost"
+        st.warning(f"Engine offline: `{s.instance.id}` — {why}. Start it: `python -m engine`.")
+
+
+status_panel()
+
+sets = candles.datasets(engine)
+st.subheader("Datasets")
+if sets.empty:
+    st.info(
+        "No candles yet. Start the engine (it loads the sample data on first run) or import a CSV on the Data page."
+    )
+    st.stop()
+st.dataframe(
+    sets[["symbol", "timeframe", "candles", "first", "last"]],
+    hide_index=True,
+    width="stretch",
+)
+
+st.subheader("Chart")
+labels = [f"{r.symbol} · {r.timeframe}" for r in sets.itertuples()]
+c1, c2 = st.columns([2, 3])
+pick = c1.selectbox("Dataset", labels, key="home_dataset")
+row = sets.iloc[labels.index(pick)]
+preset = c2.segmented_control("Range", [*PRESETS, "dates"], default="last 250", key="home_range")
+first = row["first"].to_pydatetime()
+last = row["last"].to_pydatetime()
+if preset == "dates":
+    d0, d1 = st.columns(2)
+    start = d0.date_input(
+        "From",
+        value=max(first, last - timedelta(days=365)).date(),
+        min_value=first.date(),
+        max_value=last.date(),
+    )
+    end = d1.date_input("To", value=last.date(), min_value=first.date(), max_value=last.date())
+    if start > end:
+        st.error(f"'From' ({start}) is after 'To' ({end}): pick a start before the end.")
+        st.stop()
+    lo = int(datetime.combine(start, time.min, UTC).timestamp() * 1000)
+    hi = int(datetime.combine(end, time.max, UTC).timestamp() * 1000)
+    df = candles.load(engine, row.symbol, row.timeframe, lo, hi)
+    if len(df) > MAX_CHART_CANDLES:
+        st.info(f"{len(df):,} candles in that range; showing the last {MAX_CHART_CANDLES:,}.")
+        df = df.iloc[-MAX_CHART_CANDLES:]
+else:
+    n = PRESETS.get(preset or "last 250")
+    df = candles.load(engine, row.symbol, row.timeframe, last=n or MAX_CHART_CANDLES)
+
+if df.empty:
+    st.info("No candles in that range.")
+else:
+    st.caption(
+        f"{len(df):,} candles, {df.time.iloc[0]:%Y-%m-%d %H:%M} → {df.time.iloc[-1]:%Y-%m-%d %H:%M} UTC · drag to pan, scroll to zoom"
+    )
+    st.altair_chart(candle_chart(df, title=f"{row.symbol} {row.timeframe}"), width="stretch")
+
+st.subheader("Commands")
+c1, c2 = st.columns([1, 4])
+if c1.button(
+    "Ping engine", disabled=not current_user(), help="Send a ping through the command bus"
+):
+    cid = bus.submit(engine, "ping", {}, created_by=current_user())
+    done = bus.wait(engine, cid, timeout_s=5)
+    if done.status == "done":
+        ms = (done.finished_at - done.created_at).total_seconds() * 1000
+        c2.success(f"pong from `{done.result['engine_id']}` in {ms:.0f} ms")
+    elif done.status == "failed":
+        c2.error(done.error)
+    else:
+        c2.warning("No answer within 5 s: is the engine running? (`python -m engine status`)")
+recent = bus.recent(engine, limit=20)
+if recent:
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "id": c.id,
+                    "kind": c.kind,
+                    "status": c.status,
+                    "by": c.created_by,
+                    "created": c.created_at,
+                    "took ms": round((c.finished_at - c.created_at).total_seconds() * 1000, 1)
+                    if c.finished_at
+                    else None,
+                    "error": c.error,
+                }
+                for c in recent
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )

@@ -1,0 +1,20 @@
+"""Candle Lab in the browser: `streamlit run streamlit_app.py`.
+
+The views hold no model and no business state: they read the database and write commands
+(and user-owned rows such as imported candles) through `db/`.
+"""
+
+import streamlit as st
+
+from pages.common import sidebar
+
+st.set_page_config(page_title="Candle Lab", page_icon="🕯️", layout="wide")
+
+nav = st.navigation(
+    [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("pages/data.py", title="Data", icon=":material/upload_file:"),
+    ]
+)
+sidebar()
+nav.run()
