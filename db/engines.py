@@ -74,9 +74,7 @@ def is_alive(row: EngineInstance, now: datetime | None = None) -> bool:
     now = now or utcnow()
     if now - row.last_beat > timedelta(seconds=settings.heartbeat_timeout_s()):
         return False
-    if row.host == socket.gethostname() and not _pid_alive(row.pid):
-        return False
-    return True
+    return not (row.host == socket.gethostname() and not _pid_alive(row.pid))
 
 
 def unstopped(engine: Engine) -> list[EngineInstance]:

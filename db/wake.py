@@ -8,6 +8,7 @@ of truth (the engine still polls).
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import threading
@@ -70,9 +71,7 @@ def notify(engine: Engine) -> None:
     """Tell every live engine that a command is waiting. Never raises."""
     try:
         for addr in _addresses(engine):
-            try:
+            with contextlib.suppress(OSError):
                 _sender.sendto(b"!", addr)
-            except OSError:
-                pass
     except Exception:  # a wake-up is an optimisation; the poll still finds the command
         pass

@@ -467,6 +467,7 @@ def _gaps(ts: np.ndarray, timeframe: str, interval: int) -> Problem | None:
     A closure is learned from the file itself: a time slot of the week (Saturday for daily
     stock data, the night for intraday stock data) that never holds a candle is closed, so
     skipping it is no gap. Crypto files, which trade every slot, count every missing candle.
+    Files shorter than two weeks learn weekdays and times of day separately instead.
     """
     if len(ts) < 2:
         return None
@@ -479,8 +480,19 @@ def _gaps(ts: np.ndarray, timeframe: str, interval: int) -> Problem | None:
         missing = (d[idx] // interval - 1).astype(np.int64) + ((d[idx] % interval) > 0)
         if interval <= WEEK_MS and WEEK_MS % interval == 0:
             slots = WEEK_MS // interval
+            slot = ((ts - MONDAY_MS) % WEEK_MS) // interval
             seen = np.zeros(slots, dtype=bool)
-            seen[((ts - MONDAY_MS) % WEEK_MS) // interval] = True
+            seen[slot] = True
+            if ts[-1] - ts[0] < 2 * WEEK_MS and interval < 86_400_000:
+                # Too short to learn a weekly pattern: a slot is open if its weekday and its
+                # time of day each appear somewhere in the file.
+                per_day = 86_400_000 // interval
+                all_slots = np.arange(slots)
+                day_seen = np.zeros(7, dtype=bool)
+                day_seen[slot // per_day] = True
+                tod_seen = np.zeros(per_day, dtype=bool)
+                tod_seen[slot % per_day] = True
+                seen = day_seen[all_slots // per_day] & tod_seen[all_slots % per_day]
             keep = []
             for j, i in enumerate(idx):
                 k = int(missing[j])

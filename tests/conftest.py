@@ -1,0 +1,118 @@
+"""Shared fixtures: a fresh data directory and database per test, and a real engine process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import db
+from db import connection, engines
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty data directory, used by this process and any engine it starts."""
+    monkeypatch.setenv("CANDLELAB_HOME", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    yield tmp_path
+    connection.dispose_all()
+
+
+@pytest.fixture
+def database(home):
+    """A migrated SQLite database in the test's data directory."""
+    return db.init()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class EngineProcess:
+    """`python -m engine serve` as a child process, as an operator would run it."""
+
+    def __init__(self, home: Path, *args: str) -> None:
+        self.home = home
+        self.args = args
+        self.log_path = home / f"engine-{time.monotonic_ns()}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> EngineProcess:
+        env = {**os.environ, "CANDLELAB_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        env.pop("DATABASE_URL", None)
+        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "serve", *self.args],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        if wait:
+            database = db.get_engine()
+            wait_until(
+                lambda: (
+                    any(r.pid == self.proc.pid for r in engines.alive(database))
+                    or self.proc.poll() is not None
+                ),
+                timeout=60,
+                what="the engine to come online",
+            )
+            assert self.proc.poll() is None, f"engine exited early:\n{self.output()}"
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=timeout)
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def engine_process(home, database):
+    """Start real engine processes (`start(*args)`); all are stopped at the end."""
+    started: list[EngineProcess] = []
+
+    def start(*args: str, wait: bool = True) -> EngineProcess:
+        proc = EngineProcess(home, *args).start(wait=wait)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.proc and proc.proc.poll() is None:
+            proc.stop(signal.SIGKILL)
+
+
+def run_cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`python -m engine ARGS` against the test's data directory."""
+    env = {**os.environ, "CANDLELAB_HOME": str(home)}
+    env.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
