@@ -5,8 +5,14 @@ The views hold no model and no business state: they read the database and write 
 """
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from pages.common import sidebar
+
+# Pages are listed below with st.navigation; keep Streamlit from also auto-discovering pages/
+# (see scripts/streamlit_server.py, which sets this before the server starts).
+PagesManager.uses_pages_directory = False
+
 
 st.set_page_config(page_title="Candle Lab", page_icon="🕯️", layout="wide")
 

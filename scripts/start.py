@@ -34,7 +34,7 @@ def main() -> int:
     procs.append(
         subprocess.Popen(
             [
-                py, "-m", "streamlit", "run", "streamlit_app.py",
+                py, "scripts/streamlit_server.py",
                 "--server.headless", "true",
                 "--server.address", args.address,
                 "--server.port", str(args.port),

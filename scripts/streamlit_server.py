@@ -1,0 +1,20 @@
+"""`streamlit run streamlit_app.py ARGS`, with Streamlit's legacy page discovery switched off.
+
+Streamlit 1.67 puts any app that has a `pages/` folder beside its main script into the old
+multipage mode (`PagesManager.uses_pages_directory`), which runs `pages/data.py` on its own
+when someone opens /data directly, bypassing `st.navigation` (no sidebar, no shared set-up).
+Our views live in `pages/` by design and are listed explicitly with `st.navigation`, so this
+launcher pins the flag off before the server starts. `streamlit_app.py` does the same for a
+plain `streamlit run`, where it can only take effect after the first page load.
+"""
+
+import sys
+
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.web.cli import main
+
+PagesManager.uses_pages_directory = False
+
+if __name__ == "__main__":
+    sys.argv = ["streamlit", "run", "streamlit_app.py", *sys.argv[1:]]
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The app as a person sees it, in real Chromium (Debian's package), started the way the README
+starts it (`scripts/start.py`: engine + Streamlit)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+import db
+from db import engines
+from tests.conftest import DATA, ROOT, wait_until
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM) and os.environ.get("CI") != "true",
+        reason="Chromium not installed (apt-get install chromium); CI always installs it",
+    ),
+]
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/_stcore/health", timeout=1) as r:
+            return r.read() == b"ok"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def app(home):
+    """The whole product on a fresh data directory: engine (seeding real data) + app."""
+    port = free_port()
+    env = {**os.environ, "CANDLELAB_HOME": str(home)}
+    env.pop("DATABASE_URL", None)
+    log = open(home / "app.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/start.py", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    database = db.get_engine()
+    try:
+        wait_until(lambda: healthy(url), 90, 0.2, "Streamlit health")
+        wait_until(lambda: engines.alive(database), 90, 0.2, "engine online")
+        yield url, database
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(30_000)
+        yield pg
+        browser.close()
+
+
+def test_home_shows_engine_online_real_candles_then_offline_when_engine_stops(app, page):
+    from playwright.sync_api import expect
+
+    url, database = app
+    page.goto(url)
+    engine_metric = page.get_by_test_id("stMetric").filter(has_text="Engine")
+    expect(engine_metric.get_by_test_id("stMetricValue")).to_have_text("online")
+    # The seeded real data: the NASDAQ Composite's last 250 daily candles of 2018.
+    expect(page.get_by_text("250 candles, 2018-01-03 00:00 → 2018-12-31 00:00 UTC")).to_be_visible()
+    expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
+    assert page.get_by_test_id("stException").count() == 0
+
+    live = engines.alive(database)
+    os.kill(live[0].pid, signal.SIGKILL)  # a crash, not a polite stop
+    expect(engine_metric.get_by_test_id("stMetricValue")).to_have_text("offline", timeout=8_000)
+    expect(page.get_by_text("engine offline")).to_be_visible()
+
+
+def test_data_page_reports_a_bad_file_and_imports_a_good_one(app, page):
+    from playwright.sync_api import expect
+
+    url, _ = app
+    page.goto(url + "/data")
+    page.get_by_role("textbox", name="Your name").fill("ana")
+    page.get_by_role("textbox", name="Your name").press("Enter")
+
+    page.locator("input[type=file]").set_input_files(str(DATA / "csv" / "bad_negative_volume.csv"))
+    expect(page.get_by_text("nothing was changed")).to_be_visible()
+    expect(page.get_by_role("button", name="Import")).to_be_disabled()
+
+    page.locator("input[type=file]").set_input_files(str(DATA / "csv" / "good_generic.csv"))
+    expect(page.get_by_text("No problems found.")).to_be_visible()
+    page.get_by_role("button", name="Import").click()
+    expect(page.get_by_text("good_generic.csv: 40 candles added.")).to_be_visible()
+    assert page.get_by_test_id("stException").count() == 0
