@@ -102,7 +102,7 @@ def test_home_shows_engine_online_real_candles_then_offline_when_engine_stops(ap
     live = engines.alive(database)
     os.kill(live[0].pid, signal.SIGKILL)  # a crash, not a polite stop
     expect(engine_metric.get_by_test_id("stMetricValue")).to_have_text("offline", timeout=8_000)
-    expect(page.get_by_text("engine offline")).to_be_visible()
+    expect(page.get_by_text("● engine offline")).to_be_visible()  # the sidebar badge
 
 
 def test_data_page_reports_a_bad_file_and_imports_a_good_one(app, page):
