@@ -22,13 +22,16 @@ def database_url() -> str:
     """`DATABASE_URL` if set, else the SQLite file `candlelab.db` in the data directory."""
     url = os.environ.get("DATABASE_URL")
     if url:
-        # Heroku-style URLs say postgres://; SQLAlchemy wants postgresql+psycopg://.
-        if url.startswith("postgres://"):
-            url = "postgresql+psycopg://" + url[len("postgres://") :]
-        elif url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://") :]
-        return url
+        return normalise_url(url)
     return f"sqlite:///{home() / 'candlelab.db'}"
+
+
+def normalise_url(url: str) -> str:
+    """postgres:// and postgresql:// URLs use the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
 
 
 def heartbeat_timeout_s() -> float:

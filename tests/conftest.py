@@ -33,6 +33,38 @@ def database(home):
     return db.init()
 
 
+PG_URL = os.environ.get("CANDLELAB_TEST_PG_URL")
+
+
+@pytest.fixture
+def pg_database(home):
+    """A migrated PostgreSQL database with a clean schema. `scripts/test.sh` starts a local
+    server and sets CANDLELAB_TEST_PG_URL; without it this skips, except in CI, where it fails."""
+    if not PG_URL:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CANDLELAB_TEST_PG_URL is not set in CI")
+        pytest.skip("no PostgreSQL (set CANDLELAB_TEST_PG_URL)")
+    from sqlalchemy import text
+
+    engine = connection.get_engine(settings_url(PG_URL))
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    return db.init(settings_url(PG_URL))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_database(request):
+    """The same test on the embedded SQLite and on PostgreSQL."""
+    return request.getfixturevalue("database" if request.param == "sqlite" else "pg_database")
+
+
+def settings_url(url: str) -> str:
+    from db.settings import normalise_url
+
+    return normalise_url(url)
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
     """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -47,8 +79,9 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "c
 class EngineProcess:
     """`python -m engine serve` as a child process, as an operator would run it."""
 
-    def __init__(self, home: Path, *args: str) -> None:
+    def __init__(self, home: Path, *args: str, database_url: str | None = None) -> None:
         self.home = home
+        self.database_url = database_url
         self.args = args
         self.log_path = home / f"engine-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen | None = None
@@ -56,6 +89,8 @@ class EngineProcess:
     def start(self, wait: bool = True) -> EngineProcess:
         env = {**os.environ, "CANDLELAB_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
         env.pop("DATABASE_URL", None)
+        if self.database_url:
+            env["DATABASE_URL"] = self.database_url
         self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "serve", *self.args],
@@ -65,7 +100,7 @@ class EngineProcess:
             stderr=subprocess.STDOUT,
         )
         if wait:
-            database = db.get_engine()
+            database = db.get_engine(self.database_url and settings_url(self.database_url))
             wait_until(
                 lambda: (
                     any(r.pid == self.proc.pid for r in engines.alive(database))
@@ -93,8 +128,8 @@ def engine_process(home, database):
     """Start real engine processes (`start(*args)`); all are stopped at the end."""
     started: list[EngineProcess] = []
 
-    def start(*args: str, wait: bool = True) -> EngineProcess:
-        proc = EngineProcess(home, *args).start(wait=wait)
+    def start(*args: str, wait: bool = True, database_url: str | None = None) -> EngineProcess:
+        proc = EngineProcess(home, *args, database_url=database_url).start(wait=wait)
         started.append(proc)
         return proc
 

@@ -10,47 +10,47 @@ from db import bus, connection
 from db.models import Command
 
 
-def test_same_request_id_twice_queues_one_command(database):
-    first = bus.submit(database, "ping", {}, request_id="double-click")
-    second = bus.submit(database, "ping", {"other": 1}, request_id="double-click")
+def test_same_request_id_twice_queues_one_command(any_database):
+    first = bus.submit(any_database, "ping", {}, request_id="double-click")
+    second = bus.submit(any_database, "ping", {"other": 1}, request_id="double-click")
     assert first == second
-    with database.connect() as conn:
+    with any_database.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(Command)) == 1
-    assert bus.get(database, first).payload == "{}"
+    assert bus.get(any_database, first).payload == "{}"
 
 
-def test_claim_takes_oldest_pending_and_marks_it_running(database):
-    a = bus.submit(database, "ping", created_by="ana")
-    b = bus.submit(database, "ping")
-    got = bus.claim(database, "engine-1")
+def test_claim_takes_oldest_pending_and_marks_it_running(any_database):
+    a = bus.submit(any_database, "ping", created_by="ana")
+    b = bus.submit(any_database, "ping")
+    got = bus.claim(any_database, "engine-1")
     assert got.id == a and got.status == "running" and got.claimed_by == "engine-1"
     assert got.claimed_at >= got.created_at
     assert got.created_by == "ana"
-    assert bus.claim(database, "engine-1").id == b
-    assert bus.claim(database, "engine-1") is None
+    assert bus.claim(any_database, "engine-1").id == b
+    assert bus.claim(any_database, "engine-1") is None
 
 
-def test_finish_fail_and_cancel_only_from_the_right_state(database):
-    cid = bus.submit(database, "ping")
-    assert bus.cancel(database, cid)
-    assert not bus.cancel(database, cid)
-    assert bus.claim(database, "e") is None  # a cancelled command is never claimed
+def test_finish_fail_and_cancel_only_from_the_right_state(any_database):
+    cid = bus.submit(any_database, "ping")
+    assert bus.cancel(any_database, cid)
+    assert not bus.cancel(any_database, cid)
+    assert bus.claim(any_database, "e") is None  # a cancelled command is never claimed
 
-    cid = bus.submit(database, "ping")
-    bus.claim(database, "e")
-    assert not bus.cancel(database, cid)  # too late: it is running
-    assert bus.finish(database, cid, {"ok": True})
-    assert not bus.fail(database, cid, "late")  # done stays done
-    row = bus.get(database, cid)
+    cid = bus.submit(any_database, "ping")
+    bus.claim(any_database, "e")
+    assert not bus.cancel(any_database, cid)  # too late: it is running
+    assert bus.finish(any_database, cid, {"ok": True})
+    assert not bus.fail(any_database, cid, "late")  # done stays done
+    row = bus.get(any_database, cid)
     assert (row.status, row.result, row.error) == ("done", {"ok": True}, None)
     assert row.finished_at >= row.claimed_at
 
 
-def test_timestamps_are_utc_with_subsecond_resolution(database):
-    cid = bus.submit(database, "ping")
-    bus.claim(database, "e")
-    bus.finish(database, cid)
-    row = bus.get(database, cid)
+def test_timestamps_are_utc_with_subsecond_resolution(any_database):
+    cid = bus.submit(any_database, "ping")
+    bus.claim(any_database, "e")
+    bus.finish(any_database, cid)
+    row = bus.get(any_database, cid)
     assert row.created_at.utcoffset().total_seconds() == 0
     stamps = {row.created_at.microsecond, row.claimed_at.microsecond, row.finished_at.microsecond}
     assert stamps != {0}
@@ -65,15 +65,15 @@ def _claim_all(url: str, name: str, start, out) -> None:
     out.put((name, got))
 
 
-def test_two_processes_claiming_1000_commands_get_each_exactly_once(database):
-    with database.begin() as conn:  # queue 1,000 in one go
+def test_two_processes_claiming_1000_commands_get_each_exactly_once(any_database):
+    with any_database.begin() as conn:  # queue 1,000 in one go
         conn.execute(
             Command.__table__.insert(),
             [{"request_id": f"r{i}", "kind": "ping", "payload": "{}"} for i in range(1000)],
         )
     ctx = mp.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
-    url = database.url.render_as_string(hide_password=False)
+    url = any_database.url.render_as_string(hide_password=False)
     procs = [ctx.Process(target=_claim_all, args=(url, f"p{i}", start, out)) for i in range(2)]
     for p in procs:
         p.start()
@@ -85,7 +85,7 @@ def test_two_processes_claiming_1000_commands_get_each_exactly_once(database):
     assert not set(a) & set(b), "a command was claimed twice"
     assert len(a) + len(b) == 1000 and len(set(a) | set(b)) == 1000, "a command was lost"
     assert a and b, "both processes should have claimed some (the test must race)"
-    with database.connect() as conn:
+    with any_database.connect() as conn:
         rows = conn.execute(
             select(Command.id, Command.claimed_by).where(Command.status == "running")
         ).all()

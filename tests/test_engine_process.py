@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from db import bus, candles, engines
-from tests.conftest import run_cli, wait_until
+from tests.conftest import PG_URL, run_cli, wait_until
 
 
 def ping_ok(database, timeout: float = 10) -> dict:
@@ -108,3 +108,14 @@ def test_first_run_seeds_real_market_data_once(database, engine_process):
     engine_process()  # a second start imports nothing more
     assert candles.total(database) == 2 * 5031
     assert len(candles.imports(database)) == 2
+
+
+def test_engine_serves_the_same_bus_on_postgresql(pg_database, engine_process):
+    any_database = pg_database
+    proc = engine_process("--no-seed", "--debug-commands", database_url=PG_URL)
+    assert ping_ok(any_database)["engine_id"] == engines.alive(any_database)[0].id
+    row = bus.wait(any_database, bus.submit(any_database, "debug.fail"), 10)
+    assert row.status == "failed" and "RuntimeError" in row.error
+    ping_ok(any_database)
+    assert proc.stop() == 0
+    assert not engines.status(any_database).online

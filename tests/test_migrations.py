@@ -12,25 +12,25 @@ from db.migrate import current_revision, head_revision, upgrade
 from db.models import Base
 
 
-def test_empty_database_is_upgraded_to_head(database):
-    assert current_revision(database) == head_revision()
-    tables = set(inspect(database).get_table_names())
+def test_empty_database_is_upgraded_to_head(any_database):
+    assert current_revision(any_database) == head_revision()
+    tables = set(inspect(any_database).get_table_names())
     assert {"commands", "engines", "jobs", "candles", "imports"} <= tables
 
 
-def test_models_and_migrations_agree(database):
-    with database.connect() as conn:
+def test_models_and_migrations_agree(any_database):
+    with any_database.connect() as conn:
         diff = compare_metadata(
             MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
         )
     assert diff == [], f"models changed without a migration: {diff}"
 
 
-def test_upgrading_again_keeps_data(database):
-    cid = bus.submit(database, "ping")
-    upgrade(database)
-    db.init()
-    assert bus.get(database, cid).kind == "ping"
+def test_upgrading_again_keeps_data(any_database):
+    cid = bus.submit(any_database, "ping")
+    upgrade(any_database)
+    db.init(any_database.url.render_as_string(hide_password=False))
+    assert bus.get(any_database, cid).kind == "ping"
 
 
 def test_sqlite_runs_in_wal_with_a_busy_timeout(database):
