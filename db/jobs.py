@@ -33,3 +33,85 @@ def recent(engine: Engine, limit: int = 20) -> list[Job]:
     """The newest jobs first."""
     with Session(readonly(engine), expire_on_commit=False) as s:
         return list(s.scalars(select(Job).order_by(Job.id.desc()).limit(limit)))
+
+
+def create(engine: Engine, kind: str, *, command_id: int | None, engine_id: str,
+           created_by: str | None, message: str = "queued") -> int:  # fmt: skip
+    """A new job row, owned by `engine_id`."""
+    with engine.begin() as conn:
+        return conn.execute(
+            Job.__table__.insert()
+            .values(
+                kind=kind,
+                status="queued",
+                progress=0.0,
+                message=message,
+                command_id=command_id,
+                engine_id=engine_id,
+                created_by=created_by,
+                created_at=utcnow(),
+            )
+            .returning(Job.id)
+        ).scalar_one()
+
+
+def update_progress(engine: Engine, job_id: int, progress: float, message: str,
+                    result: dict | None = None, status: str = "running") -> bool:  # fmt: skip
+    """Record progress (0–1) and a message; returns whether cancel was requested."""
+    values = {"progress": max(0.0, min(1.0, progress)), "message": message, "status": status}
+    if result is not None:
+        values["result"] = result
+    with engine.begin() as conn:
+        conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+            .values(**values)
+        )
+        conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.started_at.is_(None))
+            .values(started_at=utcnow())
+        )
+        return bool(conn.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def finish(engine: Engine, job_id: int, status: str, message: str,
+           result: dict | None = None, error: str | None = None) -> None:  # fmt: skip
+    """Close a job as done / failed / cancelled."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                status=status,
+                message=message,
+                result=result,
+                error=error,
+                finished_at=utcnow(),
+                progress=1.0 if status == "done" else Job.progress,
+            )
+        )
+
+
+def request_cancel(engine: Engine, job_id: int) -> bool:
+    """Ask a queued or running job to stop at its next check; False if it already ended."""
+    with engine.begin() as conn:
+        res = conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+            .values(cancel_requested=True)
+        )
+        return res.rowcount == 1
+
+
+def get(engine: Engine, job_id: int) -> Job | None:
+    with Session(readonly(engine), expire_on_commit=False) as s:
+        return s.get(Job, job_id)
+
+
+def recent_of(engine: Engine, kind: str, limit: int = 20) -> list[Job]:
+    """The newest jobs of one kind first."""
+    with Session(readonly(engine), expire_on_commit=False) as s:
+        return list(
+            s.scalars(select(Job).where(Job.kind == kind).order_by(Job.id.desc()).limit(limit))
+        )

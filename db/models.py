@@ -169,3 +169,71 @@ class Candle(Base):
     close: Mapped[float] = mapped_column(Double)
     volume: Mapped[float] = mapped_column(Double)
     import_id: Mapped[int | None] = mapped_column(ForeignKey("imports.id"))
+
+
+class Checkpoint(Base):
+    """Model weights saved to a file under the data directory, with where they came from."""
+
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
+    created_by: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    feature_version: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any] | None]
+    # Relative to the data directory; chosen by the engine, never from a name a person typed.
+    file: Mapped[str] = mapped_column(String(255))
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=False)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+
+
+class Annotation(Base):
+    """A trade a person marked on the chart: entry and exit candle, long or short."""
+
+    __tablename__ = "annotations"
+    __table_args__ = (
+        CheckConstraint("side IN ('long', 'short')", name="side"),
+        CheckConstraint("entry_ts < exit_ts", name="order"),
+        Index("ix_annotations_symbol_timeframe", "symbol", "timeframe"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(64))
+    timeframe: Mapped[str] = mapped_column(String(16))
+    entry_ts: Mapped[int] = mapped_column(BigInteger)
+    exit_ts: Mapped[int] = mapped_column(BigInteger)
+    side: Mapped[str] = mapped_column(String(5))
+    note: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime | None]
+    # Deletes are soft so they can be undone.
+    deleted_at: Mapped[datetime | None]
+    deleted_by: Mapped[str | None] = mapped_column(String(80))
+
+
+class TrainingEvent(Base):
+    """One weight update (or one skipped for a lock timeout), from any source."""
+
+    __tablename__ = "training_events"
+    __table_args__ = (Index("ix_training_events_job_id", "job_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_key: Mapped[str] = mapped_column(String(80))  # the in-memory model instance
+    source: Mapped[str] = mapped_column(String(32))  # batch, manual, pivot, every_candle, …
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    session_id: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[int | None] = mapped_column(Integer)  # optimizer step count after it
+    samples: Mapped[int] = mapped_column(Integer, default=0)
+    loss: Mapped[float | None] = mapped_column(Double)
+    lock_wait_ms: Mapped[float] = mapped_column(Double, default=0.0)
+    duration_ms: Mapped[float] = mapped_column(Double, default=0.0)
+    candle_ts: Mapped[int | None] = mapped_column(BigInteger)
+    label: Mapped[str | None] = mapped_column(String(8))
+    skipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

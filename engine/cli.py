@@ -24,6 +24,7 @@ def _serve(args) -> int:
             heartbeat_s=args.heartbeat,
             debug_commands=args.debug_commands,
             seed=not args.no_seed and os.environ.get("CANDLELAB_SEED", "1") != "0",
+            lock_timeout_s=args.lock_timeout,
         ),
     )
     service.install_signal_handlers()
@@ -181,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     s.add_argument("--no-seed", action="store_true", help="do not import sample data on first run")
+    s.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=float(os.environ.get("CANDLELAB_LOCK_TIMEOUT", "30")),
+        help="seconds a weight update waits for a model's training lock (default 30)",
+    )
     s.add_argument(
         "--debug-commands",
         action="store_true",

@@ -27,6 +27,7 @@ from db import bus, engines, jobs
 from db.models import Command, utcnow
 from db.wake import WakeSocket
 from engine import __version__, registry
+from engine.pool import ModelPool
 from engine.registry import CommandError
 
 log = logging.getLogger("engine")
@@ -39,6 +40,7 @@ class Settings:
     reap_every_beats: int = 3
     debug_commands: bool = False
     seed: bool = True
+    lock_timeout_s: float = 30.0
 
 
 @dataclass
@@ -50,9 +52,20 @@ class EngineContext:
     settings: Settings
     started: float = field(default_factory=time.monotonic)
     stopping: threading.Event = field(default_factory=threading.Event)
+    models: ModelPool | None = None
+    job_threads: dict[int, threading.Thread] = field(default_factory=dict)
 
     def uptime_s(self) -> float:
         return time.monotonic() - self.started
+
+    def start_job(self, job_id: int, work) -> None:
+        """Run a job's work on its own thread; shutdown waits for it to checkpoint."""
+        thread = threading.Thread(target=work, name=f"job-{job_id}", daemon=True)
+        self.job_threads[job_id] = thread
+        thread.start()
+
+    def running_jobs(self) -> list[int]:
+        return [j for j, t in self.job_threads.items() if t.is_alive()]
 
 
 def new_instance_id() -> str:
@@ -66,6 +79,7 @@ class EngineService:
     def __init__(self, database: Engine, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.ctx = EngineContext(database, new_instance_id(), self.settings)
+        self.ctx.models = ModelPool(database, self.settings.lock_timeout_s)
         self.wake = WakeSocket()
         self._beat_thread: threading.Thread | None = None
         self.stop_reason = "stopped"
@@ -84,6 +98,9 @@ class EngineService:
         self.reap(at_start=True)
         if self.settings.seed:
             self._seed_first_run()
+        from engine import checkpoints
+
+        checkpoints.ensure_default(self.db)
         self._beat_thread = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
         self._beat_thread.start()
 
@@ -117,6 +134,9 @@ class EngineService:
 
     def shutdown(self) -> None:
         self.ctx.stopping.set()
+        for job_id, thread in list(self.ctx.job_threads.items()):
+            log.info("waiting for job %s to checkpoint and stop", job_id)
+            thread.join(timeout=60)
         if self._beat_thread:
             self._beat_thread.join(timeout=5)
         engines.mark_stopped(self.db, self.ctx.instance_id, self.stop_reason)

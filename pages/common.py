@@ -3,14 +3,18 @@ candlestick chart. Views import `db` and `market`, never the engine's internals.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time, timedelta
+
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 import db
-from db import engines
+from db import candles, engines
 
 UP, DOWN = "#26a69a", "#ef5350"
+MAX_CHART_CANDLES = 20_000
+PRESETS = {"last 100": 100, "last 250": 250, "last 500": 500, "last 1,000": 1000, "all": None}
 
 
 @st.cache_resource
@@ -48,9 +52,51 @@ def engine_badge() -> None:
         st.markdown(":red[● engine offline]")
 
 
-def candle_chart(df: pd.DataFrame, height: int = 380, title: str | None = None) -> alt.VConcatChart:
+def annotation_frame(rows, df: pd.DataFrame) -> pd.DataFrame:
+    """Annotations that overlap the candles in `df`, shaped for `annotation_layers`."""
+    if df.empty or not rows:
+        return pd.DataFrame()
+    lo, hi = int(df["ts"].iloc[0]), int(df["ts"].iloc[-1])
+    out = pd.DataFrame(
+        [
+            {"id": r.id, "side": r.side, "entry_ts": r.entry_ts, "exit_ts": r.exit_ts,
+             "note": r.note or "", "author": r.author or ""}
+            for r in rows
+            if r.exit_ts >= lo and r.entry_ts <= hi
+        ]
+    )  # fmt: skip
+    if out.empty:
+        return out
+    out["entry"] = pd.to_datetime(out["entry_ts"], unit="ms", utc=True)
+    out["exit"] = pd.to_datetime(out["exit_ts"], unit="ms", utc=True)
+    return out
+
+
+def annotation_layers(ann: pd.DataFrame) -> list:
+    """Shaded spans for annotated trades (green long, red short) with entry/exit ticks."""
+    if ann.empty:
+        return []
+    color = alt.Color(
+        "side:N", scale=alt.Scale(domain=["long", "short"], range=[UP, DOWN]), legend=None
+    )
+    tip = ["id:Q", "side:N", alt.Tooltip("entry:T", format="%Y-%m-%d %H:%M"),
+           alt.Tooltip("exit:T", format="%Y-%m-%d %H:%M"), "note:N", "author:N"]  # fmt: skip
+    base = alt.Chart(ann)
+    span = base.mark_rect(opacity=0.12).encode(x="entry:T", x2="exit:T", color=color, tooltip=tip)
+    entry = base.mark_rule(strokeDash=[4, 3], strokeWidth=1.5).encode(x="entry:T", color=color)
+    exit_ = base.mark_rule(strokeWidth=1.5).encode(x="exit:T", color=color)
+    return [span, entry, exit_]
+
+
+def candle_chart(
+    df: pd.DataFrame,
+    height: int = 380,
+    title: str | None = None,
+    annotations: pd.DataFrame | None = None,
+) -> alt.VConcatChart:
     """Candles (low–high wick, open–close body) over a volume panel, sharing a zoomable time
-    axis. `df` needs columns time, open, high, low, close, volume."""
+    axis, with annotated trades shaded. `df` needs columns time, open, high, low, close,
+    volume."""
     n = max(len(df), 1)
     body = max(1.0, min(10.0, 900.0 / n))
     color = alt.condition("datum.open <= datum.close", alt.value(UP), alt.value(DOWN))
@@ -78,3 +124,49 @@ def candle_chart(df: pd.DataFrame, height: int = 380, title: str | None = None) 
         .properties(height=max(60, height // 4), width="container")
     )
     return alt.vconcat(price, volume, spacing=4).resolve_scale(x="shared")
+
+
+def pick_candles(key: str, default_range: str = "last 250"):
+    """A dataset picker and a range picker (presets or dates); returns (dataset row, candles).
+    Stops the page with a message when there is nothing to show."""
+    engine = database()
+    sets = candles.datasets(engine)
+    if sets.empty:
+        st.info(
+            "No candles yet: start the engine (it loads sample data) or import on the Data page."
+        )
+        st.stop()
+    labels = [f"{r.symbol} · {r.timeframe}" for r in sets.itertuples()]
+    c1, c2 = st.columns([2, 3])
+    pick = c1.selectbox("Dataset", labels, key=f"{key}_dataset")
+    row = sets.iloc[labels.index(pick)]
+    preset = c2.segmented_control(
+        "Range", [*PRESETS, "dates"], default=default_range, key=f"{key}_range"
+    )
+    first, last = row["first"].to_pydatetime(), row["last"].to_pydatetime()
+    if preset == "dates":
+        d0, d1 = st.columns(2)
+        start = d0.date_input("From", value=max(first, last - timedelta(days=365)).date(),
+                              min_value=first.date(), max_value=last.date(), key=f"{key}_from")  # fmt: skip
+        end = d1.date_input("To", value=last.date(), min_value=first.date(),
+                            max_value=last.date(), key=f"{key}_to")  # fmt: skip
+        if start > end:
+            st.error(f"'From' ({start}) is after 'To' ({end}): pick a start before the end.")
+            st.stop()
+        lo = int(datetime.combine(start, time.min, UTC).timestamp() * 1000)
+        hi = int(datetime.combine(end, time.max, UTC).timestamp() * 1000)
+        df = candles.load(engine, row.symbol, row.timeframe, lo, hi)
+        if len(df) > MAX_CHART_CANDLES:
+            st.info(f"{len(df):,} candles in that range; showing the last {MAX_CHART_CANDLES:,}.")
+            df = df.iloc[-MAX_CHART_CANDLES:]
+    else:
+        n = PRESETS.get(preset or default_range)
+        df = candles.load(engine, row.symbol, row.timeframe, last=n or MAX_CHART_CANDLES)
+    if df.empty:
+        st.info("No candles in that range.")
+    else:
+        st.caption(
+            f"{len(df):,} candles, {df.time.iloc[0]:%Y-%m-%d %H:%M} → "
+            f"{df.time.iloc[-1]:%Y-%m-%d %H:%M} UTC · drag to pan, scroll to zoom"
+        )
+    return row, df

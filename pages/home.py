@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
-
 import pandas as pd
 import streamlit as st
 
+from db import annotations as annotation_rows
 from db import bus, candles, engines, jobs
-from pages.common import candle_chart, current_user, database
-
-MAX_CHART_CANDLES = 20_000
-PRESETS = {"last 100": 100, "last 250": 250, "last 500": 500, "last 1,000": 1000, "all": None}
+from pages.common import annotation_frame, candle_chart, current_user, database, pick_candles
 
 engine = database()
 st.title("Candle Lab")
@@ -51,42 +47,12 @@ st.dataframe(
 )
 
 st.subheader("Chart")
-labels = [f"{r.symbol} · {r.timeframe}" for r in sets.itertuples()]
-c1, c2 = st.columns([2, 3])
-pick = c1.selectbox("Dataset", labels, key="home_dataset")
-row = sets.iloc[labels.index(pick)]
-preset = c2.segmented_control("Range", [*PRESETS, "dates"], default="last 250", key="home_range")
-first = row["first"].to_pydatetime()
-last = row["last"].to_pydatetime()
-if preset == "dates":
-    d0, d1 = st.columns(2)
-    start = d0.date_input(
-        "From",
-        value=max(first, last - timedelta(days=365)).date(),
-        min_value=first.date(),
-        max_value=last.date(),
+row, df = pick_candles("home")
+if not df.empty:
+    anns = annotation_frame(annotation_rows.list_for(engine, row.symbol, row.timeframe), df)
+    st.altair_chart(
+        candle_chart(df, title=f"{row.symbol} {row.timeframe}", annotations=anns), width="stretch"
     )
-    end = d1.date_input("To", value=last.date(), min_value=first.date(), max_value=last.date())
-    if start > end:
-        st.error(f"'From' ({start}) is after 'To' ({end}): pick a start before the end.")
-        st.stop()
-    lo = int(datetime.combine(start, time.min, UTC).timestamp() * 1000)
-    hi = int(datetime.combine(end, time.max, UTC).timestamp() * 1000)
-    df = candles.load(engine, row.symbol, row.timeframe, lo, hi)
-    if len(df) > MAX_CHART_CANDLES:
-        st.info(f"{len(df):,} candles in that range; showing the last {MAX_CHART_CANDLES:,}.")
-        df = df.iloc[-MAX_CHART_CANDLES:]
-else:
-    n = PRESETS.get(preset or "last 250")
-    df = candles.load(engine, row.symbol, row.timeframe, last=n or MAX_CHART_CANDLES)
-
-if df.empty:
-    st.info("No candles in that range.")
-else:
-    st.caption(
-        f"{len(df):,} candles, {df.time.iloc[0]:%Y-%m-%d %H:%M} → {df.time.iloc[-1]:%Y-%m-%d %H:%M} UTC · drag to pan, scroll to zoom"
-    )
-    st.altair_chart(candle_chart(df, title=f"{row.symbol} {row.timeframe}"), width="stretch")
 
 st.subheader("Commands")
 c1, c2 = st.columns([1, 4])

@@ -122,3 +122,39 @@ def test_data_page_reports_a_bad_file_and_imports_a_good_one(app, page):
     page.get_by_role("button", name="Import").click()
     expect(page.get_by_text("good_generic.csv: 40 candles added.")).to_be_visible()
     assert page.get_by_test_id("stException").count() == 0
+
+
+def test_annotate_by_clicking_two_candles_then_train_to_a_new_checkpoint(app, page):
+    from playwright.sync_api import expect
+
+    url, database = app
+    page.goto(url + "/annotate")
+    name = page.get_by_role("textbox", name="Your name")
+    name.fill("ana")
+    name.press("Enter")
+    metrics = page.get_by_test_id("stMetricValue")
+    for fraction, filled in ((0.35, 0), (0.6, 1)):
+        chart = page.get_by_test_id("stVegaLiteChart").first
+        expect(chart).to_be_visible()
+        page.wait_for_timeout(800)  # let Vega attach its listeners
+        box = chart.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * fraction, box["y"] + box["height"] * 0.5)
+        expect(metrics.nth(filled)).not_to_have_text("—")
+    entry, exit_ = metrics.nth(0).inner_text(), metrics.nth(1).inner_text()
+    assert entry < exit_
+    page.get_by_role("button", name="Save annotation").click()
+    expect(page.get_by_text("Saved annotation")).to_be_visible()
+
+    page.goto(url + "/train")
+    page.get_by_role("textbox", name="Your name").fill("ana")
+    page.get_by_role("textbox", name="Your name").press("Enter")
+    page.get_by_role("button", name="Start training").click()
+    expect(page.get_by_text("started on NASDAQ 1d")).to_be_visible()
+    expect(page.get_by_text("100% · done: checkpoint")).to_be_visible(timeout=90_000)
+    expect(page.get_by_test_id("stDataFrame").last).to_be_visible()
+    from db import checkpoints as rows
+
+    newest = rows.all_(database)[0]
+    assert newest.parent_id is not None and newest.created_by == "ana" and newest.is_active
+    expect(page.get_by_text(f"done: checkpoint {newest.id} (active)")).to_be_visible()
+    assert page.get_by_test_id("stException").count() == 0

@@ -1,0 +1,160 @@
+"""Checkpoint files: state_dicts and config only, written atomically, loaded weights-only.
+
+A file is written to a temporary name in the same directory, flushed and fsync'ed, then
+renamed over its final name (and the directory fsync'ed), so a crash mid-save leaves either the
+old file or the new one, never a torn one. Loading uses `torch.load(weights_only=True)`: a
+checkpoint cannot run code. File names come from the checkpoint's id, never from the name a
+person typed, so no name can point outside `CANDLELAB_HOME/checkpoints`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from sqlalchemy import Engine
+
+from db import checkpoints as rows
+from db import settings
+from engine import features
+from engine.model import ModelConfig
+
+DIR = "checkpoints"
+FORMAT = 1
+
+
+def checkpoint_dir() -> Path:
+    path = settings.home() / DIR
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_atomic(path: Path, payload: dict) -> None:
+    """torch.save `payload` to `path` so that readers see the old file or the new, whole."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read(path: Path) -> dict:
+    """A checkpoint payload, loaded without unpickling code."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _file_for(checkpoint_id: int, name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "model"
+    return f"{DIR}/{checkpoint_id:06d}-{slug}.pt"
+
+
+def resolve(relative: str) -> Path:
+    """The absolute path of a stored checkpoint file, refusing anything outside the folder."""
+    base = checkpoint_dir().resolve()
+    path = (settings.home() / relative).resolve()
+    if base not in path.parents:
+        raise ValueError(f"checkpoint file {relative!r} is outside {base}")
+    return path
+
+
+def save(
+    database: Engine,
+    *,
+    name: str,
+    config: ModelConfig,
+    model_state: dict,
+    optimizer_state: dict | None,
+    steps: int,
+    parent_id: int | None,
+    created_by: str | None,
+    metrics: dict | None = None,
+    activate: bool = False,
+    job_id: int | None = None,
+) -> int:
+    """Write the file and its row (the row only once the file is safely on disk)."""
+    name = name.strip()[:120] or "model"
+    with database.begin() as conn:
+        cid = rows.insert(
+            database,
+            conn,
+            name=name,
+            parent_id=parent_id,
+            created_by=created_by,
+            feature_version=features.FEATURE_VERSION,
+            config=config.to_dict(),
+            metrics=metrics or {},
+            file="pending",
+            steps=steps,
+            job_id=job_id,
+        )
+        rel = _file_for(cid, name)
+        write_atomic(
+            resolve(rel),
+            {
+                "format": FORMAT,
+                "config": config.to_dict(),
+                "feature_version": features.FEATURE_VERSION,
+                "model": model_state,
+                "optimizer": optimizer_state,
+                "steps": steps,
+            },
+        )
+        conn.execute(
+            rows.Checkpoint.__table__.update().where(rows.Checkpoint.id == cid).values(file=rel)
+        )
+    if activate:
+        rows.activate(database, cid)
+    return cid
+
+
+def load(database: Engine, checkpoint_id: int) -> tuple[ModelConfig, dict, dict | None]:
+    """(config, model state, optimizer state) of a stored checkpoint."""
+    row = rows.get(database, checkpoint_id)
+    if row.feature_version != features.FEATURE_VERSION:
+        raise ValueError(
+            f"checkpoint {checkpoint_id} was trained on feature version {row.feature_version}, "
+            f"this engine computes version {features.FEATURE_VERSION}"
+        )
+    payload = read(resolve(row.file))
+    return ModelConfig.from_dict(payload["config"]), payload["model"], payload.get("optimizer")
+
+
+def ensure_default(database: Engine) -> int:
+    """The active checkpoint's id; on a fresh database, a new untrained default model."""
+    current = rows.active(database)
+    if current is not None:
+        return current.id
+    existing = rows.all_(database)
+    if existing:
+        rows.activate(database, existing[0].id)
+        return existing[0].id
+    torch.manual_seed(0)
+    from engine.model import CandleTransformer
+
+    cfg = ModelConfig()
+    model = CandleTransformer(cfg)
+    return save(
+        database,
+        name="default (untrained)",
+        config=cfg,
+        model_state=model.state_dict(),
+        optimizer_state=None,
+        steps=0,
+        parent_id=None,
+        created_by="engine",
+        activate=True,
+    )

@@ -1,0 +1,76 @@
+"""Predictions from candles: one causal pass over a stretch, or the latest candle alone.
+
+Both paths use the same features and the same model, and agree to float precision: the output
+at candle t depends on the last `context_size` candles only (feature lookback plus the model's
+receptive field), so a chunked pass overlapping by context_size − 1 candles, a single pass, and
+live inference on the last context_size candles give the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine import features
+from engine.model import ACTIONS, CandleTransformer, ModelConfig
+
+CHUNK = 4096
+
+
+def context_size(cfg: ModelConfig) -> int:
+    """Candles live inference needs to reproduce the batch pass exactly."""
+    return cfg.receptive_field + features.LOOKBACK - 1
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's view at the close of one candle."""
+
+    action: str
+    probs: dict[str, float]
+    confidence: float
+    ghost: np.ndarray  # (horizon, 4) absolute OHLC prices of the next candles
+
+
+def _probs_and_ghost(model: CandleTransformer, feats: np.ndarray, chunk: int, keep_from: int = 0):
+    """Run `feats` (n, F) through the model in chunks that overlap by R−1 rows."""
+    r = model.cfg.receptive_field
+    n = len(feats)
+    probs = np.empty((n, len(ACTIONS)), dtype=np.float32)
+    ghost = np.empty((n, model.cfg.horizon, 4), dtype=np.float32)
+    start = keep_from
+    with torch.inference_mode():
+        while start < n:
+            end = min(n, start + chunk)
+            lo = max(0, start - (r - 1))
+            x = torch.from_numpy(feats[lo:end]).unsqueeze(0)  # (1, T, F)
+            logits, g = model(x)
+            probs[start:end] = torch.softmax(logits[0, start - lo :], -1).numpy()
+            ghost[start:end] = g[0, start - lo :].numpy()
+            start = end
+    return probs[keep_from:], ghost[keep_from:]
+
+
+def predict_all(model: CandleTransformer, ohlcv: np.ndarray, chunk: int = CHUNK):
+    """Every candle's action probabilities (n, 3) and ghost candles (n, horizon, 4) as
+    100·ln(price / close), from one causal pass."""
+    return _probs_and_ghost(model, features.compute(ohlcv), chunk)
+
+
+def predict_last(model: CandleTransformer, ohlcv: np.ndarray) -> Prediction:
+    """The prediction at the last candle of `ohlcv`, from its last context_size candles."""
+    window = np.asarray(ohlcv)[-context_size(model.cfg) :]
+    feats = features.compute(window)
+    with torch.inference_mode():
+        logits, g = model(torch.from_numpy(feats).unsqueeze(0))
+    p = torch.softmax(logits[0, -1], -1).numpy()
+    close = float(window[-1, 3])
+    best = int(p.argmax())
+    return Prediction(
+        ACTIONS[best],
+        {a: float(p[i]) for i, a in enumerate(ACTIONS)},
+        float(p[best]),
+        close * np.exp(g[0, -1].numpy().astype(np.float64) / 100),
+    )

@@ -1,0 +1,180 @@
+"""One in-memory model: its weights, optimizer, training lock and published snapshot.
+
+Every weight update in the engine goes through `ModelRunner.train_step`, which holds the lock,
+so two trainers can never interleave a backward pass and an optimizer step (the seed system's
+"inplace operation" / version-mismatch bug). After each step the runner publishes a frozen copy
+of the weights; inference only ever reads such a snapshot, so it never waits for training and
+never sees half-updated weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.lock import TrainingLock, TrainingLockTimeout
+from engine.model import ACTIONS, CandleTransformer, ModelConfig
+
+GHOST_WEIGHT = 0.1
+IGNORE = -100
+
+
+@dataclass
+class Batch:
+    """Training input: features (B, T, F), action targets (B, T) with IGNORE where unlabelled,
+    ghost targets (B, T, k, 4) with NaN where the future is unknown."""
+
+    x: torch.Tensor
+    actions: torch.Tensor
+    ghost: torch.Tensor
+
+    @property
+    def labelled(self) -> int:
+        return int((self.actions != IGNORE).sum())
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: int
+    loss: float
+    accuracy: float | None
+    samples: int
+    lock_wait_ms: float
+    duration_ms: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Weights as they were after optimizer step `step`, never modified."""
+
+    step: int
+    model: CandleTransformer
+
+
+def loss_and_accuracy(model, batch: Batch) -> tuple[torch.Tensor, float | None, int]:
+    """Cross-entropy on labelled candles plus a small ghost-candle term where the future exists."""
+    logits, ghost = model(batch.x)
+    mask = batch.actions != IGNORE
+    n = int(mask.sum())
+    loss = logits.sum() * 0.0
+    acc = None
+    if n:
+        loss = loss + F.cross_entropy(logits[mask], batch.actions[mask])
+        acc = float((logits[mask].argmax(-1) == batch.actions[mask]).float().mean())
+    known = ~torch.isnan(batch.ghost)
+    if known.any():
+        loss = loss + GHOST_WEIGHT * F.smooth_l1_loss(ghost[known], batch.ghost[known])
+    return loss, acc, n
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        key: str,
+        config: ModelConfig,
+        state_dict: dict | None = None,
+        optimizer_state: dict | None = None,
+        lr: float = 1e-3,
+        lock_timeout_s: float = 30.0,
+        on_step: Callable[..., None] | None = None,
+        seed: int = 0,
+        checkpoint_id: int | None = None,
+    ) -> None:
+        self.key = key
+        self.checkpoint_id = checkpoint_id  # where the weights came from
+        self.config = config
+        torch.manual_seed(seed)
+        self.model = CandleTransformer(config)
+        if state_dict is not None:
+            self.model.load_state_dict(state_dict)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01)
+        if optimizer_state is not None:
+            self.optimizer.load_state_dict(optimizer_state)
+        self.lock = TrainingLock(key, lock_timeout_s)
+        self.on_step = on_step
+        self.steps = self.optimizer_steps()
+        self._snapshot = Snapshot(self.steps, self._frozen_copy())
+        self._publish_lock = threading.Lock()
+
+    # -- inference side ---------------------------------------------------------------------
+
+    def _frozen_copy(self) -> CandleTransformer:
+        snap = copy.deepcopy(self.model).eval()
+        for p in snap.parameters():
+            p.requires_grad_(False)
+        return snap
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The latest published weights (a whole step's worth, never mid-update)."""
+        return self._snapshot
+
+    # -- training side ----------------------------------------------------------------------
+
+    def optimizer_steps(self) -> int:
+        """AdamW's own count of steps taken (what the tests compare recorded steps with)."""
+        states = [s.get("step") for s in self.optimizer.state.values() if "step" in s]
+        return int(max((float(s) for s in states), default=0))
+
+    def train_step(
+        self,
+        batch: Batch,
+        *,
+        operation: str,
+        source: str,
+        lr: float | None = None,
+        timeout_s: float | None = None,
+        **event: object,
+    ) -> StepResult:
+        """One weight update under the lock. Raises TrainingLockTimeout (after recording a
+        skipped event) if the lock is not free in time."""
+        t0 = time.perf_counter()
+        try:
+            with self.lock.hold(operation, timeout_s) as waited:
+                self.model.train()
+                if lr is not None:
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                self.optimizer.zero_grad(set_to_none=True)
+                loss, acc, n = loss_and_accuracy(self.model, batch)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.optimizer.step()
+                self.steps += 1
+                self._snapshot = Snapshot(self.steps, self._frozen_copy())
+                step = self.steps
+        except TrainingLockTimeout as exc:
+            if self.on_step:
+                self.on_step(
+                    model_key=self.key, source=source, skipped=True, error=str(exc),
+                    lock_wait_ms=(time.perf_counter() - t0) * 1000, samples=0, **event,
+                )  # fmt: skip
+            raise
+        result = StepResult(
+            step, float(loss.detach()), acc, n, waited * 1000, (time.perf_counter() - t0) * 1000
+        )
+        if self.on_step:
+            self.on_step(
+                model_key=self.key, source=source, step=result.step, loss=result.loss,
+                samples=result.samples, lock_wait_ms=result.lock_wait_ms,
+                duration_ms=result.duration_ms, **event,
+            )  # fmt: skip
+        return result
+
+    def state(self) -> tuple[dict, dict]:
+        """Model and optimizer state_dicts, copied under the lock (consistent with each other)."""
+        with self.lock.hold("checkpoint save"):
+            return copy.deepcopy(self.model.state_dict()), copy.deepcopy(
+                self.optimizer.state_dict()
+            )
+
+
+def action_names(indices: np.ndarray) -> list[str]:
+    return [ACTIONS[i] for i in indices]

@@ -1,0 +1,204 @@
+"""Train Model: batch training on annotations in the background, its progress and loss curves,
+the history of runs and the checkpoints they made."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from db import annotations as annotation_rows
+from db import bus, candles, jobs
+from db import checkpoints as checkpoint_rows
+from pages.common import current_user, database
+
+engine = database()
+st.title("Train Model")
+
+ckpts = checkpoint_rows.all_(engine)
+if not ckpts:
+    st.info("No checkpoints yet: the engine creates a default model when it starts.")
+    st.stop()
+labels = {c.id: f"#{c.id} {c.name}" + (" (active)" if c.is_active else "") for c in ckpts}
+active = next((c.id for c in ckpts if c.is_active), ckpts[0].id)
+sets = candles.datasets(engine)
+annotated = {(a.symbol, a.timeframe) for a in annotation_rows.list_for(engine)}
+options = [f"{r.symbol} · {r.timeframe}" for r in sets.itertuples()]
+default = [f"{s} · {t}" for s, t in sorted(annotated) if f"{s} · {t}" in options]
+
+with st.form("train"):
+    c1, c2 = st.columns(2)
+    base = c1.selectbox(
+        "Base checkpoint", list(labels), index=list(labels).index(active), format_func=labels.get
+    )
+    chosen = c2.multiselect(
+        "Datasets", options, default=default, help="Default: every dataset with annotations."
+    )
+    c1, c2, c3, c4 = st.columns(4)
+    epochs = c1.number_input("Epochs", 1, 500, 10)
+    batch_size = c2.number_input("Batch size (sequences)", 1, 256, 8)
+    lr = c3.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f")
+    val = c4.slider("Validation (last part, by time)", 0.0, 0.5, 0.2, 0.05)
+    c1, c2, c3 = st.columns(3)
+    hold = c1.checkbox("Unannotated candles are HOLD")
+    activate = c2.checkbox("Activate the result", value=True)
+    name = c3.text_input("Name (optional)")
+    st.caption(f"{len(annotation_rows.list_for(engine))} annotations in all.")
+    who = current_user()
+    submitted = st.form_submit_button("Start training", type="primary", disabled=not who)
+    if not who:
+        st.caption("Enter your name in the sidebar to start training.")
+if submitted:
+    payload = {
+        "base_checkpoint": base,
+        "epochs": int(epochs),
+        "batch_size": int(batch_size),
+        "learning_rate": float(lr),
+        "validation_split": float(val),
+        "unannotated_as_hold": hold,
+        "activate": activate,
+        "datasets": [{"symbol": o.split(" · ")[0], "timeframe": o.split(" · ")[1]} for o in chosen]
+        or None,
+    }
+    if name.strip():
+        payload["name"] = name.strip()
+    cid = bus.submit(engine, "train.start", payload, created_by=who)
+    row = bus.wait(engine, cid, timeout_s=10)
+    if row.status == "done":
+        st.session_state.train_job = row.result["job_id"]
+        st.success(
+            f"Training job {row.result['job_id']} started on {', '.join(row.result['datasets'])}."
+        )
+    elif row.status == "failed":
+        st.error(row.error)
+    else:
+        st.warning(
+            "The engine has not picked the request up yet: is it online? It will start when the engine runs."
+        )
+
+
+def curves(job) -> alt.Chart | None:
+    result = job.result or {}
+    batches = pd.DataFrame(result.get("batches", []))
+    epochs = pd.DataFrame(result.get("epochs", []))
+    charts = []
+    if not batches.empty:
+        charts.append(
+            alt.Chart(batches)
+            .mark_line(opacity=0.5)
+            .encode(x=alt.X("step:Q", title="step"), y=alt.Y("loss:Q", title="batch loss"))
+            .properties(height=200, width="container", title="Loss per batch")
+        )
+    if not epochs.empty:
+        long = epochs.melt(
+            "epoch", ["train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_baseline"]
+        ).dropna()
+        long["metric"] = long["variable"].str.split("_").str[-1]
+        long["split"] = (
+            long["variable"]
+            .str.replace("_loss", "")
+            .str.replace("_accuracy", "")
+            .str.replace("val_baseline", "majority baseline")
+        )
+        charts.append(
+            alt.Chart(long)
+            .mark_line(point=True)
+            .encode(x="epoch:Q", y=alt.Y("value:Q", title=None), color="split:N")
+            .properties(height=200, width=320)
+            .facet(column=alt.Column("metric:N", title=None))
+            .resolve_scale(y="independent")
+        )
+    return charts
+
+
+@st.fragment(run_every=1)
+def progress() -> None:
+    runs = jobs.recent_of(engine, "train", limit=1)
+    job = (
+        jobs.get(engine, st.session_state.get("train_job"))
+        if st.session_state.get("train_job")
+        else (runs[0] if runs else None)
+    )
+    if job is None:
+        st.caption("No training runs yet.")
+        return
+    st.subheader(f"Job {job.id} · {job.status}")
+    st.progress(min(1.0, job.progress), text=f"{job.progress:.0%} · {job.message or ''}")
+    if job.status in ("queued", "running") and st.button("Cancel training", key=f"cancel_{job.id}"):
+        jobs.request_cancel(engine, job.id)
+    if job.status == "failed":
+        st.error(job.message)
+    for chart in curves(job):
+        st.altair_chart(chart, width="stretch")
+
+
+progress()
+
+st.subheader("Runs")
+runs = jobs.recent_of(engine, "train", limit=50)
+if runs:
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "job": j.id,
+                    "by": j.created_by,
+                    "status": j.status,
+                    "progress": round(j.progress, 3),
+                    "started": j.started_at,
+                    "finished": j.finished_at,
+                    "checkpoint": (j.result or {}).get("checkpoint_id"),
+                    "val accuracy": ((j.result or {}).get("epochs") or [{}])[-1].get(
+                        "val_accuracy"
+                    ),
+                    "message": j.message,
+                }
+                for j in runs
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+
+st.subheader("Checkpoints")
+names = {c.id: c.name for c in ckpts}
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "id": c.id,
+                "name": c.name,
+                "active": c.is_active,
+                "parent": names.get(c.parent_id, c.parent_id),
+                "by": c.created_by,
+                "created": c.created_at,
+                "steps": c.steps,
+                "val accuracy": (c.metrics or {}).get("val_accuracy"),
+                "baseline": (c.metrics or {}).get("val_baseline"),
+                "val loss": (c.metrics or {}).get("val_loss"),
+            }
+            for c in ckpts
+        ]
+    ),
+    hide_index=True,
+    width="stretch",
+)
+a1, a2 = st.columns([3, 1])
+target = a1.selectbox(
+    "Activate checkpoint",
+    list(labels),
+    format_func=labels.get,
+    index=list(labels).index(active),
+    label_visibility="collapsed",
+)
+if a2.button("Activate", disabled=not current_user() or target == active):
+    row = bus.wait(
+        engine,
+        bus.submit(
+            engine, "checkpoint.activate", {"checkpoint_id": target}, created_by=current_user()
+        ),
+        10,
+    )
+    if row.status == "done":
+        st.rerun()
+    st.error(row.error or "the engine did not answer: is it online?")

@@ -1,0 +1,96 @@
+"""Annotations: create, edit, delete, undo, export and import."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+import pytest
+
+from db import annotations as A
+
+T0 = 1_700_000_000_000
+H = 3_600_000
+
+
+def test_create_edit_delete_undo(database):
+    aid = A.create(
+        database, A.AnnotationIn("BTC/USDT", "1h", T0, T0 + 5 * H, "long", "breakout"), "ana"
+    )
+    A.edit(database, aid, side="short", note="fakeout")
+    row = A.get(database, aid)
+    assert (row.side, row.note, row.author) == ("short", "fakeout", "ana") and row.updated_at
+    A.delete(database, aid, by="bo")
+    assert A.list_for(database, "BTC/USDT", "1h") == []
+    assert A.undo_delete(database, by="ana") is None  # ana deleted nothing
+    assert A.undo_delete(database, by="bo") == aid
+    assert [r.id for r in A.list_for(database, "BTC/USDT", "1h")] == [aid]
+
+
+def test_clicking_exit_before_entry_still_makes_a_forward_trade(database):
+    aid = A.create(database, A.AnnotationIn("X", "1h", T0 + 9 * H, T0 + 2 * H, "short"), None)
+    row = A.get(database, aid)
+    assert (row.entry_ts, row.exit_ts) == (T0 + 2 * H, T0 + 9 * H)
+
+
+@pytest.mark.parametrize(
+    ("ann", "msg"),
+    [
+        (A.AnnotationIn("X", "1h", T0, T0, "long"), "same candle"),
+        (A.AnnotationIn("X", "1h", T0, T0 + H, "sideways"), "long or short"),
+    ],
+)
+def test_bad_annotations_are_refused_with_a_reason(database, ann, msg):
+    with pytest.raises(A.BadAnnotation, match=msg):
+        A.create(database, ann, None)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_export_then_import_round_trips_and_skips_what_is_stored(database, home, fmt):
+    A.create(
+        database, A.AnnotationIn("SP500", "1d", T0, T0 + 48 * H, "long", "note, with comma"), "ana"
+    )
+    A.create(database, A.AnnotationIn("ETH/USDT", "4h", T0, T0 + 8 * H, "short"), "bo")
+    frame = A.to_frame(A.list_for(database)).drop(columns=["id"])
+    blob = frame.to_csv(index=False) if fmt == "csv" else json.dumps(frame.to_dict("records"))
+    assert A.import_frame(database, _read(blob, fmt), "cy") == []  # already there
+
+    for row in A.list_for(database):
+        A.delete(database, row.id, by="x")
+    ids = A.import_frame(database, _read(blob, fmt), "cy")
+    back = A.to_frame(A.list_for(database)).drop(columns=["id"])
+    assert len(ids) == 2
+    pd.testing.assert_frame_equal(
+        back.sort_values("symbol").reset_index(drop=True),
+        frame.sort_values("symbol").reset_index(drop=True),
+        check_dtype=False,
+    )
+
+
+def test_import_is_all_or_nothing_and_names_the_bad_row(database):
+    frame = pd.DataFrame(
+        [
+            {
+                "start": "2024-01-01T00:00Z",
+                "end": "2024-01-02T00:00Z",
+                "label": "long",
+                "symbol": "X",
+                "timeframe": "1h",
+            },
+            {
+                "start": "2024-01-03T00:00Z",
+                "end": "not a time",
+                "label": "long",
+                "symbol": "X",
+                "timeframe": "1h",
+            },
+        ]
+    )
+    with pytest.raises(A.BadAnnotation, match="row 2"):
+        A.import_frame(database, frame, "ana")
+    assert A.list_for(database) == []
+
+
+def _read(blob: str, fmt: str) -> pd.DataFrame:
+    return pd.read_csv(io.StringIO(blob)) if fmt == "csv" else pd.DataFrame(json.loads(blob))
