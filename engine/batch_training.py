@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from db import annotations as annotation_rows
 from db import candles, jobs
-from engine import features, labels
+from engine import features, labels, priority
 from engine.lock import TrainingLockTimeout
 from engine.model import ACTIONS
 from engine.runner import IGNORE, Batch, ModelRunner, loss_and_accuracy
@@ -178,6 +178,7 @@ def run(
 ) -> dict:
     """Train `runner` in place; returns the job result (per-epoch metrics). Raises
     TrainingCancelled when the person cancels or the engine shuts down (weights so far stay)."""
+    priority.background_thread()
     cfg = runner.config
     warmup = cfg.receptive_field - 1
     seq_len = max(s.seq_len, warmup + 16)
@@ -201,8 +202,7 @@ def run(
         "val_candles": int(sum(((sr.labels[sr.split :] != IGNORE).sum()) for sr in series)),
         "unmatched_annotations": int(sum(sr.unmatched for sr in series)),
         "steps_per_epoch": per_epoch,
-        "epochs": [],
-        "batches": [],
+        "epochs": [],  # per-batch losses are in training_events (job_id)
     }
     done = 0
     t0 = time.monotonic()
@@ -215,9 +215,9 @@ def run(
             msg = f"epoch {epoch}/{s.epochs}, batch {b + 1}/{per_epoch}" + (
                 f", ETA {eta:.0f} s" if eta is not None else ""
             )
-            if jobs.update_progress(database, job_id, done / total, msg, result) or (
-                stopping is not None and stopping.is_set()
-            ):
+            if jobs.update_progress(
+                database, job_id, done / total, msg, result if b == 0 else None
+            ) or (stopping is not None and stopping.is_set()):
                 raise TrainingCancelled(msg)
             batch = assemble(
                 [train_ws[i] for i in order[b * s.batch_size : (b + 1) * s.batch_size]],
@@ -230,9 +230,6 @@ def run(
             if step.accuracy is not None:
                 accs.append(step.accuracy)
                 weights.append(step.samples)
-            result["batches"].append(
-                {"step": done, "epoch": epoch, "loss": step.loss, "lock_wait_ms": step.lock_wait_ms}
-            )
         val = evaluate(runner.snapshot.model, val_ws, seq_len, cfg.horizon, s.batch_size)
         train_eval = {
             "loss": float(np.mean(losses)),
@@ -251,6 +248,7 @@ def run(
             }
         )
         log.info("job %s epoch %d: %s", job_id, epoch, result["epochs"][-1])
+        jobs.update_progress(database, job_id, done / total, f"epoch {epoch} done", result)
     result["elapsed_s"] = time.monotonic() - t0
     return result
 

@@ -8,10 +8,12 @@ live inference on the last context_size candles give the same numbers.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from engine import features
 from engine.model import ACTIONS, CandleTransformer, ModelConfig
@@ -59,12 +61,40 @@ def predict_all(model: CandleTransformer, ohlcv: np.ndarray, chunk: int = CHUNK)
     return _probs_and_ghost(model, features.compute(ohlcv), chunk)
 
 
-def predict_last(model: CandleTransformer, ohlcv: np.ndarray) -> Prediction:
-    """The prediction at the last candle of `ohlcv`, from its last context_size candles."""
+class _LastCandle(nn.Module):
+    def __init__(self, model: CandleTransformer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        return self.model(x, last_only=True)
+
+
+def trace_last_candle(model: CandleTransformer) -> torch.jit.ScriptModule:
+    """The model's last-candle forward compiled for a window of exactly context_size rows.
+
+    Why: an eager forward takes and releases the GIL around each of its ~60 small ops, so a
+    Python-busy thread (a training loop) can delay it many times over; a traced module runs
+    the whole forward in one call. Copies are cheap (`copy.deepcopy` + `load_state_dict`), so
+    each published snapshot gets its own (see ModelRunner)."""
+    x = torch.zeros(1, context_size(model.cfg), model.cfg.n_features)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed on purpose
+        return torch.jit.trace(_LastCandle(model).eval(), x, check_trace=False)
+
+
+def predict_last(
+    model: CandleTransformer, ohlcv: np.ndarray, traced: torch.jit.ScriptModule | None = None
+) -> Prediction:
+    """The prediction at the last candle of `ohlcv`, from its last context_size candles (with
+    `traced`, the same weights compiled by `trace_last_candle`, used when the window is full)."""
     window = np.asarray(ohlcv)[-context_size(model.cfg) :]
-    feats = features.compute(window)
+    feats = torch.from_numpy(features.compute(window)).unsqueeze(0)
     with torch.inference_mode():
-        logits, g = model(torch.from_numpy(feats).unsqueeze(0))
+        if traced is not None and len(window) == context_size(model.cfg):
+            logits, g = traced(feats)
+        else:
+            logits, g = model(feats, last_only=True)
     p = torch.softmax(logits[0, -1], -1).numpy()
     close = float(window[-1, 3])
     best = int(p.argmax())

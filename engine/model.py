@@ -66,26 +66,33 @@ class BandedCausalAttention(nn.Module):
         bias = bias.masked_fill(~band, float("-inf"))
         self.register_buffer("bias", bias, persistent=False)
         self.register_buffer("slopes", alibi_slopes(self.h)[:, None, None], persistent=False)
+        self._dense_cache: dict[int, torch.Tensor] = {}  # live inference repeats one length
 
     def _dense_bias(self, t: int) -> torch.Tensor:
-        dist = torch.arange(t)[:, None] - torch.arange(t)[None, :]  # (T, T)
-        bias = -self.slopes * dist.clamp(min=0)  # (h, T, T)
-        return bias.masked_fill(~((dist >= 0) & (dist < self.w)), float("-inf"))
+        cached = self._dense_cache.get(t)
+        if cached is None:
+            dist = torch.arange(t)[:, None] - torch.arange(t)[None, :]  # (T, T)
+            bias = -self.slopes * dist.clamp(min=0)  # (h, T, T)
+            cached = bias.masked_fill(~((dist >= 0) & (dist < self.w)), float("-inf"))
+            if len(self._dense_cache) > 8:
+                self._dense_cache.clear()
+            self._dense_cache[t] = cached
+        return cached
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, T, d) → (B, T, d), or (B, 1, d) for the last position only."""
         b, t, d = x.shape
         w, h, dh = self.w, self.h, self.dh
-        if t <= 4 * w:
+        if t <= 4 * w or last_only:
             # Short sequences (live inference): one dense banded mask is cheaper than blocks.
             q, k, v = (z.view(b, t, h, dh).transpose(1, 2) for z in self.qkv(x).split(d, dim=2))
+            bias = self._dense_bias(t)
+            if last_only:
+                q, bias = q[:, :, -1:], bias[:, -1:]
             y = F.scaled_dot_product_attention(
-                q,
-                k,
-                v,
-                attn_mask=self._dense_bias(t),
-                dropout_p=self.dropout if self.training else 0.0,
-            )  # (B, h, T, dh)
-            return self.proj(y.transpose(1, 2).reshape(b, t, d))
+                q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
+            )  # (B, h, T or 1, dh)
+            return self.proj(y.transpose(1, 2).reshape(b, q.shape[2], d))
         pad = (-t) % w
         if pad:
             x = F.pad(x, (0, 0, 0, pad))  # future padding: never attended by real queries
@@ -120,8 +127,11 @@ class Block(nn.Module):
             nn.Dropout(cfg.dropout),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        if last_only:  # the last layer of live inference needs one position, not T
+            x = x[:, -1:] + self.attn(self.ln1(x), last_only=True)
+        else:
+            x = x + self.attn(self.ln1(x))
         return x + self.mlp(self.ln2(x))
 
 
@@ -144,10 +154,13 @@ class CandleTransformer(nn.Module):
             nn.init.normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, last_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """With `last_only`, outputs are for the last position alone (T = 1): live inference."""
         z = self.inp(x / 4.0)  # features are O(1)–O(10); keep the residual stream small
-        for block in self.blocks:
-            z = block(z)
+        for i, block in enumerate(self.blocks):
+            z = block(z, last_only=last_only and i == len(self.blocks) - 1)
         z = self.ln_f(z)  # (B, T, d)
         logits = self.action_head(z)  # (B, T, 3)
         ghost = self.ghost_head(z).view(*z.shape[:2], self.cfg.horizon, 4)  # (B, T, k, OHLC)

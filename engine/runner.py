@@ -10,7 +10,6 @@ never sees half-updated weights.
 from __future__ import annotations
 
 import copy
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.inference import Prediction, predict_last, trace_last_candle
 from engine.lock import TrainingLock, TrainingLockTimeout
 from engine.model import ACTIONS, CandleTransformer, ModelConfig
 
@@ -52,10 +52,16 @@ class StepResult:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Weights as they were after optimizer step `step`, never modified."""
+    """Weights as they were after optimizer step `step`, never modified: the eager model (any
+    length, batch passes) and the same weights traced for live last-candle inference."""
 
     step: int
     model: CandleTransformer
+    traced: torch.jit.ScriptModule
+
+    def predict_last(self, ohlcv: np.ndarray) -> Prediction:
+        """Live inference at the last candle of `ohlcv`."""
+        return predict_last(self.model, ohlcv, self.traced)
 
 
 def loss_and_accuracy(model, batch: Batch) -> tuple[torch.Tensor, float | None, int]:
@@ -100,16 +106,19 @@ class ModelRunner:
         self.lock = TrainingLock(key, lock_timeout_s)
         self.on_step = on_step
         self.steps = self.optimizer_steps()
-        self._snapshot = Snapshot(self.steps, self._frozen_copy())
-        self._publish_lock = threading.Lock()
+        self._traced_template = trace_last_candle(self.model)
+        self._snapshot = self._publish()
 
     # -- inference side ---------------------------------------------------------------------
 
-    def _frozen_copy(self) -> CandleTransformer:
-        snap = copy.deepcopy(self.model).eval()
-        for p in snap.parameters():
+    def _publish(self) -> Snapshot:
+        """Frozen copies of the current weights (call with the lock held, or before sharing)."""
+        eager = copy.deepcopy(self.model).eval()
+        for p in eager.parameters():
             p.requires_grad_(False)
-        return snap
+        traced = copy.deepcopy(self._traced_template)
+        traced.model.load_state_dict(eager.state_dict(), strict=False)
+        return Snapshot(self.steps, eager, traced)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -148,7 +157,7 @@ class ModelRunner:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
                 self.optimizer.step()
                 self.steps += 1
-                self._snapshot = Snapshot(self.steps, self._frozen_copy())
+                self._snapshot = self._publish()
                 step = self.steps
         except TrainingLockTimeout as exc:
             if self.on_step:

@@ -93,6 +93,9 @@ class EngineService:
     def start(self) -> None:
         """Upgrade the schema, register, reconcile what a crash left, seed on first run."""
         db.upgrade(self.db)
+        from engine import priority
+
+        priority.configure_process()
         engines.register(self.db, self.ctx.instance_id, __version__, self.wake.address)
         log.info("engine %s (version %s) starting", self.ctx.instance_id, __version__)
         self.reap(at_start=True)

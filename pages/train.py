@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from db import annotations as annotation_rows
-from db import bus, candles, jobs
+from db import bus, candles, jobs, training
 from db import checkpoints as checkpoint_rows
 from pages.common import current_user, database
 
@@ -77,36 +77,57 @@ if submitted:
         )
 
 
-def curves(job) -> alt.Chart | None:
+def curves(job) -> list:
     result = job.result or {}
-    batches = pd.DataFrame(result.get("batches", []))
+    batches = training.frame(engine, job_id=job.id, skipped=False)
     epochs = pd.DataFrame(result.get("epochs", []))
     charts = []
     if not batches.empty:
+        batches["step"] = range(1, len(batches) + 1)
         charts.append(
             alt.Chart(batches)
             .mark_line(opacity=0.5)
-            .encode(x=alt.X("step:Q", title="step"), y=alt.Y("loss:Q", title="batch loss"))
+            .encode(
+                x=alt.X("step:Q", title="step", axis=alt.Axis(format="d", tickMinStep=1)),
+                y=alt.Y("loss:Q", title="batch loss"),
+            )
             .properties(height=200, width="container", title="Loss per batch")
         )
     if not epochs.empty:
-        long = epochs.melt(
-            "epoch", ["train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_baseline"]
-        ).dropna()
-        long["metric"] = long["variable"].str.split("_").str[-1]
-        long["split"] = (
-            long["variable"]
-            .str.replace("_loss", "")
-            .str.replace("_accuracy", "")
-            .str.replace("val_baseline", "majority baseline")
+        names = {"train_loss": "train", "val_loss": "validation", "train_accuracy": "train",
+                 "val_accuracy": "validation", "val_baseline": "majority baseline"}  # fmt: skip
+        long = epochs.melt("epoch", list(names)).dropna()
+        long["series"] = long["variable"].map(names)
+        legend = alt.Legend(orient="bottom", title=None)
+        epoch_x = alt.X("epoch:Q", axis=alt.Axis(format="d", tickMinStep=1))
+        color = alt.Color(
+            "series:N",
+            legend=legend,
+            scale=alt.Scale(
+                domain=["train", "validation", "majority baseline"],
+                range=["#1e88e5", "#e53935", "#9e9e9e"],
+            ),
         )
+        loss = long[long.variable.str.endswith("loss")]
+        acc = long[~long.variable.str.endswith("loss")]
         charts.append(
-            alt.Chart(long)
-            .mark_line(point=True)
-            .encode(x="epoch:Q", y=alt.Y("value:Q", title=None), color="split:N")
-            .properties(height=200, width=320)
-            .facet(column=alt.Column("metric:N", title=None))
-            .resolve_scale(y="independent")
+            alt.hconcat(
+                alt.Chart(loss)
+                .mark_line(point=True)
+                .encode(epoch_x, alt.Y("value:Q", title="loss"), color)
+                .properties(height=220, width=380, title="Loss per epoch"),
+                alt.Chart(acc)
+                .mark_line(point=True)
+                .encode(
+                    epoch_x,
+                    alt.Y("value:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
+                    color,
+                    strokeDash=alt.condition(
+                        "datum.series == 'majority baseline'", alt.value([4, 3]), alt.value([1, 0])
+                    ),
+                )
+                .properties(height=220, width=380, title="Accuracy per epoch"),
+            )
         )
     return charts
 
