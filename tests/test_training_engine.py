@@ -30,8 +30,9 @@ def start_training(database, timeout=20, **payload) -> int:
 
 def test_train_start_runs_a_job_to_a_new_active_child_checkpoint(annotated, engine_process):
     engine_process("--no-seed")
-    base = rows.active(annotated)
-    job_id = start_training(annotated, epochs=2, activate=True, name="first run")
+    started = start_training_row(annotated, epochs=2, activate=True, name="first run")
+    job_id, base_id = started["job_id"], started["base_checkpoint"]
+    assert rows.get(annotated, base_id).name == "default (untrained)"
     seen = []
     job = wait_until(
         lambda: (seen.append(j := jobs.get(annotated, job_id)) or j.status in ("done", "failed")) and j,
@@ -41,7 +42,7 @@ def test_train_start_runs_a_job_to_a_new_active_child_checkpoint(annotated, engi
     progress = [j.progress for j in seen if j.status == "running"]
     assert progress == sorted(progress) and job.progress == 1.0
     child = rows.get(annotated, job.result["checkpoint_id"])
-    assert (child.parent_id, child.name, child.created_by) == (base.id, "first run", "ana")
+    assert (child.parent_id, child.name, child.created_by) == (base_id, "first run", "ana")
     assert rows.active(annotated).id == child.id
     assert child.metrics["val_accuracy"] is not None and len(job.result["epochs"]) == 2
     steps = training.count(annotated, job_id=job_id, skipped=False)
