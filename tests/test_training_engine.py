@@ -20,12 +20,16 @@ def annotated(database):
     return database
 
 
-def start_training(database, timeout=20, **payload) -> int:
+def start_training_row(database, timeout=20, **payload) -> dict:
     row = bus.wait(
         database, bus.submit(database, "train.start", payload, created_by="ana"), timeout
     )
     assert row.status == "done", row.error
-    return row.result["job_id"]
+    return row.result
+
+
+def start_training(database, timeout=20, **payload) -> int:
+    return start_training_row(database, timeout, **payload)["job_id"]
 
 
 def test_train_start_runs_a_job_to_a_new_active_child_checkpoint(annotated, engine_process):
