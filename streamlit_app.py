@@ -19,6 +19,7 @@ st.set_page_config(page_title="Candle Lab", page_icon="🕯️", layout="wide")
 nav = st.navigation(
     [
         st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("pages/live.py", title="Live", icon=":material/monitoring:"),
         st.Page("pages/annotate.py", title="Annotate", icon=":material/edit_note:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/data.py", title="Data", icon=":material/upload_file:"),

@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, and_, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from db.connection import readonly
@@ -99,6 +101,20 @@ def store(
         for i in range(0, len(records), _CHUNK):
             conn.execute(insert(Candle), records[i : i + _CHUNK])
     return ImportResult(import_id, len(new), len(old), differing)
+
+
+def add_live(
+    engine: Engine, symbol: str, timeframe: str, ts: int, ohlcv: tuple[float, ...]
+) -> None:
+    """Store one candle a live feed delivered (ignored if that time is already stored)."""
+    insert_ = (pg_insert if engine.dialect.name == "postgresql" else sqlite_insert)(Candle)
+    values = dict(zip(OHLCV, map(float, ohlcv), strict=True))
+    with engine.begin() as conn:
+        conn.execute(
+            insert_.values(
+                symbol=symbol, timeframe=timeframe, ts=ts, **values
+            ).on_conflict_do_nothing(index_elements=["symbol", "timeframe", "ts"])
+        )
 
 
 def datasets(engine: Engine) -> pd.DataFrame:

@@ -237,3 +237,86 @@ class TrainingEvent(Base):
     skipped: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+SESSION_MODES = ("none", "pivots_only", "every_candle", "manual")
+SESSION_STATUSES = ("running", "stopped", "finished", "failed", "interrupted")
+
+
+class LiveSession(Base):
+    """A model running on a live feed in one of the four live modes."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        CheckConstraint(f"mode IN {SESSION_MODES}", name="mode"),
+        CheckConstraint(f"status IN {SESSION_STATUSES}", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(64))
+    timeframe: Mapped[str] = mapped_column(String(16))
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"))
+    mode: Mapped[str] = mapped_column(String(16))
+    feed: Mapped[dict[str, Any]]
+    settings: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    created_by: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[datetime | None]
+    engine_id: Mapped[str | None] = mapped_column(String(80))
+    last_ts: Mapped[int | None] = mapped_column(BigInteger)  # last candle fully processed
+    candles: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[dict[str, Any] | None]  # simulated account, for resuming
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class PredictionRow(Base):
+    """What a session's model said at the close of one candle (made from candles up to it)."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (UniqueConstraint("session_id", "ts"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"))
+    ts: Mapped[int] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(4))
+    p_buy: Mapped[float] = mapped_column(Double)
+    p_sell: Mapped[float] = mapped_column(Double)
+    p_hold: Mapped[float] = mapped_column(Double)
+    confidence: Mapped[float] = mapped_column(Double)
+    ghost: Mapped[dict[str, Any]]  # {"ohlc": [[o, h, l, c], ...]} for the next candles
+    model_step: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Double)  # candle received → this row committed
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TradeRow(Base):
+    """A simulated trade of a session: filled at candle opens, fees included."""
+
+    __tablename__ = "trades"
+    __table_args__ = (Index("ix_trades_session_id", "session_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"))
+    side: Mapped[str] = mapped_column(String(5))
+    entry_ts: Mapped[int] = mapped_column(BigInteger)
+    entry_price: Mapped[float] = mapped_column(Double)
+    exit_ts: Mapped[int] = mapped_column(BigInteger)
+    exit_price: Mapped[float] = mapped_column(Double)
+    pnl: Mapped[float] = mapped_column(Double)
+    return_pct: Mapped[float] = mapped_column(Double)
+    fees: Mapped[float] = mapped_column(Double)
+
+
+class PivotRow(Base):
+    """A confirmed swing high (H) or low (L) seen by a session."""
+
+    __tablename__ = "pivots"
+    __table_args__ = (UniqueConstraint("session_id", "ts", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"))
+    ts: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(1))
+    price: Mapped[float] = mapped_column(Double)
+    confirmed_ts: Mapped[int] = mapped_column(BigInteger)

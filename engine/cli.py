@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 
 import db
-from db import bus, candles, engines, jobs, settings
+from db import bus, candles, engines, jobs, sessions, settings
 
 
 def _serve(args) -> int:
@@ -42,6 +42,7 @@ def _status(args) -> int:
         "heartbeat_age_s": round(st.heartbeat_age_s, 3) if st.heartbeat_age_s is not None else None,
         "queue_depth": bus.queue_depth(engine),
         "running_jobs": jobs.running_count(engine),
+        "running_sessions": sessions.running_count(engine),
         "database": engine.url.render_as_string(hide_password=True),
     }
     if args.json:
@@ -59,7 +60,10 @@ def _status(args) -> int:
                 else f"no heartbeat for {out['heartbeat_age_s']} s"
             )
             print(f"engine OFFLINE: last instance {i.id} {how}")
-        print(f"queue depth {out['queue_depth']}, running jobs {out['running_jobs']}")
+        print(
+            f"queue depth {out['queue_depth']}, running jobs {out['running_jobs']}, "
+            f"running sessions {out['running_sessions']}"
+        )
         print(f"database {out['database']}")
     return 0 if st.online else 1
 
@@ -139,6 +143,19 @@ def _import_csv(args) -> int:
             print(f"  note: {note}")
         for p in outcome.report.problems:
             print(f"  {'skipped' if p.kind != 'gaps' else 'allowed'}: {p.headline()}")
+    return 0
+
+
+def _show(args) -> int:
+    from db import sessions
+
+    engine = db.init()
+    try:
+        out = sessions.summary(engine, args.id)
+    except LookupError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2, default=str))
     return 0
 
 
@@ -225,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--user", default=os.environ.get("USER"), help="recorded as created_by")
     s.add_argument("--json", action="store_true", help="print the full report as JSON")
     s.set_defaults(fn=_import_csv)
+
+    s = sub.add_parser("show", help="print an object as JSON: show session ID")
+    s.add_argument("what", choices=["session"])
+    s.add_argument("id", type=int)
+    s.set_defaults(fn=_show)
 
     s = sub.add_parser("migrate", help="create or upgrade the database schema")
     s.set_defaults(fn=_migrate)

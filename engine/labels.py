@@ -33,3 +33,22 @@ def from_annotations(
         labels[e] = BUY if side == "long" else SELL
         labels[x] = SELL if side == "long" else BUY
     return labels, unmatched
+
+
+NEXT_MOVE_THRESHOLD = 0.0005  # 0.05 %
+
+
+def next_move(close_t: float, close_next: float, threshold: float = NEXT_MOVE_THRESHOLD) -> int:
+    """The every_candle label of candle t once t+1 has closed: BUY above +0.05 %, SELL below
+    −0.05 %, HOLD in between (the boundaries themselves are HOLD)."""
+    move = close_next / close_t - 1
+    if move > threshold:
+        return BUY
+    if move < -threshold:
+        return SELL
+    return HOLD
+
+
+def pivot_action(kind: str) -> int:
+    """Swing low → BUY, swing high → SELL."""
+    return BUY if kind == "L" else SELL

@@ -62,6 +62,13 @@ class ModelPool:
             job_id=job_id,
         )
 
+    def alias(self, checkpoint_id: int, runner: ModelRunner) -> None:
+        """Record that `runner` now holds checkpoint `checkpoint_id` (an autosave of it), so
+        sessions started on that checkpoint share the same model and lock."""
+        with self._lock:
+            self._runners[checkpoint_id] = runner
+        runner.checkpoint_id = checkpoint_id
+
     def loaded(self) -> list[ModelRunner]:
         with self._lock:
             return list(self._runners.values())

@@ -29,6 +29,7 @@ from db.wake import WakeSocket
 from engine import __version__, registry
 from engine.pool import ModelPool
 from engine.registry import CommandError
+from engine.sessions import SessionManager
 
 log = logging.getLogger("engine")
 
@@ -53,6 +54,7 @@ class EngineContext:
     started: float = field(default_factory=time.monotonic)
     stopping: threading.Event = field(default_factory=threading.Event)
     models: ModelPool | None = None
+    sessions: SessionManager | None = None
     job_threads: dict[int, threading.Thread] = field(default_factory=dict)
 
     def uptime_s(self) -> float:
@@ -80,6 +82,7 @@ class EngineService:
         self.settings = settings or Settings()
         self.ctx = EngineContext(database, new_instance_id(), self.settings)
         self.ctx.models = ModelPool(database, self.settings.lock_timeout_s)
+        self.ctx.sessions = SessionManager(self.ctx)
         self.wake = WakeSocket()
         self._beat_thread: threading.Thread | None = None
         self.stop_reason = "stopped"
@@ -104,6 +107,7 @@ class EngineService:
         from engine import checkpoints
 
         checkpoints.ensure_default(self.db)
+        self._resume_sessions()
         self._beat_thread = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
         self._beat_thread.start()
 
@@ -137,6 +141,7 @@ class EngineService:
 
     def shutdown(self) -> None:
         self.ctx.stopping.set()
+        self.ctx.sessions.stop_all()  # they stay 'running' and resume at the next start
         for job_id, thread in list(self.ctx.job_threads.items()):
             log.info("waiting for job %s to checkpoint and stop", job_id)
             thread.join(timeout=60)
@@ -229,6 +234,13 @@ class EngineService:
                 len(failed),
                 len(interrupted),
             )
+        if not at_start:
+            self._resume_sessions()
+
+    def _resume_sessions(self) -> None:
+        live = {r.id for r in engines.alive(self.db)} | {self.ctx.instance_id}
+        for sid in self.ctx.sessions.resume_orphans(live):
+            log.info("resumed session %s", sid)
 
     def _seed_first_run(self) -> None:
         from db import candles

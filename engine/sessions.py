@@ -1,0 +1,290 @@
+"""Live sessions: a model on a feed, one thread each, in one of the four live modes.
+
+Per completed candle, in this order: predict from the latest published snapshot; store the
+prediction; fill the previous signal at this candle's open and mark the position at its close
+(engine/account.py, the fill rule backtests share); find pivots confirmed by this candle; train
+if the mode says so, under the model's lock (a lock timeout is recorded as a skipped step,
+never a stall); store what changed. Each session has its own account and pivot detector; two
+sessions on one checkpoint share the model and so its lock.
+
+Labels never use a candle that has not closed: in `every_candle`, candle t is trained on at
+the close of t + right (by then its pivot status and the next candle's move are known).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+import numpy as np
+import torch
+
+from db import candles as candle_rows
+from db import sessions as session_rows
+from engine import features, labels, pivots, priority
+from engine.account import Account
+from engine.feeds import Bar, Feed, FeedError, ReplayFeed, SyntheticFeed
+from engine.feeds.exchange import ExchangeFeed, make_client
+from engine.inference import context_size
+from engine.lock import TrainingLockTimeout
+from engine.model import ACTIONS
+from engine.runner import IGNORE, Batch, ModelRunner
+
+log = logging.getLogger(__name__)
+MODES = ("none", "pivots_only", "every_candle", "manual")
+AUTOSAVE_EVERY = 200  # training steps between checkpoints of a learning session
+
+
+def make_feed(ctx, row) -> Feed:
+    """The feed a session row asks for."""
+    spec = row.feed or {}
+    kind = spec.get("kind", "replay")
+    if kind == "replay":
+        return ReplayFeed(ctx.db, row.symbol, row.timeframe, pace_s=spec.get("pace_s", 1.0),
+                          start_ts=spec.get("start_ts"))  # fmt: skip
+    if kind == "synthetic":
+        return SyntheticFeed(row.symbol, row.timeframe, seed=spec.get("seed", 0),
+                             count=spec.get("count"), pace_s=spec.get("pace_s", 1.0))  # fmt: skip
+    if kind == "exchange":
+        client = make_client(spec["exchange"], spec.get("options"))
+        return ExchangeFeed(client, row.symbol, row.timeframe, poll_s=spec.get("poll_s"))
+    raise FeedError(f"unknown feed kind {kind!r}: use replay, exchange or synthetic")
+
+
+class LiveSession:
+    def __init__(self, ctx, row, runner: ModelRunner, feed: Feed) -> None:
+        self.ctx, self.db, self.id = ctx, ctx.db, row.id
+        self.runner, self.feed = runner, feed
+        self.mode = row.mode
+        s = row.settings or {}
+        self.left, self.right = int(s.get("pivot_left", 5)), int(s.get("pivot_right", 5))
+        self.account = (
+            Account.from_state(row.state)
+            if row.state
+            else Account(
+                fee_bps=float(s.get("fee_bps", 10)), long_only=bool(s.get("long_only", False))
+            )
+        )
+        self.context = context_size(runner.config)
+        keep = self.context + self.right + features.LOOKBACK + 8
+        self.bars: deque[Bar] = deque(maxlen=keep)
+        self.last_ts = row.last_ts
+        self.stop_event = threading.Event()
+        self.steps_since_save = 0
+        self.store_candles = (row.feed or {}).get("kind") == "exchange"
+        self.symbol, self.timeframe = row.symbol, row.timeframe
+        self.thread = threading.Thread(target=self._run, name=f"session-{row.id}", daemon=True)
+        self._preload(row)
+
+    def _preload(self, row) -> None:
+        """History before the first live candle, so the first predictions have full context."""
+        spec = row.feed or {}
+        upto = self.last_ts if self.last_ts is not None else spec.get("start_ts")
+        if spec.get("kind", "replay") == "synthetic":
+            return
+        if upto is None:
+            return  # the replay starts at the first stored candle: no history before it
+        end = upto if self.last_ts is not None else upto - 1
+        df = candle_rows.load(self.db, row.symbol, row.timeframe, end_ms=end, last=self.bars.maxlen)
+        for r in df.itertuples():
+            self.bars.append(Bar(int(r.ts), r.open, r.high, r.low, r.close, r.volume))
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _run(self) -> None:
+        priority.inference_thread()
+        try:
+            for bar in self.feed.bars(self.stop_event, after_ts=self.last_ts):
+                self.on_bar(bar, time.perf_counter())
+                if self.stop_event.is_set():
+                    break
+        except Exception as exc:
+            log.exception("session %s failed", self.id)
+            session_rows.close(self.db, self.id, "failed", f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            self._autosave(force=True)
+        if self.ctx.stopping.is_set():
+            return  # the engine is shutting down: leave it running, to be resumed
+        status = "stopped" if self.stop_event.is_set() else "finished"
+        session_rows.close(self.db, self.id, status)
+
+    def on_bar(self, bar: Bar, received: float) -> None:
+        """Everything one completed candle does (module docstring for the order)."""
+        self.bars.append(bar)
+        ohlcv = self._ohlcv()
+        snap = self.runner.snapshot
+        pred = snap.predict_last(ohlcv)
+        session_rows.add_prediction(
+            self.db,
+            session_id=self.id,
+            ts=bar.ts,
+            action=pred.action,
+            p_buy=pred.probs["BUY"],
+            p_sell=pred.probs["SELL"],
+            p_hold=pred.probs["HOLD"],
+            confidence=pred.confidence,
+            ghost={"ohlc": np.round(pred.ghost, 8).tolist()},
+            model_step=snap.step,
+            latency_ms=(time.perf_counter() - received) * 1000,
+        )
+        trades = self.account.open_bar(bar.ts, bar.open)
+        self.account.mark(bar.close)
+        self.account.signal(pred.action)
+        found = pivots.confirmed_at(ohlcv[:, 1], ohlcv[:, 2], len(ohlcv), self.left, self.right)
+        if self.mode == "pivots_only":
+            for p in found:
+                self._train(ohlcv, p.index, labels.pivot_action(p.kind), "pivot")
+        elif self.mode == "every_candle":
+            self._train_every_candle(ohlcv, found)
+        if self.store_candles:
+            self._store_candle(bar)
+        self.last_ts = bar.ts
+        session_rows.record_candle(
+            self.db,
+            self.id,
+            last_ts=bar.ts,
+            state=self.account.state(),
+            trades=trades,
+            pivots=[
+                {
+                    "ts": int(ohlcv[p.index, 5]),
+                    "kind": p.kind,
+                    "price": p.price,
+                    "confirmed_ts": bar.ts,
+                }
+                for p in found
+            ],  # fmt: skip
+        )
+
+    def _ohlcv(self) -> np.ndarray:
+        """(n, 6): open, high, low, close, volume, ts of the buffered candles."""
+        bars = list(self.bars)  # one atomic copy: the command thread may read while we append
+        return np.array([(b.open, b.high, b.low, b.close, b.volume, b.ts) for b in bars])
+
+    def _train_every_candle(self, ohlcv: np.ndarray, found) -> None:
+        t = len(ohlcv) - 1 - self.right  # the newest candle whose label is final now
+        if t < 0:
+            return
+        kinds = {p.kind for p in found if p.index == t}
+        if len(kinds) == 1:
+            label, source = labels.pivot_action(kinds.pop()), "every_candle_pivot"
+        else:
+            label = labels.next_move(ohlcv[t, 3], ohlcv[t + 1, 3])
+            source = "every_candle"
+        self._train(ohlcv, t, label, source)
+
+    def _train(self, ohlcv: np.ndarray, index: int, label: int, source: str) -> None:
+        """One step on the sample whose input window ends at candle `index`."""
+        lo = max(0, index + 1 - self.context)
+        window = ohlcv[lo : index + 1, :5]
+        x = torch.from_numpy(features.compute(window)).unsqueeze(0)
+        y = torch.full((1, len(window)), IGNORE, dtype=torch.long)
+        y[0, -1] = label
+        ghost = torch.full((1, len(window), self.runner.config.horizon, 4), float("nan"))
+        future = features.future_ohlc(ohlcv[index:, :5], self.runner.config.horizon)[0]
+        ghost[0, -1] = torch.from_numpy(future)  # only candles that have closed (others NaN)
+        try:
+            self.runner.train_step(
+                Batch(x, y, ghost),
+                operation=f"session {self.id} {source}",
+                source=source,
+                session_id=self.id,
+                candle_ts=int(ohlcv[index, 5]),
+                label=ACTIONS[label],
+            )
+        except TrainingLockTimeout as exc:
+            log.warning("session %s skipped a step: %s", self.id, exc)
+            return
+        self.steps_since_save += 1
+        self._autosave()
+
+    # -- manual mode --------------------------------------------------------------------------
+
+    def train_now(self, action: str) -> dict:
+        """Train once on the latest completed candle with `action` (manual mode)."""
+        ohlcv = self._ohlcv()
+        if not len(ohlcv):
+            raise ValueError(f"session {self.id} has not received a candle yet")
+        before = self.runner.steps
+        self._train(ohlcv, len(ohlcv) - 1, ACTIONS.index(action), "manual")
+        return {
+            "candle_ts": int(ohlcv[-1, 5]),
+            "action": action,
+            "trained": self.runner.steps > before,
+        }
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def _store_candle(self, bar: Bar) -> None:
+        candle_rows.add_live(self.db, self.symbol, self.timeframe, bar.ts,
+                             (bar.open, bar.high, bar.low, bar.close, bar.volume))  # fmt: skip
+
+    def _autosave(self, force: bool = False) -> None:
+        """Keep what a learning session learned: a child checkpoint every AUTOSAVE_EVERY steps
+        and when it stops, which the session resumes from after a restart."""
+        if not self.steps_since_save or (not force and self.steps_since_save < AUTOSAVE_EVERY):
+            return
+        try:
+            cid = self.ctx.models.save(
+                self.runner, name=f"session {self.id} autosave", created_by=f"session {self.id}"
+            )
+        except TrainingLockTimeout as exc:
+            log.warning("session %s autosave skipped: %s", self.id, exc)
+            return
+        self.ctx.models.alias(cid, self.runner)
+        session_rows.update_row(self.db, self.id, checkpoint_id=cid)
+        self.steps_since_save = 0
+
+
+class SessionManager:
+    """The engine's running sessions."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.sessions: dict[int, LiveSession] = {}
+        self.lock = threading.Lock()
+
+    def launch(self, row) -> LiveSession:
+        runner = self.ctx.models.get(row.checkpoint_id)
+        session = LiveSession(self.ctx, row, runner, make_feed(self.ctx, row))
+        with self.lock:
+            self.sessions[row.id] = session
+        session.start()
+        return session
+
+    def get(self, session_id: int) -> LiveSession | None:
+        with self.lock:
+            s = self.sessions.get(session_id)
+        return s if s and s.thread.is_alive() else None
+
+    def resume_orphans(self, live_engine_ids: set[str]) -> list[int]:
+        """Sessions left running by an engine that is gone (crashed, or stopped for a restart)
+        continue here from their last processed candle."""
+        resumed = []
+        for row in session_rows.running(self.ctx.db):
+            if row.engine_id == self.ctx.instance_id or row.engine_id in live_engine_ids:
+                continue
+            session_rows.update_row(self.ctx.db, row.id, engine_id=self.ctx.instance_id)
+            try:
+                self.launch(session_rows.get(self.ctx.db, row.id))
+                resumed.append(row.id)
+            except Exception as exc:
+                session_rows.close(self.ctx.db, row.id, "interrupted", f"could not resume: {exc}")
+        return resumed
+
+    def stop_all(self, timeout: float = 30) -> None:
+        with self.lock:
+            running = list(self.sessions.values())
+        for s in running:
+            s.stop()
+        for s in running:
+            s.thread.join(timeout)

@@ -1,0 +1,297 @@
+"""Live: run the model on a feed, with or without learning, and watch it candle by candle."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from db import annotations as annotation_rows
+from db import bus, candles, training
+from db import checkpoints as checkpoint_rows
+from db import sessions as session_rows
+from market import timeframes
+from pages.common import DOWN, UP, annotation_frame, annotation_layers, current_user, database
+
+engine = database()
+st.title("Live")
+MODES = {
+    "none": "Live Inference (No Training)",
+    "pivots_only": "Live Inference + Pivot Training",
+    "every_candle": "Live Inference + Per-Candle Training",
+    "manual": "Manual mode (Train on Current Candle)",
+}
+ACTION_COLORS = alt.Scale(domain=["BUY", "SELL", "HOLD"], range=[UP, DOWN, "#9e9e9e"])
+who = current_user()
+
+
+def command(kind: str, payload: dict) -> dict | None:
+    row = bus.wait(engine, bus.submit(engine, kind, payload, created_by=who), 15)
+    if row.status == "done":
+        return row.result
+    st.error(row.error if row.status == "failed" else "The engine did not answer: is it online?")
+    return None
+
+
+with st.expander("Start a session", expanded=not session_rows.running(engine)):
+    sets = candles.datasets(engine)
+    if sets.empty:
+        st.info("No candles stored: import some on the Data page.")
+        st.stop()
+    labels = [f"{r.symbol} · {r.timeframe}" for r in sets.itertuples()]
+    c1, c2, c3 = st.columns(3)
+    pick = c1.selectbox("Dataset (replayed as a live feed)", labels, key="live_dataset")
+    row = sets.iloc[labels.index(pick)]
+    ckpts = checkpoint_rows.all_(engine)
+    names = {c.id: f"#{c.id} {c.name}" + (" (active)" if c.is_active else "") for c in ckpts}
+    active = next((c.id for c in ckpts if c.is_active), None)
+    ckpt = c2.selectbox(
+        "Checkpoint",
+        list(names),
+        format_func=names.get,
+        index=list(names).index(active) if active in names else 0,
+    )
+    pace = c3.number_input(
+        "Seconds per candle", 0.0, 3600.0, 1.0, 0.1, help="Replay pace: 1 = one candle a second."
+    )
+    last = row["last"].to_pydatetime()
+    first = row["first"].to_pydatetime()
+    d1, d2, d3 = st.columns(3)
+    start_day = d1.date_input(
+        "Replay from",
+        value=max(first, last - timedelta(days=365)).date(),
+        min_value=first.date(),
+        max_value=last.date(),
+    )
+    fee = d2.number_input("Fee (bps per fill)", 0.0, 1000.0, 10.0, 1.0)
+    long_only = d3.checkbox("Long only")
+    start_ts = int(datetime.combine(start_day, time.min, UTC).timestamp() * 1000)
+    cols = st.columns(4)
+    for col, (mode, title) in zip(cols, MODES.items(), strict=True):
+        if col.button(title, key=f"start_{mode}", disabled=not who, width="stretch"):
+            result = command(
+                "session.start",
+                {"symbol": row.symbol, "timeframe": row.timeframe, "mode": mode, "checkpoint_id": ckpt,
+                 "feed": {"kind": "replay", "pace_s": pace, "start_ts": start_ts}, "fee_bps": fee,
+                 "long_only": long_only},
+            )  # fmt: skip
+            if result:
+                st.session_state.live_session = result["session_id"]
+    if not who:
+        st.caption("Enter your name in the sidebar to start sessions.")
+
+all_sessions = session_rows.all_(engine)
+if not all_sessions:
+    st.info("No sessions yet.")
+    st.stop()
+ids = [s.id for s in all_sessions]
+titles = {s.id: f"#{s.id} {s.symbol} {s.timeframe} · {s.mode} · {s.status}" for s in all_sessions}
+default = st.session_state.get("live_session", ids[0])
+chosen = st.selectbox(
+    "Session", ids, index=ids.index(default) if default in ids else 0, format_func=titles.get
+)
+st.session_state.live_session = chosen
+
+
+def chart(sess, preds, pivots, trades) -> alt.LayerChart | None:
+    if sess.last_ts is None:
+        return None
+    df = candles.load(engine, sess.symbol, sess.timeframe, end_ms=sess.last_ts, last=120)
+    if df.empty:
+        return None
+    lo = int(df.ts.iloc[0])
+    color = alt.condition("datum.open <= datum.close", alt.value(UP), alt.value(DOWN))
+    base = alt.Chart(df).encode(x=alt.X("time:T", title=None))
+    layers = [
+        *annotation_layers(
+            annotation_frame(annotation_rows.list_for(engine, sess.symbol, sess.timeframe), df)
+        )
+    ]
+    layers += [
+        base.mark_rule().encode(
+            y=alt.Y("low:Q", scale=alt.Scale(zero=False), title="price"), y2="high:Q", color=color
+        ),
+        base.mark_bar(size=5).encode(
+            y="open:Q",
+            y2="close:Q",
+            color=color,
+            tooltip=[
+                alt.Tooltip("time:T", format="%Y-%m-%d %H:%M"),
+                "open:Q",
+                "high:Q",
+                "low:Q",
+                "close:Q",
+            ],
+        ),
+    ]
+    if not preds.empty:
+        p = preds[preds.ts >= lo].merge(df[["ts", "time", "close", "high", "low"]], on="ts")
+        p = p[p.action != "HOLD"]
+        if not p.empty:
+            p["y"] = p.apply(
+                lambda r: r.low * 0.995 if r.action == "BUY" else r.high * 1.005, axis=1
+            )
+            layers.append(
+                alt.Chart(p)
+                .mark_point(filled=True, size=60)
+                .encode(
+                    x="time:T",
+                    y="y:Q",
+                    color=alt.Color("action:N", scale=ACTION_COLORS, title="prediction"),
+                    shape=alt.Shape(
+                        "action:N",
+                        scale=alt.Scale(
+                            domain=["BUY", "SELL"], range=["triangle-up", "triangle-down"]
+                        ),
+                        legend=None,
+                    ),
+                    opacity=alt.Opacity(
+                        "confidence:Q",
+                        scale=alt.Scale(domain=[0.33, 1], range=[0.15, 1]),
+                        legend=None,
+                    ),
+                    tooltip=[
+                        "action:N",
+                        alt.Tooltip("confidence:Q", format=".2f"),
+                        alt.Tooltip("p_buy:Q", format=".2f"),
+                        alt.Tooltip("p_sell:Q", format=".2f"),
+                        alt.Tooltip("p_hold:Q", format=".2f"),
+                    ],
+                )
+            )
+        latest = preds.iloc[-1]
+        step = timeframes.interval_ms(sess.timeframe)
+        ghost = pd.DataFrame(latest.ghost["ohlc"], columns=["open", "high", "low", "close"])
+        ghost["time"] = pd.to_datetime(
+            int(latest.ts) + step * (ghost.index + 1), unit="ms", utc=True
+        )
+        gbase = alt.Chart(ghost).encode(x="time:T")
+        gcolor = alt.condition("datum.open <= datum.close", alt.value(UP), alt.value(DOWN))
+        layers += [
+            gbase.mark_rule(opacity=0.45, strokeDash=[2, 2]).encode(
+                y="low:Q", y2="high:Q", color=gcolor
+            ),
+            gbase.mark_bar(size=5, opacity=0.35).encode(
+                y="open:Q",
+                y2="close:Q",
+                color=gcolor,
+                tooltip=[
+                    alt.Tooltip("time:T", title="ghost candle"),
+                    "open:Q",
+                    "high:Q",
+                    "low:Q",
+                    "close:Q",
+                ],
+            ),
+        ]
+    if not pivots.empty:
+        pv = pivots[pivots.ts >= lo].copy()
+        if not pv.empty:
+            pv["time"] = pd.to_datetime(pv.ts, unit="ms", utc=True)
+            pv["y"] = pv.apply(lambda r: r.price * (1.012 if r.kind == "H" else 0.988), axis=1)
+            layers.append(
+                alt.Chart(pv)
+                .mark_text(fontWeight="bold", fontSize=12)
+                .encode(
+                    x="time:T",
+                    y="y:Q",
+                    text="kind:N",
+                    color=alt.value("#6a1b9a"),
+                    tooltip=["kind:N", "price:Q"],
+                )
+            )
+    if not trades.empty:
+        t = trades[trades.exit_ts >= lo]
+        marks = pd.concat(
+            [
+                pd.DataFrame({"ts": t.entry_ts, "price": t.entry_price, "what": "entry " + t.side}),
+                pd.DataFrame({"ts": t.exit_ts, "price": t.exit_price, "what": "exit " + t.side}),
+            ]
+        )
+        marks = marks[marks.ts >= lo]
+        if not marks.empty:
+            marks["time"] = pd.to_datetime(marks.ts, unit="ms", utc=True)
+            layers.append(
+                alt.Chart(marks)
+                .mark_point(shape="diamond", size=80, filled=True, color="#1e88e5")
+                .encode(x="time:T", y="price:Q", tooltip=["what:N", "price:Q"])
+            )
+    return (
+        alt.layer(*layers)
+        .properties(height=420, width="container", title=f"{sess.symbol} {sess.timeframe}")
+        .interactive(bind_y=False)
+    )
+
+
+@st.fragment(run_every=1)
+def panel(session_id: int) -> None:
+    sess = session_rows.get(engine, session_id)
+    state = sess.state or {}
+    preds = session_rows.predictions(engine, session_id)
+    pivots = session_rows.pivots(engine, session_id)
+    trades = session_rows.trades(engine, session_id)
+    events = training.frame(engine, limit=1, session_id=session_id)
+    steps = training.count(engine, session_id=session_id, skipped=False)
+    pos = {1: "long", -1: "short", 0: "flat"}[state.get("position", 0)]
+    m = st.columns(6)
+    m[0].metric("Status", sess.status)
+    m[1].metric("Candles", sess.candles)
+    m[2].metric("Position", pos)
+    m[3].metric("Realized PnL", f"{state.get('realized', 0):,.2f}")
+    m[4].metric("Unrealized PnL", f"{state.get('unrealized', 0):,.2f}")
+    m[5].metric("Equity", f"{state.get('equity', 0):,.2f}")
+    m = st.columns(6)
+    n_trades = state.get("trades", 0)
+    m[0].metric("Mode", sess.mode)
+    m[1].metric("Trades", n_trades)
+    m[2].metric("Win rate", f"{state.get('wins', 0) / n_trades:.0%}" if n_trades else "—")
+    m[3].metric("Training steps", steps)
+    m[4].metric(
+        "Last lock wait", f"{events.lock_wait_ms.iloc[-1]:.1f} ms" if not events.empty else "—"
+    )
+    last = preds.iloc[-1] if not preds.empty else None
+    m[5].metric("Prediction", f"{last.action} {last.confidence:.0%}" if last is not None else "—")
+    if sess.error:
+        st.error(sess.error)
+    c = chart(sess, preds, pivots, trades)
+    if c is not None:
+        st.altair_chart(c, width="stretch")
+        st.caption(
+            "Triangles: predictions (shade = confidence) · L / H: confirmed pivots · diamonds: fills · faded candles after the last one: ghost candles (the model's next 5)."
+        )
+    else:
+        st.caption("Waiting for the first candle…")
+
+
+panel(chosen)
+
+sess = session_rows.get(engine, chosen)
+if sess.status == "running":
+    c1, c2, c3 = st.columns([3, 1, 1])
+    new_mode = c1.segmented_control(
+        "Switch mode",
+        list(MODES),
+        default=sess.mode,
+        format_func=lambda m: MODES[m].split(" (")[0],
+        key=f"mode_{chosen}",
+    )
+    apply = c2.button("Apply mode", disabled=not who or new_mode in (None, sess.mode))
+    if apply and command("session.set_mode", {"session_id": chosen, "mode": new_mode}):
+        st.rerun()
+    stop = c3.button("Stop session", type="primary", disabled=not who)
+    if stop and command("session.stop", {"session_id": chosen}):
+        st.rerun()
+    if sess.mode == "manual":
+        st.write(
+            "**Train on Current Candle** — the latest completed candle, with the action you choose:"
+        )
+        b1, b2, b3 = st.columns(3)
+        for col, action in zip((b1, b2, b3), ("BUY", "SELL", "HOLD"), strict=True):
+            if col.button(action, key=f"manual_{action}", disabled=not who, width="stretch"):
+                result = command("session.train_manual", {"session_id": chosen, "action": action})
+                if result:
+                    st.success(
+                        f"Trained on {pd.Timestamp(result['candle_ts'], unit='ms', tz='UTC'):%Y-%m-%d %H:%M} as {action}."
+                    )
