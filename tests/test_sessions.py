@@ -1,0 +1,211 @@
+"""Live sessions in each mode, driven by a replay of real candles inside this process."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from db import candles, jobs, training
+from db import sessions as session_rows
+from engine import batch_training, checkpoints, labels
+from engine.batch_training import TrainSettings
+from engine.pool import ModelPool
+from engine.service import EngineContext, Settings
+from engine.sessions import SessionManager
+from market.importer import seed_samples
+from tests.conftest import wait_until
+from tests.test_training import annotate_future_moves
+
+
+@pytest.fixture
+def ctx(database):
+    seed_samples(database)
+    context = EngineContext(database, "test-engine", Settings())
+    context.models = ModelPool(database)
+    context.sessions = SessionManager(context)
+    yield context
+    context.stopping.set()
+    context.sessions.stop_all()
+
+
+def sp500(database):
+    df = candles.load(database, "SP500", "1d")
+    return df
+
+
+def run_session(ctx, mode: str, n: int, right: int = 5, wait=True, **settings) -> int:
+    """Replay the last `n` S&P 500 candles as fast as possible in `mode`."""
+    df = sp500(ctx.db)
+    start_ts = int(df.ts.iloc[-n])
+    cid = checkpoints.ensure_default(ctx.db)
+    sid = session_rows.create(
+        ctx.db, symbol="SP500", timeframe="1d", checkpoint_id=cid, mode=mode,
+        feed={"kind": "replay", "pace_s": 0, "start_ts": start_ts},
+        settings={"fee_bps": 10, "long_only": False, "pivot_left": 5, "pivot_right": right, **settings},
+        created_by="test", engine_id=ctx.instance_id,
+    )  # fmt: skip
+    session = ctx.sessions.launch(session_rows.get(ctx.db, sid))
+    if wait:
+        session.thread.join(120)
+        assert session_rows.get(ctx.db, sid).status == "finished", session_rows.get(
+            ctx.db, sid
+        ).error
+    return sid
+
+
+def naive_pivots(high, low, left, right):
+    """An independent reading of the rule: strict on the left, non-strict on the right."""
+    out = {}
+    for i in range(left, len(high) - right):
+        if all(high[i] > high[j] for j in range(i - left, i)) and all(
+            high[i] >= high[j] for j in range(i + 1, i + right + 1)
+        ):
+            out[(i, "H")] = i + right
+        if all(low[i] < low[j] for j in range(i - left, i)) and all(
+            low[i] <= low[j] for j in range(i + 1, i + right + 1)
+        ):
+            out[(i, "L")] = i + right
+    return out
+
+
+def test_none_mode_predicts_every_candle_and_never_changes_weights(ctx):
+    runner = ctx.models.get()
+    before = {k: v.clone() for k, v in runner.model.state_dict().items()}
+    sid = run_session(ctx, "none", 200)
+    preds = session_rows.predictions(ctx.db, sid)
+    expected = sp500(ctx.db).ts.iloc[-200:].tolist()
+    assert preds.ts.tolist() == expected
+    after = runner.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert training.count(ctx.db, session_id=sid) == 0
+    assert (preds.latency_ms > 0).all() and preds.ghost.map(lambda g: len(g["ohlc"])).eq(5).all()
+
+
+def test_pivots_only_trains_on_exactly_the_confirmed_pivots_after_confirmation(ctx):
+    n = 300
+    sid = run_session(ctx, "pivots_only", n)
+    df = sp500(ctx.db)
+    high, low, ts = df.high.to_numpy(), df.low.to_numpy(), df.ts.to_numpy()
+    first = len(df) - n
+    expected = {
+        (int(ts[i]), kind, int(ts[c]))
+        for (i, kind), c in naive_pivots(high, low, 5, 5).items()
+        if c >= first
+    }
+    got = session_rows.pivots(ctx.db, sid)
+    assert {(r.ts, r.kind, r.confirmed_ts) for r in got.itertuples()} == expected
+    events = training.frame(ctx.db, session_id=sid)
+    assert sorted(zip(events.candle_ts, events.label, strict=True)) == sorted(
+        (t, "BUY" if k == "L" else "SELL") for t, k, _ in expected
+    )
+    preds = session_rows.predictions(ctx.db, sid).set_index("ts")
+    confirm = {t: c for t, _, c in expected}
+    for e in events.itertuples():  # trained only once the confirming candle had been predicted
+        assert e.created_at >= preds.loc[confirm[e.candle_ts], "created_at"]
+
+
+def test_every_candle_trains_once_per_candle_with_the_right_label_and_no_unclosed_candle(ctx):
+    n, right = 150, 3
+    sid = run_session(ctx, "every_candle", n, right=right)
+    df = sp500(ctx.db)
+    close, ts = df.close.to_numpy(), df.ts.to_numpy()
+    piv = naive_pivots(df.high.to_numpy(), df.low.to_numpy(), 5, right)
+    events = training.frame(ctx.db, session_id=sid)
+    assert len(events) == n and events.candle_ts.is_unique
+    preds = session_rows.predictions(ctx.db, sid).set_index("ts")
+    index = {int(t): i for i, t in enumerate(ts)}
+    for e in events.itertuples():
+        i = index[e.candle_ts]
+        kinds = [k for k in "HL" if (i, k) in piv]
+        want = (
+            labels.pivot_action(kinds[0])
+            if len(kinds) == 1
+            else labels.next_move(close[i], close[i + 1])
+        )
+        assert e.label == ("BUY", "SELL", "HOLD")[want], (e.candle_ts, e.label)
+        # trained at the close of i + right: every candle its label used had closed
+        assert e.created_at >= preds.loc[int(ts[i + right]), "created_at"]
+    assert ctx.models.get().optimizer_steps() == n
+
+
+@pytest.mark.parametrize(
+    ("close_next", "label"),
+    [(1.0006, "BUY"), (1.0004, "HOLD"), (0.9996, "HOLD"), (0.9994, "SELL"), (1.0, "HOLD")],
+)
+def test_next_move_thresholds_at_their_boundaries(close_next, label):
+    assert ("BUY", "SELL", "HOLD")[labels.next_move(1.0, close_next)] == label
+    assert ("BUY", "SELL", "HOLD")[labels.next_move(100.0, 100.05)] == "HOLD"  # exactly +0.05 %
+
+
+def test_two_sessions_and_a_batch_job_on_one_model_account_for_everything(ctx):
+    annotate_future_moves(ctx.db)
+    runner = ctx.models.get()
+    job = jobs.create(ctx.db, "train", command_id=None, engine_id="test", created_by=None)
+    errors = []
+
+    def batch():
+        try:
+            batch_training.run(
+                ctx.db, runner, job, [("SP500", "1d")], TrainSettings(epochs=2, seq_len=200)
+            )
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t = threading.Thread(target=batch)
+    t.start()
+    a = run_session(ctx, "every_candle", 120, wait=False)
+    b = run_session(ctx, "pivots_only", 120, wait=False)
+    t.join(180)
+    for sid in (a, b):
+        wait_until(
+            lambda s=sid: session_rows.get(ctx.db, s).status != "running", 120, 0.1, "session end"
+        )
+    assert errors == []
+    for sid in (a, b):
+        row = session_rows.get(ctx.db, sid)
+        assert row.status == "finished" and row.candles == 120, row.error
+        assert len(session_rows.predictions(ctx.db, sid)) == 120
+    assert training.count(ctx.db, session_id=a, skipped=False) == 120
+    assert training.count(ctx.db, session_id=b, skipped=False) == len(
+        session_rows.pivots(ctx.db, b)
+    )
+    total = training.count(ctx.db, model_key=runner.key, skipped=False)
+    assert runner.optimizer_steps() == total
+    assert total == 120 + len(session_rows.pivots(ctx.db, b)) + training.count(ctx.db, job_id=job)
+
+
+def test_account_fills_signals_at_the_next_open_with_fees():
+    from engine.account import Account
+
+    acc = Account(fee_bps=10, cash=1000.0)
+    acc.signal("BUY")
+    assert acc.position == 0  # nothing happens before the next open
+    acc.open_bar(1, 100.0)
+    assert acc.position == 1 and acc.entry_price == 100.0
+    acc.mark(110.0)
+    acc.signal("SELL")
+    (trade,) = acc.open_bar(2, 120.0)
+    assert acc.position == -1
+    assert trade["side"] == "long" and trade["exit_price"] == 120.0
+    fee_rate = 10 / 10_000
+    units = 1000.0 / (100.0 * (1 + fee_rate))
+    expected = units * 20.0 - units * 100 * fee_rate - units * 120 * fee_rate
+    assert trade["pnl"] == pytest.approx(expected)
+    assert trade["return_pct"] == pytest.approx(expected / (units * 100) * 100)
+    long_only = Account(long_only=True)
+    long_only.signal("SELL")
+    assert long_only.pending is None  # flat already: nothing to do
+
+
+def test_pivot_detector_matches_its_definition_on_random_walks():
+    from engine import pivots
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        high = np.cumsum(rng.normal(size=200)).round(1)
+        low = high - rng.uniform(0.1, 1, size=200).round(1)
+        got = {(p.index, p.kind): p.confirmed_index for p in pivots.find_all(high, low, 3, 2)}
+        assert got == naive_pivots(high, low, 3, 2)
