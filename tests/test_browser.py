@@ -158,3 +158,33 @@ def test_annotate_by_clicking_two_candles_then_train_to_a_new_checkpoint(app, pa
     assert newest.parent_id is not None and newest.created_by == "ana" and newest.is_active
     expect(page.get_by_text(f"done: checkpoint {newest.id} (active)")).to_be_visible()
     assert page.get_by_test_id("stException").count() == 0
+
+
+def test_live_page_runs_a_pivot_training_session_and_stops_it(app, page):
+    from playwright.sync_api import expect
+
+    url, database = app
+    page.goto(url + "/live")
+    page.get_by_role("textbox", name="Your name").fill("ana")
+    page.get_by_role("textbox", name="Your name").press("Enter")
+    page.get_by_role("spinbutton", name="Seconds per candle").fill("0.2")
+    page.get_by_role("spinbutton", name="Seconds per candle").press("Enter")
+    page.get_by_role("button", name="Live Inference + Pivot Training").click()
+    metric = page.get_by_test_id("stMetric")
+    status = metric.filter(has_text="Status").get_by_test_id("stMetricValue")
+    expect(status).to_have_text("running")
+    prediction = metric.filter(has_text="Prediction").get_by_test_id("stMetricValue")
+    expect(prediction).to_have_text(__import__("re").compile(r"^(BUY|SELL|HOLD) \d+%$"))
+    candles_seen = metric.filter(has_text="Candles").get_by_test_id("stMetricValue")
+    first = int(candles_seen.inner_text())
+    expect(candles_seen).not_to_have_text(str(first), timeout=10_000)  # it keeps updating
+    expect(page.get_by_text("ghost candles")).to_be_visible()
+    equity = metric.filter(has_text="Equity").get_by_test_id("stMetricValue")
+    expect(equity).not_to_have_text("0.00")
+    page.get_by_role("button", name="Stop session").click()
+    expect(status).to_have_text("stopped", timeout=15_000)
+    from db import sessions
+
+    (row,) = sessions.all_(database)
+    assert row.mode == "pivots_only" and row.created_by == "ana" and row.status == "stopped"
+    assert page.get_by_test_id("stException").count() == 0
