@@ -42,24 +42,28 @@ class AnnotationIn:
         return self
 
 
+def _insert(conn, ann: AnnotationIn, author: str | None) -> int:
+    return conn.execute(
+        Annotation.__table__.insert()
+        .values(
+            symbol=ann.symbol,
+            timeframe=ann.timeframe,
+            entry_ts=ann.entry_ts,
+            exit_ts=ann.exit_ts,
+            side=ann.side,
+            note=ann.note,
+            author=author,
+            created_at=utcnow(),
+        )
+        .returning(Annotation.id)
+    ).scalar_one()
+
+
 def create(engine: Engine, ann: AnnotationIn, author: str | None) -> int:
     """Store a new annotation; returns its id."""
     ann = ann.check()
     with engine.begin() as conn:
-        return conn.execute(
-            Annotation.__table__.insert()
-            .values(
-                symbol=ann.symbol,
-                timeframe=ann.timeframe,
-                entry_ts=ann.entry_ts,
-                exit_ts=ann.exit_ts,
-                side=ann.side,
-                note=ann.note,
-                author=author,
-                created_at=utcnow(),
-            )
-            .returning(Annotation.id)
-        ).scalar_one()
+        return _insert(conn, ann, author)
 
 
 def edit(engine: Engine, annotation_id: int, **changes: Any) -> None:
@@ -196,20 +200,5 @@ def import_frame(engine: Engine, frame: pd.DataFrame, author: str | None) -> lis
             if key in existing:
                 continue
             existing.add(key)
-            ids.append(
-                conn.execute(
-                    Annotation.__table__.insert()
-                    .values(
-                        symbol=ann.symbol,
-                        timeframe=ann.timeframe,
-                        entry_ts=ann.entry_ts,
-                        exit_ts=ann.exit_ts,
-                        side=ann.side,
-                        note=ann.note,
-                        author=who,
-                        created_at=utcnow(),
-                    )
-                    .returning(Annotation.id)
-                ).scalar_one()
-            )
+            ids.append(_insert(conn, ann, who))
     return ids

@@ -12,10 +12,9 @@ import streamlit as st
 
 from db import annotations as annotation_rows
 from pages.common import (
-    DOWN,
-    UP,
     annotation_frame,
     annotation_layers,
+    candle_layers,
     current_user,
     database,
     pick_candles,
@@ -39,34 +38,11 @@ if state.get("ann_current") != key:
 existing = annotation_rows.list_for(engine, symbol, timeframe)
 ann = annotation_frame(existing, df)
 
-n = len(df)
-body = max(1.0, min(12.0, 900.0 / n))
 pick = alt.selection_point(name="candle", fields=["ts"], on="click", nearest=True, empty=False)
-color = alt.condition("datum.open <= datum.close", alt.value(UP), alt.value(DOWN))
-base = alt.Chart(df).encode(
-    x=alt.X("time:T", title=None),
-    tooltip=[
-        alt.Tooltip("time:T", format="%Y-%m-%d %H:%M"),
-        "open:Q",
-        "high:Q",
-        "low:Q",
-        "close:Q",
-    ],
+wick, bars = candle_layers(
+    df, stroke=alt.condition(pick, alt.value("black"), alt.value(None)), strokeWidth=alt.value(2)
 )
-wick = base.mark_rule().encode(
-    y=alt.Y("low:Q", scale=alt.Scale(zero=False), title="price"), y2="high:Q", color=color
-)
-bars = (
-    base.mark_bar(size=body)
-    .encode(
-        y="open:Q",
-        y2="close:Q",
-        color=color,
-        stroke=alt.condition(pick, alt.value("black"), alt.value(None)),
-        strokeWidth=alt.value(2),
-    )
-    .add_params(pick)
-)
+bars = bars.add_params(pick)
 layers = [*annotation_layers(ann), wick, bars]
 marks = [(state.ann_entry, "entry"), (state.ann_exit, "exit")]
 picked = pd.DataFrame(

@@ -88,6 +88,25 @@ def annotation_layers(ann: pd.DataFrame) -> list:
     return [span, entry, exit_]
 
 
+def candle_layers(
+    df: pd.DataFrame, body: float | None = None, opacity: float = 1.0, **bar_encoding
+):
+    """The two marks of a candlestick (low–high wick, open–close body), colored up / down.
+    Returns (wick, body) so a caller can add a selection to the body."""
+    body = body or max(1.0, min(12.0, 900.0 / max(len(df), 1)))
+    color = alt.condition("datum.open <= datum.close", alt.value(UP), alt.value(DOWN))
+    tooltip = [alt.Tooltip("time:T", format="%Y-%m-%d %H:%M"),
+               *(alt.Tooltip(f"{c}:Q", format=",.4~f") for c in ("open", "high", "low", "close"))]  # fmt: skip
+    base = alt.Chart(df).encode(x=alt.X("time:T", title=None))
+    wick = base.mark_rule(opacity=opacity).encode(
+        y=alt.Y("low:Q", scale=alt.Scale(zero=False), title="price"), y2="high:Q", color=color
+    )
+    bars = base.mark_bar(size=body, opacity=opacity).encode(
+        y="open:Q", y2="close:Q", color=color, tooltip=tooltip, **bar_encoding
+    )
+    return wick, bars
+
+
 def candle_chart(
     df: pd.DataFrame,
     height: int = 380,

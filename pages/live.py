@@ -13,7 +13,15 @@ from db import bus, candles, training
 from db import checkpoints as checkpoint_rows
 from db import sessions as session_rows
 from market import timeframes
-from pages.common import DOWN, UP, annotation_frame, annotation_layers, current_user, database
+from pages.common import (
+    DOWN,
+    UP,
+    annotation_frame,
+    annotation_layers,
+    candle_layers,
+    current_user,
+    database,
+)
 
 engine = database()
 st.title("Live")
@@ -102,29 +110,11 @@ def chart(sess, preds, pivots, trades) -> alt.LayerChart | None:
     if df.empty:
         return None
     lo = int(df.ts.iloc[0])
-    color = alt.condition("datum.open <= datum.close", alt.value(UP), alt.value(DOWN))
-    base = alt.Chart(df).encode(x=alt.X("time:T", title=None))
     layers = [
         *annotation_layers(
             annotation_frame(annotation_rows.list_for(engine, sess.symbol, sess.timeframe), df)
-        )
-    ]
-    layers += [
-        base.mark_rule().encode(
-            y=alt.Y("low:Q", scale=alt.Scale(zero=False), title="price"), y2="high:Q", color=color
         ),
-        base.mark_bar(size=5).encode(
-            y="open:Q",
-            y2="close:Q",
-            color=color,
-            tooltip=[
-                alt.Tooltip("time:T", format="%Y-%m-%d %H:%M"),
-                "open:Q",
-                "high:Q",
-                "low:Q",
-                "close:Q",
-            ],
-        ),
+        *candle_layers(df, body=5),
     ]
     if not preds.empty:
         p = preds[preds.ts >= lo].merge(df[["ts", "time", "close", "high", "low"]], on="ts")
@@ -167,25 +157,7 @@ def chart(sess, preds, pivots, trades) -> alt.LayerChart | None:
         ghost["time"] = pd.to_datetime(
             int(latest.ts) + step * (ghost.index + 1), unit="ms", utc=True
         )
-        gbase = alt.Chart(ghost).encode(x="time:T")
-        gcolor = alt.condition("datum.open <= datum.close", alt.value(UP), alt.value(DOWN))
-        layers += [
-            gbase.mark_rule(opacity=0.45, strokeDash=[2, 2]).encode(
-                y="low:Q", y2="high:Q", color=gcolor
-            ),
-            gbase.mark_bar(size=5, opacity=0.35).encode(
-                y="open:Q",
-                y2="close:Q",
-                color=gcolor,
-                tooltip=[
-                    alt.Tooltip("time:T", title="ghost candle"),
-                    "open:Q",
-                    "high:Q",
-                    "low:Q",
-                    "close:Q",
-                ],
-            ),
-        ]
+        layers += candle_layers(ghost, body=5, opacity=0.35)  # the model's next candles
     if not pivots.empty:
         pv = pivots[pivots.ts >= lo].copy()
         if not pv.empty:
