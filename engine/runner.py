@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.device import training_device
 from engine.inference import Prediction, predict_last, trace_last_candle
 from engine.lock import TrainingLock, TrainingLockTimeout
 from engine.model import ACTIONS, CandleTransformer, ModelConfig
@@ -92,28 +93,32 @@ class ModelRunner:
         on_step: Callable[..., None] | None = None,
         seed: int = 0,
         checkpoint_id: int | None = None,
+        device: torch.device | None = None,
     ) -> None:
         self.key = key
         self.checkpoint_id = checkpoint_id  # where the weights came from
         self.config = config
         torch.manual_seed(seed)
+        self.device = device or training_device()
         self.model = CandleTransformer(config)
         if state_dict is not None:
             self.model.load_state_dict(state_dict)
+        # Traced from a CPU copy: live inference stays on the CPU whatever trains the model.
+        self._traced_template = trace_last_candle(copy.deepcopy(self.model))
+        self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01)
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
         self.lock = TrainingLock(key, lock_timeout_s)
         self.on_step = on_step
         self.steps = self.optimizer_steps()
-        self._traced_template = trace_last_candle(self.model)
         self._snapshot = self._publish()
 
     # -- inference side ---------------------------------------------------------------------
 
     def _publish(self) -> Snapshot:
         """Frozen copies of the current weights (call with the lock held, or before sharing)."""
-        eager = copy.deepcopy(self.model).eval()
+        eager = copy.deepcopy(self.model).to("cpu").eval()
         for p in eager.parameters():
             p.requires_grad_(False)
         traced = copy.deepcopy(self._traced_template)
@@ -152,6 +157,10 @@ class ModelRunner:
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.device.type != "cpu":
+                    batch = Batch(
+                        *(t.to(self.device) for t in (batch.x, batch.actions, batch.ghost))
+                    )
                 loss, acc, n = loss_and_accuracy(self.model, batch)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -180,9 +189,8 @@ class ModelRunner:
     def state(self) -> tuple[dict, dict]:
         """Model and optimizer state_dicts, copied under the lock (consistent with each other)."""
         with self.lock.hold("checkpoint save"):
-            return copy.deepcopy(self.model.state_dict()), copy.deepcopy(
-                self.optimizer.state_dict()
-            )
+            model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            return model, copy.deepcopy(self.optimizer.state_dict())
 
 
 def action_names(indices: np.ndarray) -> list[str]:

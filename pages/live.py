@@ -44,46 +44,65 @@ def command(kind: str, payload: dict) -> dict | None:
 
 
 with st.expander("Start a session", expanded=not session_rows.running(engine)):
-    sets = candles.datasets(engine)
-    if sets.empty:
-        st.info("No candles stored: import some on the Data page.")
-        st.stop()
-    labels = [f"{r.symbol} · {r.timeframe}" for r in sets.itertuples()]
-    c1, c2, c3 = st.columns(3)
-    pick = c1.selectbox("Dataset (replayed as a live feed)", labels, key="live_dataset")
-    row = sets.iloc[labels.index(pick)]
+    source = st.radio(
+        "Feed",
+        ["Replay stored candles", "Exchange (ccxt)"],
+        horizontal=True,
+        help="A replay plays stored candles as if live; an exchange feed polls an exchange "
+        "through ccxt (pip install ccxt) and emits each candle once it has closed.",
+    )
     ckpts = checkpoint_rows.all_(engine)
     names = {c.id: f"#{c.id} {c.name}" + (" (active)" if c.is_active else "") for c in ckpts}
     active = next((c.id for c in ckpts if c.is_active), None)
+    c1, c2, c3 = st.columns(3)
+    if source == "Replay stored candles":
+        sets = candles.datasets(engine)
+        if sets.empty:
+            st.info("No candles stored: import some on the Data page.")
+            st.stop()
+        labels = [f"{r.symbol} · {r.timeframe}" for r in sets.itertuples()]
+        pick = c1.selectbox("Dataset (replayed as a live feed)", labels, key="live_dataset")
+        row = sets.iloc[labels.index(pick)]
+        symbol, timeframe = row.symbol, row.timeframe
+        pace = c3.number_input(
+            "Seconds per candle",
+            0.0,
+            3600.0,
+            1.0,
+            0.1,
+            help="Replay pace: 1 = one candle a second.",
+        )
+        last, first = row["last"].to_pydatetime(), row["first"].to_pydatetime()
+        start_day = st.date_input(
+            "Replay from",
+            value=max(first, last - timedelta(days=365)).date(),
+            min_value=first.date(),
+            max_value=last.date(),
+        )
+        start_ts = int(datetime.combine(start_day, time.min, UTC).timestamp() * 1000)
+        feed = {"kind": "replay", "pace_s": pace, "start_ts": start_ts}
+    else:
+        exchange = c1.text_input("Exchange (ccxt id)", "binance")
+        e1, e2 = c3.columns(2)
+        symbol = e1.text_input("Symbol", "BTC/USDT")
+        timeframe = e2.text_input("Timeframe", "1m")
+        feed = {"kind": "exchange", "exchange": exchange.strip()}
     ckpt = c2.selectbox(
         "Checkpoint",
         list(names),
         format_func=names.get,
         index=list(names).index(active) if active in names else 0,
     )
-    pace = c3.number_input(
-        "Seconds per candle", 0.0, 3600.0, 1.0, 0.1, help="Replay pace: 1 = one candle a second."
-    )
-    last = row["last"].to_pydatetime()
-    first = row["first"].to_pydatetime()
-    d1, d2, d3 = st.columns(3)
-    start_day = d1.date_input(
-        "Replay from",
-        value=max(first, last - timedelta(days=365)).date(),
-        min_value=first.date(),
-        max_value=last.date(),
-    )
+    d2, d3 = st.columns(2)
     fee = d2.number_input("Fee (bps per fill)", 0.0, 1000.0, 10.0, 1.0)
     long_only = d3.checkbox("Long only")
-    start_ts = int(datetime.combine(start_day, time.min, UTC).timestamp() * 1000)
     cols = st.columns(4)
     for col, (mode, title) in zip(cols, MODES.items(), strict=True):
         if col.button(title, key=f"start_{mode}", disabled=not who, width="stretch"):
             result = command(
                 "session.start",
-                {"symbol": row.symbol, "timeframe": row.timeframe, "mode": mode, "checkpoint_id": ckpt,
-                 "feed": {"kind": "replay", "pace_s": pace, "start_ts": start_ts}, "fee_bps": fee,
-                 "long_only": long_only},
+                {"symbol": symbol, "timeframe": timeframe, "mode": mode, "checkpoint_id": ckpt,
+                 "feed": feed, "fee_bps": fee, "long_only": long_only},
             )  # fmt: skip
             if result:
                 st.session_state.live_session = result["session_id"]
