@@ -80,6 +80,9 @@ def trace_last_candle(model: CandleTransformer) -> torch.jit.ScriptModule:
     x = torch.zeros(1, context_size(model.cfg), model.cfg.n_features)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed on purpose
+        # torch 2.13 marks jit.trace deprecated; it is still the one way to get a one-call CPU
+        # forward without a compile step at run time. Revisit with torch.export when it can.
+        warnings.simplefilter("ignore", DeprecationWarning)
         return torch.jit.trace(_LastCandle(model).eval(), x, check_trace=False)
 
 
