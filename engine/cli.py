@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import db
 from db import bus, candles, engines, jobs, sessions, settings
@@ -159,6 +160,46 @@ def _show(args) -> int:
     return 0
 
 
+def _backtest(args) -> int:
+    from tqdm import tqdm
+
+    from engine import backtest_run, checkpoints
+    from engine.model import CandleTransformer
+
+    engine = db.init()
+    model = None
+    if args.checkpoint is not None:
+        try:
+            cfg, state, _ = checkpoints.load(engine, args.checkpoint)
+        except LookupError as exc:
+            print(f"not run: {exc}", file=sys.stderr)
+            return 2
+        model = CandleTransformer(cfg).eval()
+        model.load_state_dict(state)
+    bar = tqdm(total=100, desc="backtest", unit="%", file=sys.stderr, disable=None)
+
+    def progress(fraction: float) -> None:
+        bar.update(round(fraction * 100) - bar.n)
+
+    try:
+        report = backtest_run.run(
+            engine, symbol=args.symbol, timeframe=args.timeframe, start=args.start, end=args.end,
+            model=model, signals=args.signals, fee_bps=args.fee_bps, long_only=args.long_only,
+            cash=args.cash, progress=progress,
+        )  # fmt: skip
+    except backtest_run.BacktestError as exc:
+        bar.close()
+        print(f"not run: {exc}", file=sys.stderr)
+        return 2
+    bar.close()
+    for key, value in report["metrics"].items():
+        print(f"{key:<24}{value:>14.4f}" if isinstance(value, float) else f"{key:<24}{value!s:>14}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+        print(f"report written to {args.json}")
+    return 0
+
+
 def _migrate(args) -> int:
     engine = db.get_engine()
     db.upgrade(engine)
@@ -242,6 +283,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--user", default=os.environ.get("USER"), help="recorded as created_by")
     s.add_argument("--json", action="store_true", help="print the full report as JSON")
     s.set_defaults(fn=_import_csv)
+
+    s = sub.add_parser("backtest", help="backtest a checkpoint or a signals file on stored candles")
+    s.add_argument("--symbol", required=True)
+    s.add_argument("--timeframe", required=True)
+    s.add_argument("--start", help="first candle (date, ISO time or epoch ms); default: the first")
+    s.add_argument("--end", help="last candle; default: the last")
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", type=int, help="checkpoint id whose predictions to trade")
+    which.add_argument("--signals", help="CSV with columns timestamp,action (BUY/SELL/HOLD)")
+    s.add_argument("--fee-bps", type=float, default=10.0, help="fee per fill in basis points")
+    s.add_argument(
+        "--long-only", action="store_true", help="SELL closes a long instead of shorting"
+    )
+    s.add_argument("--cash", type=float, default=10_000.0)
+    s.add_argument("--json", help="write the report (metrics, trades, equity) to this file")
+    s.set_defaults(fn=_backtest)
 
     s = sub.add_parser("show", help="print an object as JSON: show session ID")
     s.add_argument("what", choices=["session"])

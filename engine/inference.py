@@ -36,7 +36,9 @@ class Prediction:
     ghost: np.ndarray  # (horizon, 4) absolute OHLC prices of the next candles
 
 
-def _probs_and_ghost(model: CandleTransformer, feats: np.ndarray, chunk: int, keep_from: int = 0):
+def _probs_and_ghost(
+    model: CandleTransformer, feats: np.ndarray, chunk: int, keep_from: int = 0, progress=None
+):
     """Run `feats` (n, F) through the model in chunks that overlap by R−1 rows."""
     r = model.cfg.receptive_field
     n = len(feats)
@@ -52,13 +54,15 @@ def _probs_and_ghost(model: CandleTransformer, feats: np.ndarray, chunk: int, ke
             probs[start:end] = torch.softmax(logits[0, start - lo :], -1).numpy()
             ghost[start:end] = g[0, start - lo :].numpy()
             start = end
+            if progress is not None:
+                progress(end / n)
     return probs[keep_from:], ghost[keep_from:]
 
 
-def predict_all(model: CandleTransformer, ohlcv: np.ndarray, chunk: int = CHUNK):
+def predict_all(model: CandleTransformer, ohlcv: np.ndarray, chunk: int = CHUNK, progress=None):
     """Every candle's action probabilities (n, 3) and ghost candles (n, horizon, 4) as
-    100·ln(price / close), from one causal pass."""
-    return _probs_and_ghost(model, features.compute(ohlcv), chunk)
+    100·ln(price / close), from one causal pass; `progress(fraction)` after each chunk."""
+    return _probs_and_ghost(model, features.compute(ohlcv), chunk, progress=progress)
 
 
 class _LastCandle(nn.Module):

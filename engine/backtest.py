@@ -1,0 +1,160 @@
+"""Backtest simulation: signals → trades → equity, vectorised, with the fill rule live sessions
+use (engine/account.py) and stats named as backtesting.py names them.
+
+Fill rule: a signal at the close of candle t fills at the open of t+1; BUY targets long, SELL
+short (flat when long-only), HOLD keeps the position; fees are `fee_bps` of the traded notional
+on every fill; the whole equity goes into each position (units = equity / (price · (1 + fee))).
+A position still open after the last candle is closed at the last close and marked so.
+
+Because the whole equity is in each position, a trade multiplies equity by a factor that
+depends only on its two prices and the fee rate f:
+    long:  g = p_out (1 − f) / (p_in (1 + f))
+    short: g = 1 + (1 − f) / (1 + f) − p_out / p_in
+so equity after k trades is a cumulative product, and the simulation never loops per candle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+ACTION_CODES = {"BUY": 0, "SELL": 1, "HOLD": 2}
+
+
+@dataclass
+class Simulation:
+    trades: (
+        pd.DataFrame
+    )  # entry/exit index, time and price, side, pnl, return_pct, fees, open_at_end
+    equity: np.ndarray  # (n,) equity at each candle's close
+    position: np.ndarray  # (n,) position held during each candle: −1, 0, 1
+    cash: float
+    fee_bps: float
+
+
+def held_positions(actions: np.ndarray, long_only: bool) -> np.ndarray:
+    """Position held during each candle (filled at its open from the previous close's signal)."""
+    a = np.asarray(actions)
+    target = np.full(len(a), np.nan)
+    target[a == ACTION_CODES["BUY"]] = 1.0
+    target[a == ACTION_CODES["SELL"]] = 0.0 if long_only else -1.0
+    desired = pd.Series(target).ffill().fillna(0.0).to_numpy()  # after the signal at t
+    held = np.zeros(len(a))
+    held[1:] = desired[:-1]
+    return held.astype(np.int8)
+
+
+def simulate(
+    ts: np.ndarray,
+    open_: np.ndarray,
+    close: np.ndarray,
+    actions: np.ndarray,
+    *,
+    fee_bps: float = 0.0,
+    long_only: bool = False,
+    cash: float = 10_000.0,
+) -> Simulation:
+    """Run the fill rule over a whole series at once. `actions` are codes (ACTION_CODES)."""
+    n = len(close)
+    o, c = np.asarray(open_, dtype=float), np.asarray(close, dtype=float)
+    f = fee_bps / 10_000
+    held = held_positions(actions, long_only)
+    change = np.flatnonzero(np.diff(held, prepend=0) != 0)  # candles whose open has a fill
+    starts = change[held[change] != 0]
+    ends = np.append(change, n)  # the next change after each start, or the end
+    exit_at = ends[np.searchsorted(ends, starts, side="right")]
+    open_at_end = exit_at >= n
+    side = held[starts].astype(float)
+    p_in = o[starts]
+    p_out = np.where(open_at_end, c[-1], o[np.minimum(exit_at, n - 1)])
+    growth = np.where(
+        side > 0, p_out * (1 - f) / (p_in * (1 + f)), 1 + (1 - f) / (1 + f) - p_out / p_in
+    )
+    before = cash * np.concatenate([[1.0], np.cumprod(growth)[:-1]])  # equity entering each trade
+    units = side * before / (p_in * (1 + f))
+    fee_in = np.abs(units) * p_in * f
+    fee_out = np.abs(units) * p_out * f
+    pnl = before * (growth - 1)
+    trades = pd.DataFrame(
+        {
+            "entry_index": starts,
+            "exit_index": np.minimum(exit_at, n - 1),
+            "entry_time": pd.to_datetime(np.asarray(ts)[starts], unit="ms", utc=True),
+            "exit_time": pd.to_datetime(
+                np.asarray(ts)[np.minimum(exit_at, n - 1)], unit="ms", utc=True
+            ),
+            "side": np.where(side > 0, "long", "short"),
+            "size": units,
+            "entry_price": p_in,
+            "exit_price": p_out,
+            "pnl": pnl,
+            "return_pct": pnl / (np.abs(units) * p_in) * 100,
+            "fees": fee_in + fee_out,
+            "open_at_end": open_at_end,
+        }
+    )
+    # Equity at each close: flat stretches keep the last equity; open stretches mark to market.
+    trade_of = np.full(n, -1)
+    for_trade = np.zeros(n, dtype=bool)
+    if len(starts):
+        idx = np.searchsorted(starts, np.arange(n), side="right") - 1
+        inside = (idx >= 0) & (np.arange(n) < np.where(idx >= 0, exit_at[np.maximum(idx, 0)], 0))
+        trade_of, for_trade = idx, inside
+    after = cash * np.concatenate([[1.0], np.cumprod(growth)])  # equity after k trades
+    closed_before = np.searchsorted(exit_at, np.arange(n), side="right")  # trades done by t's open
+    equity = after[closed_before].astype(float)
+    k = trade_of[for_trade]
+    mtm = np.where(
+        side[k] > 0,
+        units[k] * c[for_trade],
+        before[k] + before[k] * (1 - f) / (1 + f) + units[k] * c[for_trade],
+    )
+    equity[for_trade] = mtm
+    if len(starts) and open_at_end[-1]:
+        equity[-1] = after[-1]  # closed at the last close, exit fee paid
+    return Simulation(trades, equity, held, cash, fee_bps)
+
+
+def stats(sim: Simulation, close: np.ndarray, ts: np.ndarray) -> dict:
+    """The headline numbers, keyed as backtesting.py keys them."""
+    t, eq = sim.trades, sim.equity
+    peak = np.maximum.accumulate(eq)
+    drawdown = eq / peak - 1
+    r = t["return_pct"].to_numpy() if len(t) else np.array([])
+    wins, losses = t.pnl[t.pnl > 0].sum(), -t.pnl[t.pnl < 0].sum()
+    rets = np.diff(eq) / eq[:-1] if len(eq) > 1 else np.array([0.0])
+    periods = _periods_per_year(ts)
+    downside = rets[rets < 0]
+    return {
+        "Start": pd.Timestamp(int(ts[0]), unit="ms", tz="UTC").isoformat(),
+        "End": pd.Timestamp(int(ts[-1]), unit="ms", tz="UTC").isoformat(),
+        "Equity Final [$]": float(eq[-1]),
+        "Return [%]": float((eq[-1] / sim.cash - 1) * 100),
+        "Buy & Hold Return [%]": float((close[-1] / close[0] - 1) * 100),
+        "Max. Drawdown [%]": float(drawdown.min() * 100),
+        "# Trades": int(len(t)),
+        "Win Rate [%]": float((r > 0).mean() * 100) if len(r) else None,
+        "Best Trade [%]": float(r.max()) if len(r) else None,
+        "Worst Trade [%]": float(r.min()) if len(r) else None,
+        "Avg. Trade [%]": float(r.mean()) if len(r) else None,
+        "Profit Factor": float(wins / losses) if losses > 0 else None,
+        "Expectancy [%]": float(r.mean()) if len(r) else None,
+        "Sharpe Ratio": float(rets.mean() / rets.std() * np.sqrt(periods))
+        if rets.std() > 0
+        else None,
+        "Sortino Ratio": float(rets.mean() / np.sqrt((downside**2).mean()) * np.sqrt(periods))
+        if len(downside)
+        else None,
+        "Exposure Time [%]": float((sim.position != 0).mean() * 100),
+        "Commissions [$]": float(t.fees.sum()) if len(t) else 0.0,
+    }
+
+
+def _periods_per_year(ts: np.ndarray) -> float:
+    """Candles a year, from the median spacing (for annualising Sharpe and Sortino)."""
+    if len(ts) < 2:
+        return 1.0
+    step = float(np.median(np.diff(ts)))
+    return 365.25 * 86_400_000 / step

@@ -1,0 +1,145 @@
+"""One backtest from stored candles: a checkpoint's predictions or a signals file, through the
+shared simulation (engine/backtest.py), to a report (metrics + trades).
+
+The model path is honest by construction: the causal pass starts `context_size` candles before
+the range so the first candle in range has the same context a live session would have had, and
+every prediction at t is made from candles up to t (tests/test_backtest_sim.py checks the
+simulation against backtesting.py trade for trade).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+
+from db import candles
+from engine import backtest
+from engine.inference import context_size, predict_all
+
+
+class BacktestError(ValueError):
+    """A backtest request that cannot run; the message says why."""
+
+
+def to_ms(value: str | int | None) -> int | None:
+    """A date, ISO time or epoch milliseconds as epoch ms (UTC)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) or str(value).isdigit():
+        return int(value)
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise BacktestError(f"{value!r} is not a date or time: {exc}") from None
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.value // 1_000_000)
+
+
+def read_signals(path: str | Path, ts: np.ndarray) -> tuple[np.ndarray, int]:
+    """Action codes for candles `ts` from a CSV with columns timestamp,action (BUY / SELL /
+    HOLD); candles without a row are HOLD. Returns (codes, rows that match no candle)."""
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise BacktestError(f"cannot read signals file {path}: {exc}") from None
+    cols = {c.lower().strip(): c for c in df.columns}
+    if "timestamp" not in cols or "action" not in cols:
+        raise BacktestError(
+            f"signals file needs columns timestamp,action; it has {list(df.columns)}"
+        )
+    actions = df[cols["action"]].astype(str).str.strip().str.upper()
+    bad = ~actions.isin(backtest.ACTION_CODES)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise BacktestError(
+            f"signals row {i + 2}: action {df[cols['action']].iloc[i]!r} is not BUY, SELL or HOLD"
+        )
+    raw = df[cols["timestamp"]]
+    numeric = pd.to_numeric(raw, errors="coerce")
+    if numeric.notna().all():
+        mag = float(numeric.abs().median())
+        when = (numeric * (1 if mag > 1e11 else 1000)).astype("int64").to_numpy()
+    else:
+        parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
+        if parsed.isna().any():
+            i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+            raise BacktestError(f"signals row {i + 2}: {raw.iloc[i]!r} is not a time")
+        when = parsed.dt.as_unit("ms").astype("int64").to_numpy()
+    codes = np.full(len(ts), backtest.ACTION_CODES["HOLD"], dtype=np.int8)
+    pos = np.searchsorted(ts, when)
+    hit = (pos < len(ts)) & (ts[np.minimum(pos, len(ts) - 1)] == when)
+    codes[pos[hit]] = actions[hit].map(backtest.ACTION_CODES).to_numpy()
+    return codes, int((~hit).sum())
+
+
+def run(
+    database: Engine,
+    *,
+    symbol: str,
+    timeframe: str,
+    start: str | int | None = None,
+    end: str | int | None = None,
+    model=None,
+    signals: str | Path | None = None,
+    fee_bps: float = 10.0,
+    long_only: bool = False,
+    cash: float = 10_000.0,
+    progress=None,
+) -> dict:
+    """Backtest (symbol, timeframe) over [start, end] with `model` (a CandleTransformer) or a
+    signals file; returns {"metrics", "trades", "settings", "equity"}."""
+    lo, hi = to_ms(start), to_ms(end)
+    if lo is not None and hi is not None and lo > hi:
+        raise BacktestError(f"end ({end}) is before start ({start})")
+    if (model is None) == (signals is None):
+        raise BacktestError("give exactly one of a checkpoint or a signals file")
+    in_range = candles.load(database, symbol, timeframe, lo, hi)
+    if len(in_range) < 2:
+        raise BacktestError(f"fewer than 2 stored candles for {symbol} {timeframe} in that range")
+    ts = in_range.ts.to_numpy()
+    note = {}
+    if model is not None:
+        before = candles.load(
+            database, symbol, timeframe, end_ms=int(ts[0]) - 1, last=context_size(model.cfg)
+        )
+        full = pd.concat([before, in_range], ignore_index=True)
+        probs, _ = predict_all(
+            model, full[["open", "high", "low", "close", "volume"]].to_numpy(), progress=progress
+        )
+        codes = probs[len(before) :].argmax(axis=1).astype(np.int8)
+    else:
+        codes, unmatched = read_signals(signals, ts)
+        note["signals_unmatched_rows"] = unmatched
+        if progress:
+            progress(1.0)
+    sim = backtest.simulate(
+        ts, in_range.open, in_range.close, codes, fee_bps=fee_bps, long_only=long_only, cash=cash
+    )
+    metrics = backtest.stats(sim, in_range.close.to_numpy(), ts)
+    trades = sim.trades.assign(
+        entry_time=sim.trades.entry_time.map(lambda t: t.isoformat()),
+        exit_time=sim.trades.exit_time.map(lambda t: t.isoformat()),
+    )[
+        [
+            "entry_time",
+            "exit_time",
+            "side",
+            "entry_price",
+            "exit_price",
+            "pnl",
+            "return_pct",
+            "fees",
+            "open_at_end",
+        ]
+    ]
+    return {
+        "metrics": metrics,
+        "trades": trades.to_dict("records"),
+        "settings": {"symbol": symbol, "timeframe": timeframe, "start": metrics["Start"], "end": metrics["End"],
+                     "fee_bps": fee_bps, "long_only": long_only, "cash": cash, "candles": len(ts), **note},
+        "equity": [{"time": pd.Timestamp(int(t), unit="ms", tz="UTC").isoformat(), "equity": float(e)}
+                   for t, e in zip(ts, sim.equity, strict=True)],
+    }  # fmt: skip

@@ -1,0 +1,162 @@
+"""The vectorised backtest equals the live sessions' account, and backtesting.py, trade for trade."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from db import candles
+from engine.account import Account
+from engine.backtest import ACTION_CODES, simulate, stats
+from market.importer import seed_samples
+
+NAMES = {v: k for k, v in ACTION_CODES.items()}
+
+
+@pytest.fixture(scope="module")
+def sp500(tmp_path_factory):
+    import os
+
+    import db
+    from db import connection
+
+    old = os.environ.get("CANDLELAB_HOME")
+    os.environ["CANDLELAB_HOME"] = str(tmp_path_factory.mktemp("bt"))
+    database = db.init()
+    seed_samples(database)
+    df = candles.load(database, "SP500", "1d")
+    connection.dispose_all()
+    os.environ.pop("CANDLELAB_HOME") if old is None else os.environ.update(CANDLELAB_HOME=old)
+    return df
+
+
+def signal_sets(n: int):
+    rng = np.random.default_rng(7)
+    dense = rng.integers(0, 3, n)
+    sparse = np.full(n, 2)
+    sparse[rng.choice(n, n // 50, replace=False)] = rng.integers(0, 2, n // 50)
+    flips = np.tile([0, 1], n // 2 + 1)[:n]  # a flip every candle
+    sets = {"dense": dense, "sparse": sparse, "flips": flips}
+    for a in sets.values():
+        a[0] = 2  # backtesting.py never calls next() on the first candle
+    return sets
+
+
+def account_loop(df, actions, fee_bps, long_only):
+    acc = Account(fee_bps=fee_bps, long_only=long_only, cash=10_000.0)
+    trades = []
+    for i, row in enumerate(df.itertuples()):
+        trades += acc.open_bar(row.ts, row.open)
+        acc.mark(row.close)
+        acc.signal(NAMES[int(actions[i])])
+    trades += acc.close_out(int(df.ts.iloc[-1]), float(df.close.iloc[-1]))
+    return trades, acc.equity
+
+
+@pytest.mark.parametrize("long_only", [False, True])
+@pytest.mark.parametrize("fee_bps", [0.0, 10.0])
+@pytest.mark.parametrize("kind", ["dense", "sparse", "flips"])
+def test_vectorised_simulation_equals_the_live_account(sp500, kind, fee_bps, long_only):
+    df = sp500.iloc[:1500]
+    actions = signal_sets(len(df))[kind]
+    sim = simulate(df.ts, df.open, df.close, actions, fee_bps=fee_bps, long_only=long_only)
+    trades, equity = account_loop(df, actions, fee_bps, long_only)
+    assert len(sim.trades) == len(trades)
+    for got, want in zip(sim.trades.itertuples(), trades, strict=True):
+        assert (got.side, got.entry_price, got.exit_price) == (
+            want["side"],
+            want["entry_price"],
+            want["exit_price"],
+        )
+        assert got.pnl == pytest.approx(want["pnl"], rel=1e-9, abs=1e-9)
+        assert got.return_pct == pytest.approx(want["return_pct"], rel=1e-9, abs=1e-9)
+    assert sim.equity[-1] == pytest.approx(equity, rel=1e-12)
+
+
+@pytest.mark.parametrize("long_only", [False, True])
+@pytest.mark.parametrize("fee_bps", [0.0, 10.0])
+@pytest.mark.parametrize("kind", ["dense", "sparse", "flips"])
+def test_matches_backtesting_py_trade_for_trade(sp500, kind, fee_bps, long_only):
+    from backtesting import Strategy
+    from backtesting.lib import FractionalBacktest
+
+    df = sp500.iloc[:1200].reset_index(drop=True)
+    actions = signal_sets(len(df))[kind]
+    data = pd.DataFrame(
+        {"Open": df.open.to_numpy(), "High": df.high.to_numpy(), "Low": df.low.to_numpy(),
+         "Close": df.close.to_numpy(), "Volume": df.volume.to_numpy()},
+        index=pd.DatetimeIndex(df.time.dt.tz_localize(None)),
+    )  # fmt: skip
+
+    class Signals(Strategy):
+        def init(self):
+            pass
+
+        def next(self):
+            a = actions[len(self.data) - 1]
+            if a == ACTION_CODES["BUY"] and not self.position.is_long:
+                self.buy(size=0.999999999)
+            elif a == ACTION_CODES["SELL"]:
+                if long_only:
+                    if self.position.is_long:
+                        self.position.close()
+                elif not self.position.is_short:
+                    self.sell(size=0.999999999)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bt = FractionalBacktest(data, Signals, cash=10_000, commission=fee_bps / 10_000,
+                                exclusive_orders=True, finalize_trades=True, fractional_unit=1e-9)  # fmt: skip
+        ref = bt.run()
+    sim = simulate(df.ts, df.open, df.close, actions, fee_bps=fee_bps, long_only=long_only)
+    theirs = ref._trades
+    assert len(sim.trades) == len(theirs)
+    np.testing.assert_array_equal(sim.trades.entry_index, theirs.EntryBar)
+    np.testing.assert_allclose(sim.trades.entry_price, theirs.EntryPrice, rtol=1e-12)
+    # A trade still open at the end: we close it at the last close (the issue's rule);
+    # backtesting.py's finalize_trades fills it at the last bar's open. Everything before
+    # the last candle must agree exactly.
+    done = ~sim.trades.open_at_end.to_numpy()
+    np.testing.assert_array_equal(sim.trades.exit_index[done], theirs.ExitBar[done])
+    np.testing.assert_allclose(sim.trades.exit_price[done], theirs.ExitPrice[done], rtol=1e-12)
+    curve = ref._equity_curve["Equity"].to_numpy()
+    np.testing.assert_allclose(sim.equity[:-1], curve[:-1], rtol=1e-6)
+    if not sim.trades.open_at_end.any():
+        assert sim.equity[-1] == pytest.approx(ref["Equity Final [$]"], rel=1e-6)
+    mine = stats(sim, df.close.to_numpy(), df.ts.to_numpy())
+    assert mine["# Trades"] == ref["# Trades"]
+    assert mine["Buy & Hold Return [%]"] == pytest.approx(ref["Buy & Hold Return [%]"], rel=1e-9)
+
+
+def test_headless_backtest_with_a_signals_file_writes_the_report(database, home, tmp_path):
+    import json
+
+    from tests.conftest import run_cli
+
+    seed_samples(database)
+    signals = tmp_path / "signals.csv"
+    signals.write_text("timestamp,action\n2015-01-02,BUY\n2016-01-04,SELL\n2017-01-03,BUY\n")
+    out = tmp_path / "report.json"
+    done = run_cli(home, "backtest", "--symbol", "SP500", "--timeframe", "1d", "--start", "2015-01-01",
+                   "--signals", str(signals), "--long-only", "--fee-bps", "10", "--json", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["metrics"]["# Trades"] == 2
+    first, last = report["trades"]
+    assert (first["entry_time"][:10], first["exit_time"][:10]) == ("2015-01-05", "2016-01-05")
+    # (exit / entry − 1) in percent, net of both fills' fees (10 bps each, on the notional)
+    ratio = first["exit_price"] / first["entry_price"]
+    assert first["return_pct"] == pytest.approx((ratio * (1 - 1e-3) - (1 + 1e-3)) * 100)
+    assert last["open_at_end"] and last["exit_time"][:10] == "2018-12-31"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,action\n2015-01-02,FLY\n")
+    refused = run_cli(
+        home, "backtest", "--symbol", "SP500", "--timeframe", "1d", "--signals", str(bad)
+    )
+    assert refused.returncode == 2 and "row 2" in refused.stderr and "FLY" in refused.stderr
+    backwards = run_cli(home, "backtest", "--symbol", "SP500", "--timeframe", "1d", "--start", "2016",
+                        "--end", "2015", "--signals", str(signals))  # fmt: skip
+    assert backwards.returncode == 2 and "before start" in backwards.stderr
