@@ -22,6 +22,8 @@ nav = st.navigation(
         st.Page("pages/live.py", title="Live", icon=":material/monitoring:"),
         st.Page("pages/annotate.py", title="Annotate", icon=":material/edit_note:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/backtest.py", title="Backtest", icon=":material/query_stats:"),
+        st.Page("pages/report.py", title="Report", icon=":material/article:"),
         st.Page("pages/data.py", title="Data", icon=":material/upload_file:"),
     ]
 )

@@ -320,3 +320,42 @@ class PivotRow(Base):
     kind: Mapped[str] = mapped_column(String(1))
     price: Mapped[float] = mapped_column(Double)
     confirmed_ts: Mapped[int] = mapped_column(BigInteger)
+
+
+class Backtest(Base):
+    """A backtest report: what was tested, how, and what came out."""
+
+    __tablename__ = "backtests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    symbol: Mapped[str] = mapped_column(String(64))
+    timeframe: Mapped[str] = mapped_column(String(16))
+    start_ts: Mapped[int | None] = mapped_column(BigInteger)
+    end_ts: Mapped[int | None] = mapped_column(BigInteger)
+    checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
+    signals_name: Mapped[str | None] = mapped_column(String(255))
+    settings: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    metrics: Mapped[dict[str, Any] | None]
+    trades: Mapped[dict[str, Any] | None]  # {"rows": [...]}
+    equity: Mapped[dict[str, Any] | None]  # {"ts": [...], "equity": [...]}
+    created_by: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class BacktestPrediction(Base):
+    """The model's action at each candle of a backtest (absent for signal-file backtests)."""
+
+    __tablename__ = "backtest_predictions"
+    __table_args__ = (UniqueConstraint("backtest_id", "ts"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    backtest_id: Mapped[int] = mapped_column(ForeignKey("backtests.id"))
+    ts: Mapped[int] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(4))
+    p_buy: Mapped[float] = mapped_column(Double)
+    p_sell: Mapped[float] = mapped_column(Double)
+    p_hold: Mapped[float] = mapped_column(Double)

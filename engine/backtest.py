@@ -55,10 +55,13 @@ def simulate(
     fee_bps: float = 0.0,
     long_only: bool = False,
     cash: float = 10_000.0,
+    slippage_bps: float = 0.0,
 ) -> Simulation:
-    """Run the fill rule over a whole series at once. `actions` are codes (ACTION_CODES)."""
+    """Run the fill rule over a whole series at once. `actions` are codes (ACTION_CODES).
+    `slippage_bps` moves every fill against the trade (buys higher, sells lower)."""
     n = len(close)
     o, c = np.asarray(open_, dtype=float), np.asarray(close, dtype=float)
+    slip = slippage_bps / 10_000
     f = fee_bps / 10_000
     held = held_positions(actions, long_only)
     change = np.flatnonzero(np.diff(held, prepend=0) != 0)  # candles whose open has a fill
@@ -67,8 +70,8 @@ def simulate(
     exit_at = ends[np.searchsorted(ends, starts, side="right")]
     open_at_end = exit_at >= n
     side = held[starts].astype(float)
-    p_in = o[starts]
-    p_out = np.where(open_at_end, c[-1], o[np.minimum(exit_at, n - 1)])
+    p_in = o[starts] * (1 + side * slip)
+    p_out = np.where(open_at_end, c[-1], o[np.minimum(exit_at, n - 1)]) * (1 - side * slip)
     growth = np.where(
         side > 0, p_out * (1 - f) / (p_in * (1 + f)), 1 + (1 - f) / (1 + f) - p_out / p_in
     )

@@ -75,6 +75,19 @@ def read_signals(path: str | Path, ts: np.ndarray) -> tuple[np.ndarray, int]:
     return codes, int((~hit).sum())
 
 
+def signal_codes(pairs: list, ts: np.ndarray) -> tuple[np.ndarray, int]:
+    """Action codes for candles `ts` from [[ts_ms, action], …] (HOLD where none)."""
+    codes = np.full(len(ts), backtest.ACTION_CODES["HOLD"], dtype=np.int8)
+    unmatched = 0
+    for when, action in pairs:
+        i = int(np.searchsorted(ts, int(when)))
+        if i < len(ts) and ts[i] == int(when):
+            codes[i] = backtest.ACTION_CODES[action]
+        else:
+            unmatched += 1
+    return codes, unmatched
+
+
 def run(
     database: Engine,
     *,
@@ -83,14 +96,17 @@ def run(
     start: str | int | None = None,
     end: str | int | None = None,
     model=None,
-    signals: str | Path | None = None,
+    signals: str | Path | list | None = None,
     fee_bps: float = 10.0,
+    slippage_bps: float = 0.0,
     long_only: bool = False,
     cash: float = 10_000.0,
     progress=None,
 ) -> dict:
-    """Backtest (symbol, timeframe) over [start, end] with `model` (a CandleTransformer) or a
-    signals file; returns {"metrics", "trades", "settings", "equity"}."""
+    """Backtest (symbol, timeframe) over [start, end] with `model` (a CandleTransformer) or
+    signals (a CSV path, or [[ts_ms, action], …]); returns {"status", "metrics", "trades",
+    "settings", "equity", "predictions"}. If `progress` returns False the model pass stops and
+    the report covers the candles done, with status "cancelled"."""
     lo, hi = to_ms(start), to_ms(end)
     if lo is not None and hi is not None and lo > hi:
         raise BacktestError(f"end ({end}) is before start ({start})")
@@ -100,24 +116,45 @@ def run(
     if len(in_range) < 2:
         raise BacktestError(f"fewer than 2 stored candles for {symbol} {timeframe} in that range")
     ts = in_range.ts.to_numpy()
-    note = {}
+    note: dict = {}
+    predictions = None
+    status = "done"
     if model is not None:
         before = candles.load(
             database, symbol, timeframe, end_ms=int(ts[0]) - 1, last=context_size(model.cfg)
         )
         full = pd.concat([before, in_range], ignore_index=True)
-        probs, _ = predict_all(
-            model, full[["open", "high", "low", "close", "volume"]].to_numpy(), progress=progress
+        ohlcv = full[["open", "high", "low", "close", "volume"]].to_numpy()
+        probs = predict_all(model, ohlcv, progress=progress)[0][len(before) :]
+        if len(probs) < len(in_range):  # cancelled: report what was done
+            status = "cancelled"
+            in_range, ts = in_range.iloc[: len(probs)], ts[: len(probs)]
+            if len(in_range) < 2:
+                return {"status": status, "metrics": None, "trades": [], "settings": {},
+                        "equity": [], "predictions": None}  # fmt: skip
+        codes = probs.argmax(axis=1).astype(np.int8)
+        names = np.array(list(backtest.ACTION_CODES))
+        predictions = pd.DataFrame(
+            {
+                "ts": ts,
+                "action": names[codes],
+                "p_buy": probs[:, 0],
+                "p_sell": probs[:, 1],
+                "p_hold": probs[:, 2],
+            }  # fmt: skip
         )
-        codes = probs[len(before) :].argmax(axis=1).astype(np.int8)
     else:
-        codes, unmatched = read_signals(signals, ts)
+        if isinstance(signals, list):
+            codes, unmatched = signal_codes(signals, ts)
+        else:
+            codes, unmatched = read_signals(signals, ts)
         note["signals_unmatched_rows"] = unmatched
         if progress:
             progress(1.0)
     sim = backtest.simulate(
-        ts, in_range.open, in_range.close, codes, fee_bps=fee_bps, long_only=long_only, cash=cash
-    )
+        ts, in_range.open, in_range.close, codes, fee_bps=fee_bps, long_only=long_only,
+        cash=cash, slippage_bps=slippage_bps,
+    )  # fmt: skip
     metrics = backtest.stats(sim, in_range.close.to_numpy(), ts)
     trades = sim.trades.assign(
         entry_time=sim.trades.entry_time.map(lambda t: t.isoformat()),
@@ -136,10 +173,13 @@ def run(
         ]
     ]
     return {
+        "status": status,
+        "predictions": predictions,
         "metrics": metrics,
         "trades": trades.to_dict("records"),
         "settings": {"symbol": symbol, "timeframe": timeframe, "start": metrics["Start"], "end": metrics["End"],
-                     "fee_bps": fee_bps, "long_only": long_only, "cash": cash, "candles": len(ts), **note},
+                     "fee_bps": fee_bps, "slippage_bps": slippage_bps, "long_only": long_only,
+                     "cash": cash, "candles": len(ts), **note},
         "equity": [{"time": pd.Timestamp(int(t), unit="ms", tz="UTC").isoformat(), "equity": float(e)}
                    for t, e in zip(ts, sim.equity, strict=True)],
     }  # fmt: skip

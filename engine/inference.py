@@ -54,14 +54,17 @@ def _probs_and_ghost(
             probs[start:end] = torch.softmax(logits[0, start - lo :], -1).numpy()
             ghost[start:end] = g[0, start - lo :].numpy()
             start = end
-            if progress is not None:
-                progress(end / n)
+            if progress is not None and progress(end / n) is False:
+                break  # cancelled: return what is done
+    if start < n:
+        return probs[keep_from:start], ghost[keep_from:start]
     return probs[keep_from:], ghost[keep_from:]
 
 
 def predict_all(model: CandleTransformer, ohlcv: np.ndarray, chunk: int = CHUNK, progress=None):
     """Every candle's action probabilities (n, 3) and ghost candles (n, horizon, 4) as
-    100·ln(price / close), from one causal pass; `progress(fraction)` after each chunk."""
+    100·ln(price / close), from one causal pass; `progress(fraction)` after each chunk (if it
+    returns False the pass stops and returns the candles done so far)."""
     return _probs_and_ghost(model, features.compute(ohlcv), chunk, progress=progress)
 
 

@@ -14,6 +14,7 @@ from db import annotations as annotation_rows
 from pages.common import (
     annotation_frame,
     annotation_layers,
+    backtest_visible_chart,
     candle_layers,
     current_user,
     database,
@@ -68,6 +69,7 @@ event = st.altair_chart(
     chart, on_select="rerun", key=f"ann_chart_{key}", selection_mode="candle", width="stretch"
 )
 
+backtest_visible_chart(row, df, "ann")
 clicked = (event.get("selection", {}) if isinstance(event, dict) else event.selection).get(
     "candle"
 ) or []

@@ -189,3 +189,25 @@ def pick_candles(key: str, default_range: str = "last 250"):
             f"{df.time.iloc[-1]:%Y-%m-%d %H:%M} UTC · drag to pan, scroll to zoom"
         )
     return row, df
+
+
+def backtest_visible_chart(row, df: pd.DataFrame, key: str) -> None:
+    """'Backtest Visible Chart': backtest exactly the candles shown, with the active checkpoint."""
+    from db import bus
+
+    who = current_user()
+    if st.button("Backtest Visible Chart", key=f"{key}_backtest", disabled=not who or df.empty,
+                 help="Backtest the candles in this chart's range with the active checkpoint."):  # fmt: skip
+        payload = {"symbol": row.symbol, "timeframe": row.timeframe,
+                   "start": int(df.ts.iloc[0]), "end": int(df.ts.iloc[-1])}  # fmt: skip
+        done = bus.wait(
+            database(), bus.submit(database(), "backtest.start", payload, created_by=who), 15
+        )
+        if done.status == "done":
+            bid = done.result["backtest_id"]
+            st.session_state.bt_job = done.result["job_id"]
+            st.success(f"Backtest #{bid} started on {done.result['candles']:,} candles.")
+            st.page_link("pages/backtest.py", label="Watch it on the Backtest page")
+            st.markdown(f"[Open report #{bid}](report?id={bid}) when it is done")
+        else:
+            st.error(done.error or "The engine did not answer: is it online?")

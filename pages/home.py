@@ -7,7 +7,14 @@ import streamlit as st
 
 from db import annotations as annotation_rows
 from db import bus, candles, engines, jobs
-from pages.common import annotation_frame, candle_chart, current_user, database, pick_candles
+from pages.common import (
+    annotation_frame,
+    backtest_visible_chart,
+    candle_chart,
+    current_user,
+    database,
+    pick_candles,
+)
 
 engine = database()
 st.title("Candle Lab")
@@ -53,6 +60,7 @@ if not df.empty:
     st.altair_chart(
         candle_chart(df, title=f"{row.symbol} {row.timeframe}", annotations=anns), width="stretch"
     )
+    backtest_visible_chart(row, df, "home")
 
 st.subheader("Commands")
 c1, c2 = st.columns([1, 4])

@@ -1,3 +1,3 @@
 """Command families. Importing this package registers every handler."""
 
-from engine.commands import debug, session, system, train  # noqa: F401
+from engine.commands import backtest, debug, session, system, train  # noqa: F401

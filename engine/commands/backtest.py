@@ -1,0 +1,116 @@
+"""Backtest command: a job that runs one backtest and keeps its report."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from db import backtests, candles, jobs
+from db import checkpoints as checkpoint_rows
+from engine import backtest_run, priority
+from engine.registry import CommandError, Payload, command
+
+log = logging.getLogger(__name__)
+
+
+class BacktestArgs(Payload):
+    symbol: str
+    timeframe: str
+    start: int | str | None = None  # epoch ms or a date / ISO time; default: first candle
+    end: int | str | None = None
+    checkpoint_id: int | None = None  # default: the active checkpoint (unless signals given)
+    signals: list[tuple[int, Literal["BUY", "SELL", "HOLD"]]] | None = None
+    signals_name: str | None = Field(default=None, max_length=255)
+    fee_bps: float = Field(default=10.0, ge=0, le=1000)
+    slippage_bps: float = Field(default=0.0, ge=0, le=1000)
+    long_only: bool = False
+    cash: float = Field(default=10_000.0, gt=0)
+    name: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.signals is not None and self.checkpoint_id is not None:
+            raise ValueError("give a checkpoint or signals, not both")
+        return self
+
+
+def _equity_payload(report: dict) -> dict:
+    eq = report["equity"]
+    return {"time": [e["time"] for e in eq], "equity": [e["equity"] for e in eq]}
+
+
+@command("backtest.start", BacktestArgs)
+def start(ctx, args: BacktestArgs, cmd) -> dict:
+    """Backtest a checkpoint (or signals) on a range of stored candles, as a background job."""
+    try:
+        lo, hi = backtest_run.to_ms(args.start), backtest_run.to_ms(args.end)
+    except backtest_run.BacktestError as exc:
+        raise CommandError(str(exc)) from None
+    if lo is not None and hi is not None and lo > hi:
+        raise CommandError(f"end ({args.end}) is before start ({args.start})")
+    stored = candles.load(ctx.db, args.symbol, args.timeframe, lo, hi)
+    if len(stored) < 2:
+        raise CommandError(
+            f"fewer than 2 stored candles for {args.symbol} {args.timeframe} in that range"
+        )
+    checkpoint_id = None
+    if args.signals is None:
+        checkpoint_id = args.checkpoint_id or ctx.models.active_id()
+        try:
+            checkpoint_rows.get(ctx.db, checkpoint_id)
+        except checkpoint_rows.UnknownCheckpoint:
+            raise CommandError(f"unknown checkpoint {checkpoint_id}") from None
+    job_id = jobs.create(ctx.db, "backtest", command_id=cmd.id, engine_id=ctx.instance_id,
+                         created_by=cmd.created_by, message="starting")  # fmt: skip
+    settings = {"fee_bps": args.fee_bps, "slippage_bps": args.slippage_bps,
+                "long_only": args.long_only, "cash": args.cash}  # fmt: skip
+    bt_id = backtests.create(
+        ctx.db, name=args.name, symbol=args.symbol, timeframe=args.timeframe,
+        start_ts=int(stored.ts.iloc[0]), end_ts=int(stored.ts.iloc[-1]), checkpoint_id=checkpoint_id,
+        signals_name=args.signals_name if args.signals is not None else None, settings=settings,
+        job_id=job_id, created_by=cmd.created_by,
+    )  # fmt: skip
+
+    def work() -> None:
+        priority.background_thread()
+        model = ctx.models.get(checkpoint_id).snapshot.model if checkpoint_id else None
+
+        def progress(fraction: float) -> bool:
+            cancel = jobs.update_progress(
+                ctx.db,
+                job_id,
+                0.95 * fraction,
+                f"model pass {fraction:.0%} of {len(stored):,} candles",
+            )
+            return not (cancel or ctx.stopping.is_set())
+
+        try:
+            report = backtest_run.run(
+                ctx.db, symbol=args.symbol, timeframe=args.timeframe,
+                start=int(stored.ts.iloc[0]), end=int(stored.ts.iloc[-1]), model=model,
+                signals=[list(p) for p in args.signals] if args.signals is not None else None,
+                progress=progress, **settings,
+            )  # fmt: skip
+            if report["predictions"] is not None:
+                backtests.add_predictions(ctx.db, bt_id, report["predictions"])
+            status = report["status"]
+            backtests.finish(
+                ctx.db, bt_id, status, metrics=report["metrics"],
+                trades={"rows": report["trades"]}, equity=_equity_payload(report),
+            )  # fmt: skip
+            m = report["metrics"] or {}
+            msg = f"{status}: return {m.get('Return [%]', float('nan')):.2f} %, {m.get('# Trades', 0)} trades"
+            jobs.finish(ctx.db, job_id, "done" if status == "done" else "cancelled", msg,
+                        {"backtest_id": bt_id})  # fmt: skip
+        except Exception as exc:
+            log.error("backtest %s failed:\n%s", bt_id, traceback.format_exc())
+            backtests.finish(ctx.db, bt_id, "failed")
+            jobs.finish(
+                ctx.db, job_id, "failed", f"failed: {exc}", error=f"{type(exc).__name__}: {exc}"
+            )
+
+    ctx.start_job(job_id, work)
+    return {"backtest_id": bt_id, "job_id": job_id, "candles": len(stored)}

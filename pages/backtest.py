@@ -1,0 +1,220 @@
+"""Backtest: start one on any range, watch it, list and compare every report."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, time, timedelta
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from db import backtests, bus, candles, jobs
+from db import checkpoints as checkpoint_rows
+from pages.common import current_user, database
+from pages.reporting import equity_frame, label
+
+engine = database()
+st.title("Backtest")
+who = current_user()
+
+with st.expander("New backtest", expanded=not backtests.all_(engine, limit=1)):
+    sets = candles.datasets(engine)
+    if sets.empty:
+        st.info("No candles stored: import some on the Data page.")
+        st.stop()
+    labels = [f"{r.symbol} · {r.timeframe}" for r in sets.itertuples()]
+    c1, c2, c3 = st.columns(3)
+    pick = c1.selectbox("Dataset", labels, key="bt_dataset")
+    row = sets.iloc[labels.index(pick)]
+    first, last = row["first"].to_pydatetime(), row["last"].to_pydatetime()
+    start = c2.date_input(
+        "From",
+        value=max(first, last - timedelta(days=3 * 365)).date(),
+        min_value=first.date(),
+        max_value=last.date(),
+        key="bt_from",
+    )
+    end = c3.date_input(
+        "To", value=last.date(), min_value=first.date(), max_value=last.date(), key="bt_to"
+    )
+    source = st.radio(
+        "Signals from", ["A checkpoint", "A signals file (timestamp,action)"], horizontal=True
+    )
+    payload: dict = {}
+    if source == "A checkpoint":
+        ckpts = checkpoint_rows.all_(engine)
+        names = {c.id: f"#{c.id} {c.name}" + (" (active)" if c.is_active else "") for c in ckpts}
+        active = next((c.id for c in ckpts if c.is_active), None)
+        payload["checkpoint_id"] = st.selectbox(
+            "Checkpoint",
+            list(names),
+            format_func=names.get,
+            index=list(names).index(active) if active in names else 0,
+        )
+    else:
+        upload = st.file_uploader(
+            "Signals CSV: columns timestamp,action (BUY / SELL / HOLD); candles without a row are HOLD",
+            type=["csv"],
+            key="bt_signals",
+        )
+        if upload is not None:
+            try:
+                sig = pd.read_csv(io.BytesIO(upload.getvalue()))
+                cols = {c.lower().strip(): c for c in sig.columns}
+                when = pd.to_datetime(sig[cols["timestamp"]], utc=True, format="mixed")
+                actions = sig[cols["action"]].astype(str).str.strip().str.upper()
+                bad = ~actions.isin(["BUY", "SELL", "HOLD"])
+                if bad.any():
+                    raise ValueError(
+                        f"row {int(bad.to_numpy().argmax()) + 2}: action {sig[cols['action']][bad].iloc[0]!r} is not BUY, SELL or HOLD"
+                    )
+                payload["signals"] = [
+                    [int(t.value // 1_000_000), a]
+                    for t, a in zip(when, actions, strict=True)
+                    if a != "HOLD"
+                ]
+                payload["signals_name"] = upload.name
+                st.caption(f"{len(sig):,} rows, {len(payload['signals']):,} BUY/SELL signals.")
+            except (KeyError, ValueError) as exc:
+                st.error(f"Cannot use this file: {exc}. Expected columns timestamp,action.")
+    c1, c2, c3, c4, c5 = st.columns(5)
+    fee = c1.number_input("Fee (bps per fill)", 0.0, 1000.0, 10.0, 1.0)
+    slip = c2.number_input("Slippage (bps)", 0.0, 1000.0, 0.0, 1.0)
+    cash = c3.number_input("Initial cash", 1.0, 1e12, 10_000.0, 1000.0)
+    long_only = c4.checkbox("Long only")
+    name = c5.text_input("Name (optional)")
+    ready = who and (source == "A checkpoint" or "signals" in payload)
+    if st.button("Run backtest", type="primary", disabled=not ready):
+        payload.update(
+            symbol=row.symbol, timeframe=row.timeframe,
+            start=int(datetime.combine(start, time.min, UTC).timestamp() * 1000),
+            end=int(datetime.combine(end, time.max, UTC).timestamp() * 1000),
+            fee_bps=fee, slippage_bps=slip, cash=cash, long_only=long_only, name=name or None,
+        )  # fmt: skip
+        done = bus.wait(engine, bus.submit(engine, "backtest.start", payload, created_by=who), 15)
+        if done.status == "done":
+            st.session_state.bt_job = done.result["job_id"]
+            st.success(
+                f"Backtest #{done.result['backtest_id']} started on {done.result['candles']:,} candles."
+            )
+        else:
+            st.error(done.error or "The engine did not answer: is it online?")
+    if not who:
+        st.caption("Enter your name in the sidebar to run backtests.")
+
+
+@st.fragment(run_every=1)
+def progress() -> None:
+    runs = jobs.recent_of(engine, "backtest", limit=1)
+    job = (
+        jobs.get(engine, st.session_state["bt_job"])
+        if st.session_state.get("bt_job")
+        else (runs[0] if runs else None)
+    )
+    if job is None:
+        return
+    bid = (job.result or {}).get("backtest_id")
+    st.progress(
+        min(1.0, job.progress),
+        text=f"Backtest job {job.id} · {job.status} · {job.progress:.0%} · {job.message or ''}",
+    )
+    if job.status in ("queued", "running") and st.button(
+        "Cancel backtest", key=f"bt_cancel_{job.id}"
+    ):
+        jobs.request_cancel(engine, job.id)
+    if bid:
+        st.markdown(f"[Open report #{bid}](report?id={bid})")
+
+
+progress()
+
+st.subheader("Reports")
+rows = backtests.all_(engine)
+if not rows:
+    st.caption("None yet.")
+    st.stop()
+table = pd.DataFrame(
+    [
+        {
+            "report": f"report?id={r.id}",
+            "id": r.id,
+            "name": r.name,
+            "by": r.created_by,
+            "when": r.created_at,
+            "symbol": r.symbol,
+            "timeframe": r.timeframe,
+            "from": pd.Timestamp(r.start_ts, unit="ms", tz="UTC"),
+            "to": pd.Timestamp(r.end_ts, unit="ms", tz="UTC"),
+            "source": f"checkpoint #{r.checkpoint_id}"
+            if r.checkpoint_id
+            else f"signals {r.signals_name}",
+            "status": r.status,
+            **{
+                k: (r.metrics or {}).get(k)
+                for k in (
+                    "Return [%]",
+                    "Buy & Hold Return [%]",
+                    "Max. Drawdown [%]",
+                    "# Trades",
+                    "Win Rate [%]",
+                    "Sharpe Ratio",
+                )
+            },
+        }
+        for r in rows
+    ]
+)
+f1, f2 = st.columns(2)
+symbols = f1.multiselect("Filter by symbol", sorted(table.symbol.unique()))
+people = f2.multiselect("Filter by person", sorted(table.by.dropna().unique()))
+mask = pd.Series(True, index=table.index)
+if symbols:
+    mask &= table.symbol.isin(symbols)
+if people:
+    mask &= table.by.isin(people)
+shown = table[mask]
+st.dataframe(
+    shown,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "report": st.column_config.LinkColumn("report", display_text=r"report\?id=(\d+)")
+    },
+)
+
+st.subheader("Compare")
+picked = st.multiselect(
+    "Reports to compare",
+    shown.id.tolist(),
+    default=shown.id.tolist()[:2],
+    format_func=lambda i: label(backtests.get(engine, i)),
+)
+if len(picked) >= 2:
+    curves = []
+    for bid in picked:
+        r = backtests.get(engine, bid)
+        eq = equity_frame(r)
+        if not eq.empty:
+            curves.append(eq.assign(report=label(r), growth=eq.equity / eq.equity.iloc[0] * 100))
+    if curves:
+        both = pd.concat(curves)
+        st.altair_chart(
+            alt.Chart(both)
+            .mark_line()
+            .encode(
+                x=alt.X("time:T", title=None),
+                y=alt.Y("growth:Q", title="equity (start = 100)"),
+                color=alt.Color("report:N", legend=alt.Legend(orient="bottom", title=None)),
+            )
+            .properties(height=320, width="container"),
+            width="stretch",
+        )
+    metrics = {
+        label(backtests.get(engine, b)): (backtests.get(engine, b).metrics or {}) for b in picked
+    }
+    st.table(
+        pd.DataFrame(metrics).map(
+            lambda v: "—" if v is None else (f"{v:,.3f}" if isinstance(v, float) else str(v))
+        )
+    )
