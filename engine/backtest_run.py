@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from db import candles
 from engine import backtest
-from engine.inference import context_size, predict_all
+from engine.inference import CHUNK, context_size, predict_all
 
 
 class BacktestError(ValueError):
@@ -102,6 +102,7 @@ def run(
     long_only: bool = False,
     cash: float = 10_000.0,
     progress=None,
+    chunk: int = CHUNK,
 ) -> dict:
     """Backtest (symbol, timeframe) over [start, end] with `model` (a CandleTransformer) or
     signals (a CSV path, or [[ts_ms, action], …]); returns {"status", "metrics", "trades",
@@ -125,7 +126,7 @@ def run(
         )
         full = pd.concat([before, in_range], ignore_index=True)
         ohlcv = full[["open", "high", "low", "close", "volume"]].to_numpy()
-        probs = predict_all(model, ohlcv, progress=progress)[0][len(before) :]
+        probs = predict_all(model, ohlcv, chunk=chunk, progress=progress)[0][len(before) :]
         if len(probs) < len(in_range):  # cancelled: report what was done
             status = "cancelled"
             in_range, ts = in_range.iloc[: len(probs)], ts[: len(probs)]
