@@ -36,7 +36,7 @@ class Account:
 
     @property
     def position(self) -> int:
-        return (self.units > 0) - (self.units < 0)
+        return int(self.units > 0) - int(self.units < 0)
 
     @property
     def equity(self) -> float:

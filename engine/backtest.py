@@ -88,7 +88,7 @@ def simulate(
             "exit_time": pd.to_datetime(
                 np.asarray(ts)[np.minimum(exit_at, n - 1)], unit="ms", utc=True
             ),
-            "side": np.where(side > 0, "long", "short"),
+            "side": pd.Categorical.from_codes((side > 0).astype(np.int8), ["short", "long"]),
             "size": units,
             "entry_price": p_in,
             "exit_price": p_out,
@@ -98,23 +98,23 @@ def simulate(
             "open_at_end": open_at_end,
         }
     )
-    # Equity at each close: flat stretches keep the last equity; open stretches mark to market.
-    trade_of = np.full(n, -1)
-    for_trade = np.zeros(n, dtype=bool)
-    if len(starts):
-        idx = np.searchsorted(starts, np.arange(n), side="right") - 1
-        inside = (idx >= 0) & (np.arange(n) < np.where(idx >= 0, exit_at[np.maximum(idx, 0)], 0))
-        trade_of, for_trade = idx, inside
+    # Equity at each close: flat stretches keep the equity after the trades closed so far;
+    # candles inside a trade (held != 0) mark it to market.
+    opened = np.zeros(n, dtype=np.int64)
+    opened[starts] = 1
+    trade_of = np.cumsum(opened) - 1  # the latest trade opened by each candle
+    closed = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(closed, exit_at, 1)
+    closed_before = np.cumsum(closed[:n])  # trades whose exit fill is at or before t's open
     after = cash * np.concatenate([[1.0], np.cumprod(growth)])  # equity after k trades
-    closed_before = np.searchsorted(exit_at, np.arange(n), side="right")  # trades done by t's open
     equity = after[closed_before].astype(float)
-    k = trade_of[for_trade]
-    mtm = np.where(
+    inside = held != 0
+    k = trade_of[inside]
+    equity[inside] = np.where(
         side[k] > 0,
-        units[k] * c[for_trade],
-        before[k] + before[k] * (1 - f) / (1 + f) + units[k] * c[for_trade],
+        units[k] * c[inside],
+        before[k] + before[k] * (1 - f) / (1 + f) + units[k] * c[inside],
     )
-    equity[for_trade] = mtm
     if len(starts) and open_at_end[-1]:
         equity[-1] = after[-1]  # closed at the last close, exit fee paid
     return Simulation(trades, equity, held, cash, fee_bps)

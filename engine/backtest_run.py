@@ -16,8 +16,10 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from db import candles
-from engine import backtest
+from engine import backtest, pivots
 from engine.inference import CHUNK, context_size, predict_all
+from engine.model import ACTIONS
+from engine.online import OnlineLearner
 
 
 class BacktestError(ValueError):
@@ -88,6 +90,33 @@ def signal_codes(pairs: list, ts: np.ndarray) -> tuple[np.ndarray, int]:
     return codes, unmatched
 
 
+def _replay_learning(full: pd.DataFrame, first: int, learn: dict, progress) -> np.ndarray:
+    """Predict then learn, candle by candle, over full[first:]; probabilities (k, 3)."""
+    runner = learn["runner"]
+    arr = full[["open", "high", "low", "close", "volume", "ts"]].to_numpy(dtype=float)
+    learner = OnlineLearner(
+        runner, learn.get("right", 5), "backtest training", **learn.get("event", {})
+    )
+    out = []
+    n = len(arr)
+    for i in range(first, n):
+        seen = arr[: i + 1]  # only candles that have closed
+        pred = runner.snapshot.predict_last(seen[:, :5])
+        out.append([pred.probs[a] for a in ACTIONS])
+        found = pivots.confirmed_at(
+            seen[:, 1], seen[:, 2], i + 1, learn.get("left", 5), learn.get("right", 5)
+        )
+        learner.after_candle(learn["mode"], seen, found)
+        done = i + 1 - first
+        if (
+            progress is not None
+            and (done % 25 == 0 or i == n - 1)
+            and progress(done / (n - first)) is False
+        ):
+            break
+    return np.array(out, dtype=np.float32).reshape(-1, len(ACTIONS))
+
+
 def run(
     database: Engine,
     *,
@@ -103,14 +132,22 @@ def run(
     cash: float = 10_000.0,
     progress=None,
     chunk: int = CHUNK,
+    learn: dict | None = None,
 ) -> dict:
     """Backtest (symbol, timeframe) over [start, end] with `model` (a CandleTransformer) or
     signals (a CSV path, or [[ts_ms, action], …]); returns {"status", "metrics", "trades",
     "settings", "equity", "predictions"}. If `progress` returns False the model pass stops and
-    the report covers the candles done, with status "cancelled"."""
+    the report covers the candles done, with status "cancelled".
+
+    With `learn` = {"runner": a ModelRunner (a private copy), "mode": "pivots_only" |
+    "every_candle", "left": 5, "right": 5, "event": {...}}, the range is replayed candle by
+    candle as a live session would: predict from the copy's latest snapshot, then train it as
+    the mode says (engine/online.py). The model passed as `model` is then ignored."""
     lo, hi = to_ms(start), to_ms(end)
     if lo is not None and hi is not None and lo > hi:
         raise BacktestError(f"end ({end}) is before start ({start})")
+    if learn:
+        model = learn["runner"].snapshot.model
     if (model is None) == (signals is None):
         raise BacktestError("give exactly one of a checkpoint or a signals file")
     in_range = candles.load(database, symbol, timeframe, lo, hi)
@@ -126,13 +163,18 @@ def run(
         )
         full = pd.concat([before, in_range], ignore_index=True)
         ohlcv = full[["open", "high", "low", "close", "volume"]].to_numpy()
-        probs = predict_all(model, ohlcv, chunk=chunk, progress=progress)[0][len(before) :]
+        if learn:
+            probs = _replay_learning(full, len(before), learn, progress)
+            note["train_mode"] = learn["mode"]
+            note["training_steps"] = learn["runner"].steps
+        else:
+            probs = predict_all(model, ohlcv, chunk=chunk, progress=progress)[0][len(before) :]
         if len(probs) < len(in_range):  # cancelled: report what was done
             status = "cancelled"
             in_range, ts = in_range.iloc[: len(probs)], ts[: len(probs)]
             if len(in_range) < 2:
                 return {"status": status, "metrics": None, "trades": [], "settings": {},
-                        "equity": [], "predictions": None}  # fmt: skip
+                        "equity": {"ts": [], "equity": []}, "predictions": None}  # fmt: skip
         codes = probs.argmax(axis=1).astype(np.int8)
         names = np.array(list(backtest.ACTION_CODES))
         predictions = pd.DataFrame(
@@ -181,6 +223,6 @@ def run(
         "settings": {"symbol": symbol, "timeframe": timeframe, "start": metrics["Start"], "end": metrics["End"],
                      "fee_bps": fee_bps, "slippage_bps": slippage_bps, "long_only": long_only,
                      "cash": cash, "candles": len(ts), **note},
-        "equity": [{"time": pd.Timestamp(int(t), unit="ms", tz="UTC").isoformat(), "equity": float(e)}
-                   for t, e in zip(ts, sim.equity, strict=True)],
+        # Arrays, not one dict per candle: a 100k-candle report stays cheap to build and store.
+        "equity": {"ts": [int(t) for t in ts], "equity": sim.equity.tolist()},
     }  # fmt: skip

@@ -19,18 +19,18 @@ import time
 from collections import deque
 
 import numpy as np
-import torch
 
 from db import candles as candle_rows
 from db import sessions as session_rows
-from engine import features, labels, pivots, priority
+from engine import features, pivots, priority
 from engine.account import Account
 from engine.feeds import Bar, Feed, FeedError, ReplayFeed, SyntheticFeed
 from engine.feeds.exchange import ExchangeFeed, make_client
 from engine.inference import context_size
 from engine.lock import TrainingLockTimeout
 from engine.model import ACTIONS
-from engine.runner import IGNORE, Batch, ModelRunner
+from engine.online import OnlineLearner
+from engine.runner import ModelRunner
 
 log = logging.getLogger(__name__)
 MODES = ("none", "pivots_only", "every_candle", "manual")
@@ -68,6 +68,7 @@ class LiveSession:
             )
         )
         self.context = context_size(runner.config)
+        self.learner = OnlineLearner(runner, self.right, f"session {row.id}", session_id=row.id)
         keep = self.context + self.right + features.LOOKBACK + 8
         self.bars: deque[Bar] = deque(maxlen=keep)
         self.last_ts = row.last_ts
@@ -140,11 +141,7 @@ class LiveSession:
         self.account.mark(bar.close)
         self.account.signal(pred.action)
         found = pivots.confirmed_at(ohlcv[:, 1], ohlcv[:, 2], len(ohlcv), self.left, self.right)
-        if self.mode == "pivots_only":
-            for p in found:
-                self._train(ohlcv, p.index, labels.pivot_action(p.kind), "pivot")
-        elif self.mode == "every_candle":
-            self._train_every_candle(ohlcv, found)
+        self._trained(self.learner.after_candle(self.mode, ohlcv, found))
         if self.store_candles:
             self._store_candle(bar)
         self.last_ts = bar.ts
@@ -170,42 +167,10 @@ class LiveSession:
         bars = list(self.bars)  # one atomic copy: the command thread may read while we append
         return np.array([(b.open, b.high, b.low, b.close, b.volume, b.ts) for b in bars])
 
-    def _train_every_candle(self, ohlcv: np.ndarray, found) -> None:
-        t = len(ohlcv) - 1 - self.right  # the newest candle whose label is final now
-        if t < 0:
-            return
-        kinds = {p.kind for p in found if p.index == t}
-        if len(kinds) == 1:
-            label, source = labels.pivot_action(kinds.pop()), "every_candle_pivot"
-        else:
-            label = labels.next_move(ohlcv[t, 3], ohlcv[t + 1, 3])
-            source = "every_candle"
-        self._train(ohlcv, t, label, source)
-
-    def _train(self, ohlcv: np.ndarray, index: int, label: int, source: str) -> None:
-        """One step on the sample whose input window ends at candle `index`."""
-        lo = max(0, index + 1 - self.context)
-        window = ohlcv[lo : index + 1, :5]
-        x = torch.from_numpy(features.compute(window)).unsqueeze(0)
-        y = torch.full((1, len(window)), IGNORE, dtype=torch.long)
-        y[0, -1] = label
-        ghost = torch.full((1, len(window), self.runner.config.horizon, 4), float("nan"))
-        future = features.future_ohlc(ohlcv[index:, :5], self.runner.config.horizon)[0]
-        ghost[0, -1] = torch.from_numpy(future)  # only candles that have closed (others NaN)
-        try:
-            self.runner.train_step(
-                Batch(x, y, ghost),
-                operation=f"session {self.id} {source}",
-                source=source,
-                session_id=self.id,
-                candle_ts=int(ohlcv[index, 5]),
-                label=ACTIONS[label],
-            )
-        except TrainingLockTimeout as exc:
-            log.warning("session %s skipped a step: %s", self.id, exc)
-            return
-        self.steps_since_save += 1
-        self._autosave()
+    def _trained(self, steps: int) -> None:
+        self.steps_since_save += steps
+        if steps:
+            self._autosave()
 
     # -- manual mode --------------------------------------------------------------------------
 
@@ -214,12 +179,12 @@ class LiveSession:
         ohlcv = self._ohlcv()
         if not len(ohlcv):
             raise ValueError(f"session {self.id} has not received a candle yet")
-        before = self.runner.steps
-        self._train(ohlcv, len(ohlcv) - 1, ACTIONS.index(action), "manual")
+        taken = self.learner.train(ohlcv, len(ohlcv) - 1, ACTIONS.index(action), "manual")
+        self._trained(taken)
         return {
             "candle_ts": int(ohlcv[-1, 5]),
             "action": action,
-            "trained": self.runner.steps > before,
+            "trained": bool(taken),
         }
 
     # -- persistence ----------------------------------------------------------------------------

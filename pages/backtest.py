@@ -52,6 +52,16 @@ with st.expander("New backtest", expanded=not backtests.all_(engine, limit=1)):
             format_func=names.get,
             index=list(names).index(active) if active in names else 0,
         )
+        t1, t2 = st.columns(2)
+        learn = t1.selectbox(
+            "Train while backtesting",
+            ["no", "pivots_only", "every_candle"],
+            help="Replay the range candle by candle as a live session would, training a copy of "
+            "the checkpoint; the checkpoint itself is untouched.",
+        )
+        if learn != "no":
+            payload["train_mode"] = learn
+            payload["save_trained"] = t2.checkbox("Save the trained copy as a checkpoint")
     else:
         upload = st.file_uploader(
             "Signals CSV: columns timestamp,action (BUY / SELL / HOLD); candles without a row are HOLD",
@@ -124,7 +134,7 @@ def progress() -> None:
     ):
         jobs.request_cancel(engine, job.id)
     if bid:
-        st.markdown(f"[Open report #{bid}](report?id={bid})")
+        st.page_link("pages/report.py", label=f"Open report #{bid}", query_params={"id": bid})
 
 
 progress()

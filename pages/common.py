@@ -208,6 +208,7 @@ def backtest_visible_chart(row, df: pd.DataFrame, key: str) -> None:
             st.session_state.bt_job = done.result["job_id"]
             st.success(f"Backtest #{bid} started on {done.result['candles']:,} candles.")
             st.page_link("pages/backtest.py", label="Watch it on the Backtest page")
-            st.markdown(f"[Open report #{bid}](report?id={bid}) when it is done")
+            st.page_link("pages/report.py", label=f"Open report #{bid} (when it is done)",
+                         query_params={"id": bid})  # fmt: skip
         else:
             st.error(done.error or "The engine did not answer: is it online?")

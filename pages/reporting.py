@@ -16,8 +16,10 @@ TRADE_COLUMNS = ["entry_time", "exit_time", "side", "entry_price", "exit_price",
 
 
 def equity_frame(row) -> pd.DataFrame:
-    eq = row.equity or {"time": [], "equity": []}
-    df = pd.DataFrame({"time": pd.to_datetime(eq["time"], utc=True), "equity": eq["equity"]})
+    eq = row.equity or {"ts": [], "equity": []}
+    df = pd.DataFrame(
+        {"time": pd.to_datetime(eq["ts"], unit="ms", utc=True), "equity": eq["equity"]}
+    )
     if not df.empty:
         df["drawdown_pct"] = (df.equity / df.equity.cummax() - 1) * 100
     return df

@@ -97,9 +97,9 @@ def test_changing_later_candles_never_changes_earlier_predictions_or_fills(store
     ]
     assert ta == tb
     assert (pa[before].action != "HOLD").any(), "the model should trade before the cut"
-    cut_iso = pd.Timestamp(cut, unit="ms", tz="UTC").isoformat()
-    ea = [e for e in a["equity"] if e["time"] <= cut_iso]
-    assert ea == [e for e in b["equity"] if e["time"] <= cut_iso] and len(ea) == 301
+    ea = [e for t, e in zip(a["equity"]["ts"], a["equity"]["equity"], strict=True) if t <= cut]
+    eb = [e for t, e in zip(b["equity"]["ts"], b["equity"]["equity"], strict=True) if t <= cut]
+    assert ea == eb and len(ea) == 301
 
 
 def test_cancel_stops_promptly_keeps_a_partial_report_and_progress_is_monotone(stored):
@@ -157,3 +157,37 @@ def test_signals_backtest_through_the_engine(stored, engine_process):
         int(ts.iloc[-199]), unit="ms"
     ).strftime("%Y-%m-%d")
     assert done.signals_name == "two.csv" and done.checkpoint_id is None
+
+
+def test_training_during_a_backtest_trains_a_copy_and_leaves_the_model_alone(
+    stored, engine_process
+):
+    from db import checkpoints as checkpoint_rows
+    from db import training
+
+    engine_process("--no-seed")
+    ts = candles.load(stored, "SP500", "1d").ts
+    common = {"symbol": "SP500", "timeframe": "1d", "start": int(ts.iloc[-120]), "checkpoint_id": 1}
+
+    def run_one(**extra):
+        row = bus.wait(stored, bus.submit(stored, "backtest.start", {**common, **extra}), 20)
+        assert row.status == "done", row.error
+        bid = row.result["backtest_id"]
+        return wait_until(
+            lambda: (b := backtests.get(stored, bid)).status != "running" and b, 120, 0.2, "report"
+        )
+
+    before = run_one()
+    learned = run_one(train_mode="every_candle", save_trained=True)
+    after = run_one()
+    assert learned.status == "done"
+    assert training.count(stored, job_id=learned.job_id, skipped=False) == 120
+    copy = checkpoint_rows.get(stored, learned.settings["trained_checkpoint_id"])
+    assert copy.parent_id == 1 and copy.steps == 120 and not copy.is_active
+    assert checkpoint_rows.active(stored).id == 1
+    p0, p1 = backtests.predictions(stored, before.id), backtests.predictions(stored, after.id)
+    pd.testing.assert_frame_equal(p0, p1)  # the checkpoint's own model did not move
+    learned_preds = backtests.predictions(stored, learned.id)
+    assert np.allclose(learned_preds.iloc[0][["p_buy", "p_sell", "p_hold"]].to_numpy(dtype=float),
+                       p0.iloc[0][["p_buy", "p_sell", "p_hold"]].to_numpy(dtype=float), atol=1e-5)  # fmt: skip
+    assert not np.allclose(learned_preds.p_buy.to_numpy()[-20:], p0.p_buy.to_numpy()[-20:])

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -187,4 +188,41 @@ def test_live_page_runs_a_pivot_training_session_and_stops_it(app, page):
 
     (row,) = sessions.all_(database)
     assert row.mode == "pivots_only" and row.created_by == "ana" and row.status == "stopped"
+    assert page.get_by_test_id("stException").count() == 0
+
+
+def test_backtest_visible_chart_then_open_the_report_and_download_csv(app, page):
+    from playwright.sync_api import expect
+
+    url, database = app
+    page.goto(url)
+    page.get_by_role("textbox", name="Your name").fill("ana")
+    page.get_by_role("textbox", name="Your name").press("Enter")
+    expect(page.get_by_text("250 candles, 2018-01-03")).to_be_visible()
+    page.get_by_role("button", name="Backtest Visible Chart").click()
+    expect(page.get_by_text("started on 250 candles")).to_be_visible()
+    page.get_by_role("link", name="Watch it on the Backtest page").click()
+    expect(page.get_by_text(__import__("re").compile(r"· done · 100%"))).to_be_visible(
+        timeout=30_000
+    )
+    page.get_by_role("link", name=__import__("re").compile(r"Open report #\d+")).first.click()
+    expect(
+        page.get_by_role("heading", name=__import__("re").compile(r"Backtest #\d+"))
+    ).to_be_visible()
+    assert "report?id=" in page.url
+    expect(page.get_by_test_id("stMetric").filter(has_text="# Trades")).to_be_visible()
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download trades (CSV)").click()
+    text = Path(info.value.path()).read_text()
+    assert text.splitlines()[0].startswith(
+        "entry_time,exit_time,side,entry_price,exit_price,pnl,return_pct"
+    )
+    from db import backtests
+
+    (row,) = backtests.all_(database)
+    assert (
+        row.created_by == "ana"
+        and row.symbol == "NASDAQ"
+        and row.metrics["# Trades"] == len(text.splitlines()) - 1
+    )
     assert page.get_by_test_id("stException").count() == 0

@@ -8,10 +8,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from db import backtests, candles, jobs
+from db import backtests, candles, jobs, training
 from db import checkpoints as checkpoint_rows
 from engine import backtest_run, priority
 from engine.registry import CommandError, Payload, command
+from engine.runner import ModelRunner
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +30,20 @@ class BacktestArgs(Payload):
     long_only: bool = False
     cash: float = Field(default=10_000.0, gt=0)
     name: str | None = Field(default=None, max_length=200)
+    # Train a private copy of the checkpoint while replaying the range (the active model and
+    # the checkpoint's live model are untouched); optionally keep the copy as a checkpoint.
+    train_mode: Literal["pivots_only", "every_candle"] | None = None
+    pivot_left: int = Field(default=5, ge=1, le=200)
+    pivot_right: int = Field(default=5, ge=1, le=200)
+    save_trained: bool = False
 
     @model_validator(mode="after")
     def _one_source(self):
         if self.signals is not None and self.checkpoint_id is not None:
             raise ValueError("give a checkpoint or signals, not both")
+        if self.signals is not None and self.train_mode is not None:
+            raise ValueError("training during a backtest needs a checkpoint, not signals")
         return self
-
-
-def _equity_payload(report: dict) -> dict:
-    eq = report["equity"]
-    return {"time": [e["time"] for e in eq], "equity": [e["equity"] for e in eq]}
 
 
 @command("backtest.start", BacktestArgs)
@@ -67,16 +71,29 @@ def start(ctx, args: BacktestArgs, cmd) -> dict:
                          created_by=cmd.created_by, message="starting")  # fmt: skip
     settings = {"fee_bps": args.fee_bps, "slippage_bps": args.slippage_bps,
                 "long_only": args.long_only, "cash": args.cash}  # fmt: skip
+    learning = {"train_mode": args.train_mode, "pivot_left": args.pivot_left,
+                "pivot_right": args.pivot_right} if args.train_mode else {}  # fmt: skip
     bt_id = backtests.create(
         ctx.db, name=args.name, symbol=args.symbol, timeframe=args.timeframe,
         start_ts=int(stored.ts.iloc[0]), end_ts=int(stored.ts.iloc[-1]), checkpoint_id=checkpoint_id,
         signals_name=args.signals_name if args.signals is not None else None, settings=settings,
         job_id=job_id, created_by=cmd.created_by,
     )  # fmt: skip
+    if learning:
+        backtests.finish(ctx.db, bt_id, "running", settings={**settings, **learning})
 
     def work() -> None:
         priority.background_thread()
         model = ctx.models.get(checkpoint_id).snapshot.model if checkpoint_id else None
+        learn = None
+        if args.train_mode:
+            source = ctx.models.get(checkpoint_id)
+            state, opt = source.state()
+            copy = ModelRunner(f"backtest-{bt_id}", source.config, state, opt,
+                               on_step=lambda **e: training.record(ctx.db, **e),
+                               checkpoint_id=checkpoint_id)  # fmt: skip
+            learn = {"runner": copy, "mode": args.train_mode, "left": args.pivot_left,
+                     "right": args.pivot_right, "event": {"job_id": job_id}}  # fmt: skip
 
         def progress(fraction: float) -> bool:
             cancel = jobs.update_progress(
@@ -92,14 +109,23 @@ def start(ctx, args: BacktestArgs, cmd) -> dict:
                 ctx.db, symbol=args.symbol, timeframe=args.timeframe,
                 start=int(stored.ts.iloc[0]), end=int(stored.ts.iloc[-1]), model=model,
                 signals=[list(p) for p in args.signals] if args.signals is not None else None,
-                progress=progress, **settings,
+                progress=progress, learn=learn, **settings,
             )  # fmt: skip
             if report["predictions"] is not None:
                 backtests.add_predictions(ctx.db, bt_id, report["predictions"])
             status = report["status"]
+            if learn and args.save_trained:
+                cid = ctx.models.save(learn["runner"], name=f"backtest #{bt_id} trained copy",
+                                      created_by=cmd.created_by, job_id=job_id)  # fmt: skip
+                report["settings"]["trained_checkpoint_id"] = cid
+            if learn:
+                row = backtests.get(ctx.db, bt_id)
+                extra = {k: report["settings"][k] for k in ("training_steps", "trained_checkpoint_id")
+                         if k in report["settings"]}  # fmt: skip
+                backtests.finish(ctx.db, bt_id, "running", settings={**row.settings, **extra})
             backtests.finish(
                 ctx.db, bt_id, status, metrics=report["metrics"],
-                trades={"rows": report["trades"]}, equity=_equity_payload(report),
+                trades={"rows": report["trades"]}, equity=report["equity"],
             )  # fmt: skip
             m = report["metrics"] or {}
             msg = f"{status}: return {m.get('Return [%]', float('nan')):.2f} %, {m.get('# Trades', 0)} trades"
