@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, select, update
+import sqlalchemy as sa
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from db.connection import readonly
@@ -23,11 +24,17 @@ def create(engine: Engine, **values: Any) -> int:
         ).scalar_one()
 
 
+def update(engine: Engine, backtest_id: int, **values: Any) -> None:
+    """Change fields of a report (e.g. settings learned while it runs)."""
+    with engine.begin() as conn:
+        conn.execute(sa.update(Backtest).where(Backtest.id == backtest_id).values(**values))
+
+
 def finish(engine: Engine, backtest_id: int, status: str, **values: Any) -> None:
     """Store the results (metrics, trades, equity) and the final status."""
     with engine.begin() as conn:
         conn.execute(
-            update(Backtest)
+            sa.update(Backtest)
             .where(Backtest.id == backtest_id)
             .values(status=status, finished_at=utcnow(), **values)
         )

@@ -12,7 +12,7 @@ import streamlit as st
 from db import backtests, bus, candles, jobs
 from db import checkpoints as checkpoint_rows
 from pages.common import current_user, database
-from pages.reporting import equity_frame, label
+from pages.reporting import HEADLINE, equity_frame, label
 
 engine = database()
 st.title("Backtest")
@@ -160,17 +160,7 @@ table = pd.DataFrame(
             if r.checkpoint_id
             else f"signals {r.signals_name}",
             "status": r.status,
-            **{
-                k: (r.metrics or {}).get(k)
-                for k in (
-                    "Return [%]",
-                    "Buy & Hold Return [%]",
-                    "Max. Drawdown [%]",
-                    "# Trades",
-                    "Win Rate [%]",
-                    "Sharpe Ratio",
-                )
-            },
+            **{k: (r.metrics or {}).get(k) for k in HEADLINE},
         }
         for r in rows
     ]

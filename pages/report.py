@@ -10,6 +10,7 @@ import streamlit as st
 from db import backtests, candles
 from pages.common import candle_layers, database
 from pages.reporting import (
+    HEADLINE,
     equity_chart,
     equity_frame,
     label,
@@ -59,14 +60,7 @@ m = row.metrics
 c = st.columns(6)
 for col, key in zip(
     c,
-    [
-        "Return [%]",
-        "Buy & Hold Return [%]",
-        "Max. Drawdown [%]",
-        "# Trades",
-        "Win Rate [%]",
-        "Sharpe Ratio",
-    ],
+    HEADLINE,
     strict=True,
 ):
     value = m.get(key)

@@ -11,6 +11,8 @@ import pandas as pd
 
 from db import backtests
 
+HEADLINE = ["Return [%]", "Buy & Hold Return [%]", "Max. Drawdown [%]", "# Trades", "Win Rate [%]",
+            "Sharpe Ratio"]  # fmt: skip
 TRADE_COLUMNS = ["entry_time", "exit_time", "side", "entry_price", "exit_price", "pnl",
                  "return_pct", "fees", "open_at_end"]  # fmt: skip
 

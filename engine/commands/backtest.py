@@ -80,7 +80,7 @@ def start(ctx, args: BacktestArgs, cmd) -> dict:
         job_id=job_id, created_by=cmd.created_by,
     )  # fmt: skip
     if learning:
-        backtests.finish(ctx.db, bt_id, "running", settings={**settings, **learning})
+        backtests.update(ctx.db, bt_id, settings={**settings, **learning})
 
     def work() -> None:
         priority.background_thread()
@@ -122,15 +122,19 @@ def start(ctx, args: BacktestArgs, cmd) -> dict:
                 row = backtests.get(ctx.db, bt_id)
                 extra = {k: report["settings"][k] for k in ("training_steps", "trained_checkpoint_id")
                          if k in report["settings"]}  # fmt: skip
-                backtests.finish(ctx.db, bt_id, "running", settings={**row.settings, **extra})
+                backtests.update(ctx.db, bt_id, settings={**row.settings, **extra})
             backtests.finish(
                 ctx.db, bt_id, status, metrics=report["metrics"],
                 trades={"rows": report["trades"]}, equity=report["equity"],
             )  # fmt: skip
             m = report["metrics"] or {}
             msg = f"{status}: return {m.get('Return [%]', float('nan')):.2f} %, {m.get('# Trades', 0)} trades"
-            jobs.finish(ctx.db, job_id, "done" if status == "done" else "cancelled", msg,
-                        {"backtest_id": bt_id})  # fmt: skip
+            ended = (
+                "done"
+                if status == "done"
+                else ("interrupted" if ctx.stopping.is_set() else "cancelled")
+            )
+            jobs.finish(ctx.db, job_id, ended, msg, {"backtest_id": bt_id})
         except Exception as exc:
             log.error("backtest %s failed:\n%s", bt_id, traceback.format_exc())
             backtests.finish(ctx.db, bt_id, "failed")
