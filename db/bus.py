@@ -13,11 +13,10 @@ import uuid
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db import wake
-from db.connection import readonly
+from db.connection import insert_ignoring_duplicates, readonly
 from db.models import Command, utcnow
 
 FINAL = ("done", "failed", "cancelled")
@@ -52,11 +51,8 @@ def submit(
         created_by=created_by,
         created_at=utcnow(),
     )
-    insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert
     with engine.begin() as conn:
-        conn.execute(
-            insert(Command).values(**values).on_conflict_do_nothing(index_elements=["request_id"])
-        )
+        conn.execute(insert_ignoring_duplicates(engine, Command, ["request_id"], **values))
         command_id = conn.scalar(select(Command.id).where(Command.request_id == request_id))
     if notify:
         wake.notify(engine)
@@ -130,12 +126,6 @@ def get(engine: Engine, command_id: int) -> Command:
     if row is None:
         raise UnknownCommand(f"no command with id {command_id}")
     return row
-
-
-def get_by_request(engine: Engine, request_id: str) -> Command | None:
-    """The command submitted under `request_id`, if any."""
-    with Session(readonly(engine), expire_on_commit=False) as s:
-        return s.scalars(select(Command).where(Command.request_id == request_id)).first()
 
 
 def recent(

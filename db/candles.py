@@ -7,11 +7,9 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, and_, func, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from db.connection import readonly
+from db.connection import insert_ignoring_duplicates, readonly
 from db.models import Candle, DataImport
 
 OHLCV = ["open", "high", "low", "close", "volume"]
@@ -107,14 +105,13 @@ def add_live(
     engine: Engine, symbol: str, timeframe: str, ts: int, ohlcv: tuple[float, ...]
 ) -> None:
     """Store one candle a live feed delivered (ignored if that time is already stored)."""
-    insert_ = (pg_insert if engine.dialect.name == "postgresql" else sqlite_insert)(Candle)
     values = dict(zip(OHLCV, map(float, ohlcv), strict=True))
+    row = insert_ignoring_duplicates(
+        engine, Candle, ["symbol", "timeframe", "ts"], symbol=symbol, timeframe=timeframe, ts=ts,
+        **values,
+    )  # fmt: skip
     with engine.begin() as conn:
-        conn.execute(
-            insert_.values(
-                symbol=symbol, timeframe=timeframe, ts=ts, **values
-            ).on_conflict_do_nothing(index_elements=["symbol", "timeframe", "ts"])
-        )
+        conn.execute(row)
 
 
 def datasets(engine: Engine) -> pd.DataFrame:

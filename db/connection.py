@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 
 from db import settings
 
@@ -67,3 +68,12 @@ def dispose_all() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+
+
+def insert_ignoring_duplicates(engine: Engine, table, index_elements: list[str], **values):
+    """INSERT … ON CONFLICT (index_elements) DO NOTHING, in the engine's dialect (both SQLite
+    and PostgreSQL spell it the same way, through different constructs)."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return (
+        dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=index_elements)
+    )

@@ -29,12 +29,6 @@ def interrupt_running_of(engine: Engine, engine_ids: list[str], reason: str) -> 
         return [r[0] for r in rows]
 
 
-def recent(engine: Engine, limit: int = 20) -> list[Job]:
-    """The newest jobs first."""
-    with Session(readonly(engine), expire_on_commit=False) as s:
-        return list(s.scalars(select(Job).order_by(Job.id.desc()).limit(limit)))
-
-
 def create(engine: Engine, kind: str, *, command_id: int | None, engine_id: str,
            created_by: str | None, message: str = "queued") -> int:  # fmt: skip
     """A new job row, owned by `engine_id`."""

@@ -6,11 +6,9 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from db.connection import readonly
+from db.connection import insert_ignoring_duplicates, readonly
 from db.models import LiveSession, PivotRow, PredictionRow, TradeRow, TrainingEvent, utcnow
 
 
@@ -65,11 +63,10 @@ def close(engine: Engine, session_id: int, status: str, error: str | None = None
 def add_prediction(engine: Engine, **values: Any) -> None:
     """Store a prediction; a repeat for the same candle (a session resumed after a crash
     between this commit and the candle's bookkeeping) keeps the first one."""
-    insert_ = (pg_insert if engine.dialect.name == "postgresql" else sqlite_insert)(PredictionRow)
     with engine.begin() as conn:
         conn.execute(
-            insert_.values(created_at=utcnow(), **values).on_conflict_do_nothing(
-                index_elements=["session_id", "ts"]
+            insert_ignoring_duplicates(
+                engine, PredictionRow, ["session_id", "ts"], created_at=utcnow(), **values
             )
         )
 

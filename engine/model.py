@@ -168,10 +168,3 @@ class CandleTransformer(nn.Module):
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def flops_per_candle(cfg: ModelConfig) -> float:
-    """Rough multiply-adds ×2 per candle (for benchmarks' sanity)."""
-    d = cfg.d_model
-    per_layer = 2 * (4 * d * d + 2 * d * cfg.d_ff + 2 * 2 * cfg.window * d)
-    return cfg.n_layers * per_layer + 2 * d * (cfg.n_features + 3 + 4 * cfg.horizon)

@@ -69,10 +69,6 @@ class ModelPool:
             self._runners[checkpoint_id] = runner
         runner.checkpoint_id = checkpoint_id
 
-    def loaded(self) -> list[ModelRunner]:
-        with self._lock:
-            return list(self._runners.values())
-
     def active_id(self) -> int | None:
         row = rows.active(self.db)
         return row.id if row else None

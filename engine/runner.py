@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from engine.device import training_device
 from engine.inference import Prediction, predict_last, trace_last_candle
 from engine.lock import TrainingLock, TrainingLockTimeout
-from engine.model import ACTIONS, CandleTransformer, ModelConfig
+from engine.model import CandleTransformer, ModelConfig
 
 GHOST_WEIGHT = 0.1
 IGNORE = -100
@@ -191,7 +191,3 @@ class ModelRunner:
         with self.lock.hold("checkpoint save"):
             model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             return model, copy.deepcopy(self.optimizer.state_dict())
-
-
-def action_names(indices: np.ndarray) -> list[str]:
-    return [ACTIONS[i] for i in indices]

@@ -1,6 +1,6 @@
 """Read a candle CSV in the layouts people actually have, and check every row before import.
 
-Layouts recognised (`CandleFile.format`):
+Layouts recognised (`CandleReport.format`):
 - `generic`: a header naming a time column (timestamp / time / date / datetime / open_time, or
   separate date and time columns, or an unnamed first column as pandas writes an index) and
   open, high, low, close and (optionally) volume, in any order and case.
@@ -152,10 +152,6 @@ class CandleFile:
 
     rows: pd.DataFrame  # COLUMNS + line (file line number) + bad (bool) + reasons
     report: CandleReport
-
-    @property
-    def format(self) -> str:
-        return self.report.format
 
     def candles(self, skip_bad_rows: bool = False, allow_gaps: bool = False) -> pd.DataFrame:
         """The rows to import, sorted by time; raises ImportRejected if the options do not
