@@ -78,7 +78,11 @@ def app(home):
 
 @pytest.fixture
 def page():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # A cold app on a busy 2-core machine (engine seeding and importing torch beside it) can take
+    # longer than Playwright's 5 s default to draw its first page; CI failed on that once.
+    expect.set_options(timeout=30_000)
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -102,7 +106,7 @@ def test_home_shows_engine_online_real_candles_then_offline_when_engine_stops(ap
 
     live = engines.alive(database)
     os.kill(live[0].pid, signal.SIGKILL)  # a crash, not a polite stop
-    expect(engine_metric.get_by_test_id("stMetricValue")).to_have_text("offline", timeout=8_000)
+    expect(engine_metric.get_by_test_id("stMetricValue")).to_have_text("offline", timeout=15_000)
     expect(page.get_by_text("● engine offline")).to_be_visible()  # the sidebar badge
 
 
