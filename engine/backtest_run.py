@@ -20,6 +20,8 @@ from engine import backtest, pivots
 from engine.inference import CHUNK, context_size, predict_all
 from engine.model import ACTIONS
 from engine.online import OnlineLearner
+from market import signals as market_signals
+from market import timeframes
 
 
 class BacktestError(ValueError):
@@ -40,54 +42,29 @@ def to_ms(value: str | int | None) -> int | None:
     return int(ts.value // 1_000_000)
 
 
-def read_signals(path: str | Path, ts: np.ndarray) -> tuple[np.ndarray, int]:
-    """Action codes for candles `ts` from a CSV with columns timestamp,action (BUY / SELL /
-    HOLD); candles without a row are HOLD. Returns (codes, rows that match no candle)."""
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise BacktestError(f"cannot read signals file {path}: {exc}") from None
-    cols = {c.lower().strip(): c for c in df.columns}
-    if "timestamp" not in cols or "action" not in cols:
-        raise BacktestError(
-            f"signals file needs columns timestamp,action; it has {list(df.columns)}"
+def signals_frame(signals: str | Path | list | pd.DataFrame) -> pd.DataFrame:
+    """A signals CSV path, [[ts_ms, action], …] or a frame (ts, action) as a frame in time order."""
+    if isinstance(signals, pd.DataFrame):
+        frame = signals
+    elif isinstance(signals, list):
+        frame = pd.DataFrame(
+            {"ts": [int(t) for t, _ in signals], "action": [str(a).upper() for _, a in signals]}
         )
-    actions = df[cols["action"]].astype(str).str.strip().str.upper()
-    bad = ~actions.isin(backtest.ACTION_CODES)
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise BacktestError(
-            f"signals row {i + 2}: action {df[cols['action']].iloc[i]!r} is not BUY, SELL or HOLD"
-        )
-    raw = df[cols["timestamp"]]
-    numeric = pd.to_numeric(raw, errors="coerce")
-    if numeric.notna().all():
-        mag = float(numeric.abs().median())
-        when = (numeric * (1 if mag > 1e11 else 1000)).astype("int64").to_numpy()
     else:
-        parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
-        if parsed.isna().any():
-            i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-            raise BacktestError(f"signals row {i + 2}: {raw.iloc[i]!r} is not a time")
-        when = parsed.dt.as_unit("ms").astype("int64").to_numpy()
-    codes = np.full(len(ts), backtest.ACTION_CODES["HOLD"], dtype=np.int8)
-    pos = np.searchsorted(ts, when)
-    hit = (pos < len(ts)) & (ts[np.minimum(pos, len(ts) - 1)] == when)
-    codes[pos[hit]] = actions[hit].map(backtest.ACTION_CODES).to_numpy()
-    return codes, int((~hit).sum())
+        try:
+            return market_signals.read(signals)
+        except market_signals.SignalsError as exc:
+            raise BacktestError(f"{signals}: {exc}") from None
+    return frame.sort_values("ts", kind="stable", ignore_index=True)
 
 
-def signal_codes(pairs: list, ts: np.ndarray) -> tuple[np.ndarray, int]:
-    """Action codes for candles `ts` from [[ts_ms, action], …] (HOLD where none)."""
-    codes = np.full(len(ts), backtest.ACTION_CODES["HOLD"], dtype=np.int8)
-    unmatched = 0
-    for when, action in pairs:
-        i = int(np.searchsorted(ts, int(when)))
-        if i < len(ts) and ts[i] == int(when):
-            codes[i] = backtest.ACTION_CODES[action]
-        else:
-            unmatched += 1
-    return codes, unmatched
+def signal_codes(
+    signals: pd.DataFrame, ts: np.ndarray, timeframe: str
+) -> tuple[np.ndarray, market_signals.Placement]:
+    """Action codes for candles opening at `ts` (market/signals.py says where rows land)."""
+    actions, placed = market_signals.place(signals, ts, timeframes.interval_ms(timeframe))
+    codes = pd.Series(actions).map(backtest.ACTION_CODES).to_numpy(dtype=np.int8)
+    return codes, placed
 
 
 def _replay_learning(full: pd.DataFrame, first: int, learn: dict, progress) -> np.ndarray:
@@ -187,11 +164,20 @@ def run(
             }  # fmt: skip
         )
     else:
-        if isinstance(signals, list):
-            codes, unmatched = signal_codes(signals, ts)
-        else:
-            codes, unmatched = read_signals(signals, ts)
-        note["signals_unmatched_rows"] = unmatched
+        frame = signals_frame(signals)
+        codes, placed = signal_codes(frame, ts, timeframe)
+        trading = frame[frame.action != "HOLD"]
+        if len(trading) and len(trading) in (placed.before_range, placed.after_range):
+            first, last = market_signals.span(trading)
+            raise BacktestError(
+                f"none of the {len(trading):,} BUY / SELL signals fall on a {symbol} {timeframe} "
+                f"candle from {pd.Timestamp(int(ts[0]), unit='ms', tz='UTC')} to "
+                f"{pd.Timestamp(int(ts[-1]), unit='ms', tz='UTC')}; the signals run from {first} to "
+                f"{last}. Check the symbol, timeframe and range, and the file's time zone."
+            )
+        note["signals"] = placed.as_dict()
+        if placed.warning():
+            note["signals_warning"] = placed.warning()
         if progress:
             progress(1.0)
     sim = backtest.simulate(

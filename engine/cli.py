@@ -160,6 +160,22 @@ def _show(args) -> int:
     return 0
 
 
+def _checkpoint_id(engine, ref: str) -> int:
+    """A checkpoint given as an id, a name (the newest of that name) or "active"."""
+    from db import checkpoints as rows
+    from engine import checkpoints
+
+    if ref.strip().lower() == "active":
+        return checkpoints.ensure_default(engine)  # a fresh data directory gets the default model
+    if ref.strip().isdigit():
+        return rows.get(engine, int(ref)).id
+    named = [c for c in rows.all_(engine) if c.name == ref]
+    if not named:
+        known = ", ".join(f"#{c.id} {c.name!r}" for c in rows.all_(engine)[:10]) or "none yet"
+        raise LookupError(f"no checkpoint named {ref!r} (newest: {known})")
+    return named[0].id
+
+
 def _backtest(args) -> int:
     from tqdm import tqdm
 
@@ -170,8 +186,9 @@ def _backtest(args) -> int:
     model = None
     if args.checkpoint is not None:
         try:
-            cfg, state, _ = checkpoints.load(engine, args.checkpoint)
-        except LookupError as exc:
+            cid = _checkpoint_id(engine, args.checkpoint)
+            cfg, state, _ = checkpoints.load(engine, cid)
+        except (LookupError, ValueError) as exc:
             print(f"not run: {exc}", file=sys.stderr)
             return 2
         model = CandleTransformer(cfg).eval()
@@ -185,16 +202,23 @@ def _backtest(args) -> int:
         report = backtest_run.run(
             engine, symbol=args.symbol, timeframe=args.timeframe, start=args.start, end=args.end,
             model=model, signals=args.signals, fee_bps=args.fee_bps, long_only=args.long_only,
-            cash=args.cash, progress=progress,
+            cash=args.cash, slippage_bps=args.slippage_bps, progress=progress,
         )  # fmt: skip
     except backtest_run.BacktestError as exc:
         bar.close()
         print(f"not run: {exc}", file=sys.stderr)
         return 2
     bar.close()
+    if args.checkpoint is not None:
+        report["settings"]["checkpoint_id"] = cid
+    if report["settings"].get("signals_warning"):
+        print(f"note: {report['settings']['signals_warning']}", file=sys.stderr)
     for key, value in report["metrics"].items():
         print(f"{key:<24}{value:>14.4f}" if isinstance(value, float) else f"{key:<24}{value!s:>14}")
     if args.json:
+        preds = report["predictions"]
+        if preds is not None:  # columns as arrays, like the equity curve
+            report["predictions"] = {c: preds[c].tolist() for c in preds.columns}
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))
         print(f"report written to {args.json}")
     return 0
@@ -290,9 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--start", help="first candle (date, ISO time or epoch ms); default: the first")
     s.add_argument("--end", help="last candle; default: the last")
     which = s.add_mutually_exclusive_group(required=True)
-    which.add_argument("--checkpoint", type=int, help="checkpoint id whose predictions to trade")
+    which.add_argument(
+        "--checkpoint", help='checkpoint whose predictions to trade: an id, a name or "active"'
+    )
     which.add_argument("--signals", help="CSV with columns timestamp,action (BUY/SELL/HOLD)")
     s.add_argument("--fee-bps", type=float, default=10.0, help="fee per fill in basis points")
+    s.add_argument(
+        "--slippage-bps", type=float, default=0.0, help="price moved against each fill, in bps"
+    )
     s.add_argument(
         "--long-only", action="store_true", help="SELL closes a long instead of shorting"
     )

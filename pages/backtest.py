@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime, time, timedelta
 
 import altair as alt
@@ -11,6 +10,7 @@ import streamlit as st
 
 from db import backtests, bus, candles, jobs
 from db import checkpoints as checkpoint_rows
+from market import signals as signals_file
 from pages.common import current_user, database
 from pages.reporting import HEADLINE, equity_frame, label
 
@@ -70,24 +70,25 @@ with st.expander("New backtest", expanded=not backtests.all_(engine, limit=1)):
         )
         if upload is not None:
             try:
-                sig = pd.read_csv(io.BytesIO(upload.getvalue()))
-                cols = {c.lower().strip(): c for c in sig.columns}
-                when = pd.to_datetime(sig[cols["timestamp"]], utc=True, format="mixed")
-                actions = sig[cols["action"]].astype(str).str.strip().str.upper()
-                bad = ~actions.isin(["BUY", "SELL", "HOLD"])
-                if bad.any():
-                    raise ValueError(
-                        f"row {int(bad.to_numpy().argmax()) + 2}: action {sig[cols['action']][bad].iloc[0]!r} is not BUY, SELL or HOLD"
-                    )
+                sig = signals_file.read(upload.getvalue())
+            except signals_file.SignalsError as exc:
+                st.error(f"Cannot use {upload.name}: {exc}")
+            else:
+                trading = sig[sig.action != "HOLD"]
                 payload["signals"] = [
-                    [int(t.value // 1_000_000), a]
-                    for t, a in zip(when, actions, strict=True)
-                    if a != "HOLD"
+                    [int(t), a] for t, a in zip(trading.ts, trading.action, strict=True)
                 ]
                 payload["signals_name"] = upload.name
-                st.caption(f"{len(sig):,} rows, {len(payload['signals']):,} BUY/SELL signals.")
-            except (KeyError, ValueError) as exc:
-                st.error(f"Cannot use this file: {exc}. Expected columns timestamp,action.")
+                first_last = signals_file.span(sig)
+                st.caption(
+                    f"{len(sig):,} rows, {len(trading):,} BUY / SELL signals"
+                    + (
+                        f", {first_last[0]:%Y-%m-%d %H:%M} → {first_last[1]:%Y-%m-%d %H:%M} UTC"
+                        if first_last
+                        else ""
+                    )
+                    + ". A row acts on the candle its time falls in; HOLD rows change nothing."
+                )
     c1, c2, c3, c4, c5 = st.columns(5)
     fee = c1.number_input("Fee (bps per fill)", 0.0, 1000.0, 10.0, 1.0)
     slip = c2.number_input("Slippage (bps)", 0.0, 1000.0, 0.0, 1.0)

@@ -53,6 +53,8 @@ st.caption(
 if row.status == "running":
     st.info("Still running: see the Backtest page for progress.")
     st.stop()
+if row.settings.get("signals_warning"):
+    st.warning(row.settings["signals_warning"])
 if not row.metrics:
     st.error("This backtest produced no report (it failed or was cancelled before any candle).")
     st.stop()

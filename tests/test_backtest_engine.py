@@ -157,6 +157,29 @@ def test_signals_backtest_through_the_engine(stored, engine_process):
         int(ts.iloc[-199]), unit="ms"
     ).strftime("%Y-%m-%d")
     assert done.signals_name == "two.csv" and done.checkpoint_id is None
+    assert done.settings["signals"]["exact"] == 2 and "signals_warning" not in done.settings
+
+
+def test_headless_backtest_of_the_active_checkpoint_on_a_fresh_data_directory(
+    database, home, tmp_path
+):
+    import json
+
+    from tests.conftest import run_cli
+
+    seed_samples(database)  # candles only: no engine has run, so no checkpoint exists yet
+    out = tmp_path / "report.json"
+    done = run_cli(home, "backtest", "--symbol", "NASDAQ", "--timeframe", "1d", "--start",
+                   "2018-06-01", "--checkpoint", "active", "--slippage-bps", "5", "--json", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    preds = report["predictions"]  # arrays per column, one entry per candle in range
+    assert set(preds) == {"ts", "action", "p_buy", "p_sell", "p_hold"}
+    assert len(preds["ts"]) == report["settings"]["candles"] == len(report["equity"]["ts"])
+    assert report["settings"]["slippage_bps"] == 5 and report["settings"]["checkpoint_id"] == 1
+    missing = run_cli(home, "backtest", "--symbol", "NASDAQ", "--timeframe", "1d",
+                      "--checkpoint", "no such model")  # fmt: skip
+    assert missing.returncode == 2 and "no checkpoint named 'no such model'" in missing.stderr
 
 
 def test_training_during_a_backtest_trains_a_copy_and_leaves_the_model_alone(

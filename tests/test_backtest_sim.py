@@ -160,3 +160,20 @@ def test_headless_backtest_with_a_signals_file_writes_the_report(database, home,
     backwards = run_cli(home, "backtest", "--symbol", "SP500", "--timeframe", "1d", "--start", "2016",
                         "--end", "2015", "--signals", str(signals))  # fmt: skip
     assert backwards.returncode == 2 and "before start" in backwards.stderr
+    # The same strategy written by another tool: New York dates, other column names, one row
+    # past the range; the same trades, and a note about the row it could not use.
+    zoned = tmp_path / "zoned.csv"
+    zoned.write_text("Date,Signal\n2015-01-02 00:00-05:00,buy\n2016-01-04 00:00-05:00,sell\n"
+                     "2017-01-03 00:00-05:00,buy\n2030-01-02,SELL\n")  # fmt: skip
+    out2 = tmp_path / "zoned.json"
+    again = run_cli(home, "backtest", "--symbol", "SP500", "--timeframe", "1d", "--start", "2015-01-01",
+                    "--signals", str(zoned), "--long-only", "--json", str(out2))  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert json.loads(out2.read_text())["trades"] == report["trades"]
+    assert "1 outside the range (0 before, 1 after)" in again.stderr
+    elsewhere = tmp_path / "elsewhere.csv"
+    elsewhere.write_text("timestamp,action\n2030-01-02,BUY\n2030-02-03,SELL\n")
+    refused = run_cli(
+        home, "backtest", "--symbol", "SP500", "--timeframe", "1d", "--signals", str(elsewhere)
+    )
+    assert refused.returncode == 2 and "none of the 2 BUY / SELL signals" in refused.stderr

@@ -118,10 +118,10 @@ def start(ctx, args: BacktestArgs, cmd) -> dict:
                 cid = ctx.models.save(learn["runner"], name=f"backtest #{bt_id} trained copy",
                                       created_by=cmd.created_by, job_id=job_id)  # fmt: skip
                 report["settings"]["trained_checkpoint_id"] = cid
-            if learn:
+            after_run = ("training_steps", "trained_checkpoint_id", "signals", "signals_warning")
+            extra = {k: report["settings"][k] for k in after_run if k in report["settings"]}
+            if extra:  # what was only known after the run: steps taken, where signals landed
                 row = backtests.get(ctx.db, bt_id)
-                extra = {k: report["settings"][k] for k in ("training_steps", "trained_checkpoint_id")
-                         if k in report["settings"]}  # fmt: skip
                 backtests.update(ctx.db, bt_id, settings={**row.settings, **extra})
             backtests.finish(
                 ctx.db, bt_id, status, metrics=report["metrics"],

@@ -1,0 +1,153 @@
+"""Signals files (`timestamp,action`) from other strategies, and how their rows land on candles.
+
+One reader for the Backtest page and the headless CLI, so a file means the same thing in both.
+Timestamps may be ISO times (with or without a zone; none means UTC), dates, or epoch seconds,
+milliseconds, microseconds or nanoseconds. Actions are BUY, SELL or HOLD in any case.
+
+A row lands on the last candle that opened at or before its time, as long as its time is before
+the next candle opens (or, for the last candle, within one timeframe of its open). So a row
+stamped with a candle's open time, its close time minus a tick, or a time of day in another zone
+of the same date all land on that candle; a row timed in a gap lands on the candle before the
+gap. That is causal: a row's time is never after the close it is acted on, so it fills at the
+next open as every other signal does. HOLD rows are "do nothing" and never cancel a BUY or SELL;
+when several BUY / SELL rows land on one candle the last one wins.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ACTIONS = ("BUY", "SELL", "HOLD")
+_TIME_COLUMNS = ("timestamp", "time", "datetime", "date")
+_ACTION_COLUMNS = ("action", "signal")
+
+
+class SignalsError(ValueError):
+    """A signals file that cannot be used; the message says which row and why."""
+
+
+def read(source: str | Path | bytes | io.IOBase) -> pd.DataFrame:
+    """Rows of a signals CSV as a DataFrame (ts: epoch ms UTC, action), sorted by time (rows
+    with equal times keep their file order)."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        df = pd.read_csv(source, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise SignalsError(f"cannot read the signals file: {exc}") from None
+    cols = {str(c).lower().strip().lstrip("\ufeff"): c for c in df.columns}
+    t_col = next((cols[c] for c in _TIME_COLUMNS if c in cols), None)
+    a_col = next((cols[c] for c in _ACTION_COLUMNS if c in cols), None)
+    if t_col is None or a_col is None:
+        raise SignalsError(
+            f"a signals file needs columns timestamp,action; it has {list(df.columns)}"
+        )
+    actions = df[a_col].str.strip().str.upper()
+    bad = ~actions.isin(ACTIONS)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise SignalsError(f"row {i + 2}: action {df[a_col].iloc[i]!r} is not BUY, SELL or HOLD")
+    ts = to_epoch_ms(df[t_col].str.strip())
+    out = pd.DataFrame({"ts": ts, "action": actions.to_numpy()})
+    return out.sort_values("ts", kind="stable", ignore_index=True)
+
+
+def to_epoch_ms(raw: pd.Series) -> np.ndarray:
+    """Times as epoch milliseconds; numbers are read by magnitude (s, ms, µs or ns), eight
+    digits starting 19 or 20 as a date (20180103)."""
+    if len(raw) and raw.str.fullmatch(r"(19|20)\d{6}").all():  # 20180103: a date, not seconds
+        raw = pd.Series(pd.to_datetime(raw, format="%Y%m%d", utc=True).astype(str), index=raw.index)
+    numeric = pd.to_numeric(raw, errors="coerce")
+    if len(raw) and numeric.notna().all():
+        mag = float(numeric.abs().max())
+        scale = 1e3 if mag < 1e11 else 1.0 if mag < 1e14 else 1e-3 if mag < 1e17 else 1e-6
+        return np.round(numeric.to_numpy(dtype=float) * scale).astype("int64")
+    parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
+    if parsed.isna().any():
+        i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+        raise SignalsError(f"row {i + 2}: {raw.iloc[i]!r} is not a date or time")
+    return parsed.dt.as_unit("ms").astype("int64").to_numpy()
+
+
+@dataclass
+class Placement:
+    """How a file's rows landed on the candles of a backtest's range."""
+
+    rows: int = 0
+    on_candles: int = 0  # BUY / SELL rows that landed on a candle in range
+    exact: int = 0  # … of which at a candle's exact open time
+    before_range: int = 0
+    after_range: int = 0
+    in_gaps: int = 0  # timed in a gap between candles: acted on at the candle before it
+    overridden: int = 0  # a later BUY / SELL row landed on the same candle
+    holds: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def warning(self) -> str | None:
+        """A sentence for the person when rows were dropped or moved; None when all is plain."""
+        parts = []
+        if self.before_range or self.after_range:
+            parts.append(
+                f"{self.before_range + self.after_range:,} outside the range "
+                f"({self.before_range:,} before, {self.after_range:,} after)"
+            )
+        if self.on_candles - self.exact:
+            parts.append(
+                f"{self.on_candles - self.exact:,} not at a candle's open time, acted on at the candle they fall in"
+            )
+        if self.overridden:
+            parts.append(f"{self.overridden:,} replaced by a later signal in the same candle")
+        if not parts:
+            return None
+        return f"signals: {self.rows:,} rows; " + "; ".join(parts) + "."
+
+
+def place(
+    signals: pd.DataFrame, candle_ts: np.ndarray, interval_ms: int
+) -> tuple[np.ndarray, Placement]:
+    """Action per candle (BUY / SELL / HOLD strings) for candles opening at `candle_ts`
+    (ascending epoch ms), and how the rows landed."""
+    ts = np.asarray(candle_ts, dtype="int64")
+    n = len(ts)
+    out = np.full(n, "HOLD", dtype=object)
+    info = Placement(rows=len(signals))
+    acts = signals.action.to_numpy()
+    when = signals.ts.to_numpy(dtype="int64")
+    info.holds = int((acts == "HOLD").sum())
+    keep = acts != "HOLD"
+    acts, when = acts[keep], when[keep]
+    if n == 0 or len(when) == 0:
+        return out, info
+    idx = np.searchsorted(ts, when, side="right") - 1
+    ends = np.append(ts[1:], ts[-1] + interval_ms)
+    before = idx < 0
+    safe = np.clip(idx, 0, n - 1)
+    after = ~before & (idx == n - 1) & (when >= ends[-1])
+    landed = ~before & ~after
+    info.before_range, info.after_range = int(before.sum()), int(after.sum())
+    exact = landed & (ts[safe] == when)
+    info.exact = int(exact.sum())
+    info.on_candles = int(landed.sum())
+    nominal_end = ts[safe] + interval_ms
+    info.in_gaps = int((landed & (when >= nominal_end)).sum())
+    hit, landed_acts = safe[landed], acts[landed]
+    last = np.ones(len(hit), dtype=bool)  # rows are in time order: the last per candle wins
+    last[:-1] = hit[1:] != hit[:-1]
+    info.overridden = int((~last).sum())
+    out[hit[last]] = landed_acts[last]
+    return out, info
+
+
+def span(signals: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """First and last row time (UTC), or None for an empty file."""
+    if signals.empty:
+        return None
+    return (pd.Timestamp(int(signals.ts.min()), unit="ms", tz="UTC"),
+            pd.Timestamp(int(signals.ts.max()), unit="ms", tz="UTC"))  # fmt: skip
