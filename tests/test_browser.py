@@ -230,3 +230,22 @@ def test_backtest_visible_chart_then_open_the_report_and_download_csv(app, page)
         and row.metrics["# Trades"] == len(text.splitlines()) - 1
     )
     assert page.get_by_test_id("stException").count() == 0
+
+    # A strategy from elsewhere: a signals file written in New York time, one row past the data.
+    signals = Path(info.value.path()).parent / "ny_signals.csv"
+    signals.write_text("Date,Signal\n2017-03-01 00:00-05:00,buy\n2018-03-01 00:00-05:00,sell\n"
+                       "2030-01-02,BUY\n")  # fmt: skip
+    page.get_by_role("link", name="Backtest").click()  # in the app: the name stays given
+    page.get_by_text("New backtest").click()
+    page.get_by_text("A signals file (timestamp,action)").click()
+    page.locator("input[type=file]").set_input_files(str(signals))
+    expect(page.get_by_text("3 rows, 3 BUY / SELL signals")).to_be_visible()
+    page.get_by_role("button", name="Run backtest").click()
+    expect(page.get_by_text(__import__("re").compile(r"Backtest #2 started"))).to_be_visible()
+    expect(page.get_by_role("link", name="Open report #2")).to_be_visible(timeout=30_000)
+    page.get_by_role("link", name="Open report #2").click()
+    expect(page.get_by_text("1 outside the range (0 before, 1 after)")).to_be_visible()
+    second = backtests.get(database, 2)
+    assert second.signals_name == "ny_signals.csv" and second.metrics["# Trades"] == 2
+    assert second.trades["rows"][0]["entry_time"][:10] == "2017-03-02"  # Mar 1's close → next open
+    assert page.get_by_test_id("stException").count() == 0
