@@ -3,7 +3,9 @@ candlestick chart. Views import `db` and `market`, never the engine's internals.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, time, timedelta
+from urllib.parse import quote, unquote
 
 import altair as alt
 import pandas as pd
@@ -24,23 +26,41 @@ def database():
 
 
 def current_user() -> str | None:
-    """The name this browser session gave, or None."""
+    """The name this browser gave, or None."""
     name = (st.session_state.get("user_name") or "").strip()
     return name or None
 
 
+NAME_COOKIE = "candlelab_user"
+
+
 def sidebar() -> None:
-    """The name prompt and the engine badge, on every page."""
+    """The name prompt and the engine badge, on every page. The name is kept in a cookie so a
+    reload or a new tab does not ask again."""
     with st.sidebar:
+        if "user_name" not in st.session_state:  # a new browser session: the name given last time
+            remembered = unquote(st.context.cookies.get(NAME_COOKIE) or "")[:80]
+            st.session_state["user_name"] = st.session_state["saved_name"] = remembered
         st.text_input(
             "Your name",
             key="user_name",
+            max_chars=80,
             placeholder="who is at the desk?",
-            help="Given once per browser session; recorded on the commands and data you create.",
+            help="Recorded on the commands and data you create; this browser remembers it.",
         )
         if not current_user():
             st.caption("Enter your name to import data or send commands.")
+        if st.session_state["user_name"] != st.session_state.get("saved_name"):
+            _remember_name(st.session_state["user_name"])
         engine_badge()
+
+
+def _remember_name(name: str) -> None:
+    """Write the name to a year-long cookie (Streamlit reads cookies but cannot set them)."""
+    cookie = f"{NAME_COOKIE}={quote(name.strip())}; path=/; max-age=31536000; SameSite=Lax"
+    script = json.dumps(cookie).replace("<", "\\u003c")
+    st.html(f"<script>document.cookie = {script};</script>", unsafe_allow_javascript=True)
+    st.session_state["saved_name"] = name
 
 
 @st.fragment(run_every=2)

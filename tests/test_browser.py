@@ -235,7 +235,8 @@ def test_backtest_visible_chart_then_open_the_report_and_download_csv(app, page)
     signals = Path(info.value.path()).parent / "ny_signals.csv"
     signals.write_text("Date,Signal\n2017-03-01 00:00-05:00,buy\n2018-03-01 00:00-05:00,sell\n"
                        "2030-01-02,BUY\n")  # fmt: skip
-    page.get_by_role("link", name="Backtest").click()  # in the app: the name stays given
+    page.goto(url + "/backtest")  # a reload: the browser remembers the name given on Home
+    expect(page.get_by_role("textbox", name="Your name")).to_have_value("ana")
     page.get_by_text("New backtest").click()
     page.get_by_text("A signals file (timestamp,action)").click()
     page.locator("input[type=file]").set_input_files(str(signals))
