@@ -1,5 +1,5 @@
 """Backtest simulation: signals → trades → equity, vectorised, with the fill rule live sessions
-use (engine/account.py) and stats named as backtesting.py names them.
+use (engine/account.py); engine/backtest_stats.py turns a run into the report's numbers.
 
 Fill rule: a signal at the close of candle t fills at the open of t+1; BUY targets long, SELL
 short (flat when long-only), HOLD keeps the position; fees are `fee_bps` of the traded notional
@@ -118,46 +118,3 @@ def simulate(
     if len(starts) and open_at_end[-1]:
         equity[-1] = after[-1]  # closed at the last close, exit fee paid
     return Simulation(trades, equity, held, cash, fee_bps)
-
-
-def stats(sim: Simulation, close: np.ndarray, ts: np.ndarray) -> dict:
-    """The headline numbers, keyed as backtesting.py keys them."""
-    t, eq = sim.trades, sim.equity
-    peak = np.maximum.accumulate(eq)
-    drawdown = eq / peak - 1
-    r = t["return_pct"].to_numpy() if len(t) else np.array([])
-    wins, losses = t.pnl[t.pnl > 0].sum(), -t.pnl[t.pnl < 0].sum()
-    rets = np.diff(eq) / eq[:-1] if len(eq) > 1 else np.array([0.0])
-    periods = _periods_per_year(ts)
-    downside = rets[rets < 0]
-    return {
-        "Start": pd.Timestamp(int(ts[0]), unit="ms", tz="UTC").isoformat(),
-        "End": pd.Timestamp(int(ts[-1]), unit="ms", tz="UTC").isoformat(),
-        "Equity Final [$]": float(eq[-1]),
-        "Return [%]": float((eq[-1] / sim.cash - 1) * 100),
-        "Buy & Hold Return [%]": float((close[-1] / close[0] - 1) * 100),
-        "Max. Drawdown [%]": float(drawdown.min() * 100),
-        "# Trades": int(len(t)),
-        "Win Rate [%]": float((r > 0).mean() * 100) if len(r) else None,
-        "Best Trade [%]": float(r.max()) if len(r) else None,
-        "Worst Trade [%]": float(r.min()) if len(r) else None,
-        "Avg. Trade [%]": float(r.mean()) if len(r) else None,
-        "Profit Factor": float(wins / losses) if losses > 0 else None,
-        "Expectancy [%]": float(r.mean()) if len(r) else None,
-        "Sharpe Ratio": float(rets.mean() / rets.std() * np.sqrt(periods))
-        if rets.std() > 0
-        else None,
-        "Sortino Ratio": float(rets.mean() / np.sqrt((downside**2).mean()) * np.sqrt(periods))
-        if len(downside)
-        else None,
-        "Exposure Time [%]": float((sim.position != 0).mean() * 100),
-        "Commissions [$]": float(t.fees.sum()) if len(t) else 0.0,
-    }
-
-
-def _periods_per_year(ts: np.ndarray) -> float:
-    """Candles a year, from the median spacing (for annualising Sharpe and Sortino)."""
-    if len(ts) < 2:
-        return 1.0
-    step = float(np.median(np.diff(ts)))
-    return 365.25 * 86_400_000 / step

@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from db import candles
-from engine import backtest, pivots
+from engine import backtest, backtest_stats, pivots
 from engine.inference import CHUNK, context_size, predict_all
 from engine.model import ACTIONS
 from engine.online import OnlineLearner
@@ -184,7 +184,7 @@ def run(
         ts, in_range.open, in_range.close, codes, fee_bps=fee_bps, long_only=long_only,
         cash=cash, slippage_bps=slippage_bps,
     )  # fmt: skip
-    metrics = backtest.stats(sim, in_range.close.to_numpy(), ts)
+    metrics = backtest_stats.stats(sim, in_range.close.to_numpy(), ts)
     trades = sim.trades.assign(
         entry_time=sim.trades.entry_time.map(lambda t: t.isoformat()),
         exit_time=sim.trades.exit_time.map(lambda t: t.isoformat()),

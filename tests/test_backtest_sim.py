@@ -10,7 +10,8 @@ import pytest
 
 from db import candles
 from engine.account import Account
-from engine.backtest import ACTION_CODES, simulate, stats
+from engine.backtest import ACTION_CODES, simulate
+from engine.backtest_stats import stats
 from market.importer import seed_samples
 
 NAMES = {v: k for k, v in ACTION_CODES.items()}
@@ -76,19 +77,15 @@ def test_vectorised_simulation_equals_the_live_account(sp500, kind, fee_bps, lon
     assert sim.equity[-1] == pytest.approx(equity, rel=1e-12)
 
 
-@pytest.mark.parametrize("long_only", [False, True])
-@pytest.mark.parametrize("fee_bps", [0.0, 10.0])
-@pytest.mark.parametrize("kind", ["dense", "sparse", "flips"])
-def test_matches_backtesting_py_trade_for_trade(sp500, kind, fee_bps, long_only):
+def backtesting_py(df: pd.DataFrame, actions: np.ndarray, fee_bps: float, long_only: bool):
+    """backtesting.py 0.6's stats for the same candles and signals, all-in sizing."""
     from backtesting import Strategy
     from backtesting.lib import FractionalBacktest
 
-    df = sp500.iloc[:1200].reset_index(drop=True)
-    actions = signal_sets(len(df))[kind]
     data = pd.DataFrame(
         {"Open": df.open.to_numpy(), "High": df.high.to_numpy(), "Low": df.low.to_numpy(),
          "Close": df.close.to_numpy(), "Volume": df.volume.to_numpy()},
-        index=pd.DatetimeIndex(df.time.dt.tz_localize(None)),
+        index=pd.DatetimeIndex(pd.to_datetime(df.ts.to_numpy(), unit="ms")),
     )  # fmt: skip
 
     class Signals(Strategy):
@@ -110,7 +107,16 @@ def test_matches_backtesting_py_trade_for_trade(sp500, kind, fee_bps, long_only)
         warnings.simplefilter("ignore")
         bt = FractionalBacktest(data, Signals, cash=10_000, commission=fee_bps / 10_000,
                                 exclusive_orders=True, finalize_trades=True, fractional_unit=1e-9)  # fmt: skip
-        ref = bt.run()
+        return bt.run()
+
+
+@pytest.mark.parametrize("long_only", [False, True])
+@pytest.mark.parametrize("fee_bps", [0.0, 10.0])
+@pytest.mark.parametrize("kind", ["dense", "sparse", "flips"])
+def test_matches_backtesting_py_trade_for_trade(sp500, kind, fee_bps, long_only):
+    df = sp500.iloc[:1200].reset_index(drop=True)
+    actions = signal_sets(len(df))[kind]
+    ref = backtesting_py(df, actions, fee_bps, long_only)
     sim = simulate(df.ts, df.open, df.close, actions, fee_bps=fee_bps, long_only=long_only)
     theirs = ref._trades
     assert len(sim.trades) == len(theirs)
@@ -129,6 +135,36 @@ def test_matches_backtesting_py_trade_for_trade(sp500, kind, fee_bps, long_only)
     mine = stats(sim, df.close.to_numpy(), df.ts.to_numpy())
     assert mine["# Trades"] == ref["# Trades"]
     assert mine["Buy & Hold Return [%]"] == pytest.approx(ref["Buy & Hold Return [%]"], rel=1e-9)
+
+
+def as_calendar(df: pd.DataFrame, step: str) -> pd.DataFrame:
+    """The same prices on another clock: hourly around the week (crypto) or weekly."""
+    start = pd.Timestamp("2020-01-06", tz="UTC")
+    times = pd.date_range(start, periods=len(df), freq=step)
+    return df.assign(ts=times.as_unit("ms").asi8)
+
+
+@pytest.mark.parametrize("clock", ["daily stocks", "hourly 24/7", "weekly"])
+@pytest.mark.parametrize("fee_bps", [0.0, 10.0])
+@pytest.mark.parametrize("kind", ["dense", "sparse", "flips"])
+def test_every_metric_backtesting_py_has_equals_its_value(sp500, kind, fee_bps, clock):
+    df = sp500.iloc[:1200].reset_index(drop=True)
+    if clock != "daily stocks":
+        df = as_calendar(df, {"hourly 24/7": "h", "weekly": "W-MON"}[clock])
+    actions = signal_sets(len(df))[kind]
+    actions[-3:] = ACTION_CODES["SELL"]  # long only and flat at the end: no finalize difference
+    ref = backtesting_py(df, actions, fee_bps, long_only=True)
+    sim = simulate(df.ts, df.open, df.close, actions, fee_bps=fee_bps, long_only=True)
+    mine = stats(sim, df.close.to_numpy(), df.ts.to_numpy())
+    shared = [k for k in mine if k in ref.index and k not in ("Start", "End")]
+    assert len(shared) >= 21, shared  # Commissions too when there are fees
+    for key in shared:
+        want = ref[key]
+        want = None if want is None or not np.isfinite(float(want)) else float(want)
+        if want is None or mine[key] is None:
+            assert mine[key] == want, key
+        else:
+            assert mine[key] == pytest.approx(want, rel=1e-6, abs=1e-9), key
 
 
 def test_headless_backtest_with_a_signals_file_writes_the_report(database, home, tmp_path):
