@@ -9,7 +9,11 @@ Layouts recognised (`CandleReport.format`):
 - `binance`: Binance's kline export, no header, twelve columns starting
   open_time, open, high, low, close, volume (open_time in ms, or µs in newer spot files).
 Times may be ISO strings, dates, or epoch numbers (s / ms / µs / ns, told apart by size);
-times without a zone are taken as UTC. Delimiters `,`, `;`, tab and `|` are sniffed.
+times without a zone are taken as UTC; nn/nn/yyyy dates are read day-first or month-first as
+the data says (a part above 12, else the more evenly spaced reading). Delimiters `,`, `;`, tab
+and `|` are sniffed. Exports from other tools read as they are: MetaTrader (<DATE> <TIME>,
+tick volume when real volume is all zero), Investing.com (Price as close, "1,228.10", volume
+"0.88K", newest row first), decimal commas in `;` files, TradingView / Kraken epoch seconds.
 
 Every fault is counted with examples (`Problem`). Row faults (unparsable, missing values,
 high < low, open/close outside [low, high], non-positive prices, negative volume, duplicate
@@ -25,6 +29,7 @@ import gzip
 import hashlib
 import io
 import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,18 +70,24 @@ ROW_FAULTS = [
     "timeframe_mismatch",
 ]
 
+# Header names for each field, in order of preference (compared after _norm).
 _ALIASES = {
-    "ts": {
-        "timestamp", "time", "date", "datetime", "opentime", "open_time", "datetimeutc",
+    "ts": [
+        "timestamp", "datetime", "date", "time", "opentime", "open_time", "datetimeutc",
         "gmttime", "localtime", "unnamed:0", "", "index", "t", "timeutc", "dateutc",
-    },
-    "open": {"open", "o", "openprice"},
-    "high": {"high", "h", "highprice"},
-    "low": {"low", "l", "lowprice"},
-    "close": {"close", "c", "closeprice", "close/last", "last"},
-    "volume": {"volume", "vol", "v", "volumefrom", "basevolume", "tickvolume"},
-    "adj_close": {"adjclose", "adjustedclose", "adj_close"},
+    ],
+    "open": ["open", "o", "openprice"],
+    "high": ["high", "h", "highprice"],
+    "low": ["low", "l", "lowprice"],
+    "close": ["close", "c", "closeprice", "close/last", "last", "price"],  # price: Investing.com
+    "volume": ["volume", "vol", "v", "volumefrom", "basevolume", "tickvolume", "tickvol"],
+    "adj_close": ["adjclose", "adjustedclose", "adj_close"],
 }  # fmt: skip
+TICK_VOLUME = {"tickvolume", "tickvol"}  # MetaTrader: real volume is often all zero for FX
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
+_EUROPEAN = re.compile(r"^[+-]?\d{1,3}(\.\d{3})*,\d+$|^[+-]?\d+,\d+$")
+_SUFFIXED = re.compile(r"^([+-]?[\d.,]+)\s*([kmb])$", re.IGNORECASE)
+_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9}
 
 
 class CsvLayoutError(ValueError):
@@ -188,7 +199,8 @@ def _sniff_delimiter(text: str) -> str:
 
 
 def _norm(name: str) -> str:
-    return re.sub(r"[\s_\-\.]+", "", name.strip().strip('"').lower())
+    """Header names compared without case, spaces, _ - . or MetaTrader's <angle brackets>."""
+    return re.sub(r"[\s_\-\.<>]+", "", name.strip().strip('"').lower())
 
 
 def _is_number(text: str) -> bool:
@@ -202,11 +214,13 @@ def _is_number(text: str) -> bool:
 def _map_header(header: list[str]) -> tuple[dict[str, int], int | None]:
     """Column positions for our fields, plus a separate time-of-day column if present."""
     normed = [_norm(h) for h in header]
-    aliases = {key: {_norm(a) for a in names} for key, names in _ALIASES.items()}
     found: dict[str, int] = {}
-    for key, names in aliases.items():
-        for i, n in enumerate(normed):
-            if n in names and i not in found.values():
+    for key, names in _ALIASES.items():
+        for alias in (_norm(a) for a in names):
+            i = next(
+                (i for i, n in enumerate(normed) if n == alias and i not in found.values()), None
+            )
+            if i is not None:
                 found[key] = i
                 break
     time_of_day = None
@@ -215,6 +229,39 @@ def _map_header(header: list[str]) -> tuple[dict[str, int], int | None]:
     if found.get("ts") == time_of_day:
         time_of_day = None
     return found, time_of_day
+
+
+def _numbers(text: pd.Series, delimiter: str) -> tuple[pd.Series, bool]:
+    """Floats from a column's text (NaN where unreadable), and whether any needed more than
+    float(): thousands separators (2,940.51), decimal commas (1228,10 in ;-separated files,
+    1.234,56) or K / M / B suffixes (0.56K, as Investing.com writes volume)."""
+    num = pd.to_numeric(text, errors="coerce")
+    retry = num.isna() & text.notna() & ~text.str.lower().isin(["", "nan", "null"])
+    if not retry.any():
+        return num, False
+    fixed = 0
+
+    def read(value: str) -> float:
+        nonlocal fixed
+        scale, m = 1.0, _SUFFIXED.match(value)
+        if m:
+            value, scale = m.group(1), _SUFFIX[m.group(2).lower()]
+        if delimiter != ";" and _THOUSANDS.match(value):
+            value = value.replace(",", "")
+        elif _EUROPEAN.match(value):
+            value = value.replace(".", "").replace(",", ".")
+        elif delimiter == ";" and _THOUSANDS.match(value):
+            value = value.replace(",", "")
+        try:
+            out = float(value) * scale
+        except ValueError:
+            return float("nan")
+        fixed += 1
+        return out
+
+    num = num.astype("float64")
+    num[retry] = text[retry].map(read).astype("float64")
+    return num, fixed > 0
 
 
 def _parse_times(values: pd.Series) -> tuple[pd.Series, str]:
@@ -232,15 +279,50 @@ def _parse_times(values: pd.Series) -> tuple[pd.Series, str]:
         )  # fmt: skip
         ms = (numeric * scale).round()
         return ms.astype("Int64"), f"times read as epoch {unit}"
-    # Infer one format from the data (fast); re-read only what it missed, value by value.
-    parsed = pd.to_datetime(stripped, utc=True, errors="coerce")
-    retry = present & parsed.isna()
-    if retry.any():
-        parsed[retry] = pd.to_datetime(stripped[retry], utc=True, errors="coerce", format="mixed")
-    ms = pd.Series(pd.NA, index=values.index, dtype="Int64")
+    note = "times read as dates (UTC unless the file names a zone)"
+    dayfirst = _day_first(stripped[present])
+    if dayfirst is None:
+        return _dates(stripped, present, False), note
+    if dayfirst:
+        return _dates(stripped, present, True), note + "; day before month (31.12.2024)"
+    return _dates(stripped, present, False), note + "; month before day (12/31/2024)"
+
+
+def _dates(stripped: pd.Series, present: pd.Series, dayfirst: bool) -> pd.Series:
+    """Epoch ms from date strings: one format inferred from the data (fast), then whatever it
+    missed re-read value by value."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "could not infer format": handled below
+        parsed = pd.to_datetime(stripped, utc=True, errors="coerce", dayfirst=dayfirst)
+        retry = present & parsed.isna()
+        if retry.any():
+            parsed[retry] = pd.to_datetime(
+                stripped[retry], utc=True, errors="coerce", format="mixed", dayfirst=dayfirst
+            )
+    ms = pd.Series(pd.NA, index=stripped.index, dtype="Int64")
     ok = parsed.notna()
     ms[ok] = parsed[ok].dt.as_unit("ms").astype("int64")
-    return ms, "times read as dates (UTC unless the file names a zone)"
+    return ms
+
+
+def _day_first(text: pd.Series) -> bool | None:
+    """For dates written nn/nn/yyyy (or with . or -): True if the day comes first, False if
+    the month does, None when the dates are not written that way. A part above 12 decides;
+    otherwise the reading whose times are more evenly spaced (candles are) wins."""
+    parts = text.str.extract(r"^(\d{1,2})[./-](\d{1,2})[./-]\d{2,4}\b").astype("float")
+    if text.empty or parts.isna().any().any():
+        return None
+    if (parts[0] > 12).any():
+        return True
+    if (parts[1] > 12).any():
+        return False
+    present = pd.Series(True, index=text.index)
+
+    def distinct_steps(dayfirst: bool) -> int:
+        ms = _dates(text, present, dayfirst).dropna().astype("int64").to_numpy()
+        return len(np.unique(np.abs(np.diff(ms))))
+
+    return distinct_steps(True) < distinct_steps(False)
 
 
 def read_candles(
@@ -319,17 +401,31 @@ def read_candles(
     ts_missing = ts_text.isna() | (ts_text == "") | ts_text.str.lower().isin(["nan", "nat"])
     missing |= ts_missing
     unparsable |= ~ts_missing & frame["ts"].isna()
+    if "volume" in cols and fmt != "binance":
+        volume_text = column(cols["volume"]).astype("string").str.strip()
+        if volume_text.isna().all() or volume_text.fillna("").isin(["", "-"]).all():
+            del cols["volume"]  # an index without volume (Investing.com writes "-")
+            notes.append("volume column empty: volume set to 0")
+        elif (pd.to_numeric(volume_text, errors="coerce").fillna(0) == 0).all():
+            tick = next((i for i, h in enumerate(first) if _norm(h) in TICK_VOLUME), None)
+            if tick is not None and tick != cols["volume"]:
+                cols["volume"] = tick
+                notes.append("volume all zero: tick volume used instead")
+    reformatted = False
     for key in ("open", "high", "low", "close", "volume", "adj_close"):
         if key not in cols:
             if key == "volume":
                 frame[key] = 0.0
             continue
         text_col = column(cols[key]).astype("string").str.strip()
-        num = pd.to_numeric(text_col, errors="coerce")
+        num, was_reformatted = _numbers(text_col, delimiter)
+        reformatted |= was_reformatted
         empty = text_col.isna() | (text_col == "") | text_col.str.lower().isin(["nan", "null"])
         missing |= empty
         unparsable |= ~empty & num.isna()
         frame[key] = num.astype("float64")
+    if reformatted:
+        notes.append("numbers with thousands separators, decimal commas or K/M/B suffixes read")
     missing &= ~unparsable  # a row is counted once, under its first fault
     if adjust and "adj_close" in cols:
         factor = frame["adj_close"] / frame["close"]
@@ -358,7 +454,10 @@ def read_candles(
 
     good_ts = frame.loc[~bad, "ts"].astype("int64").to_numpy()
     good_lines = frame.loc[~bad, "line"].to_numpy()
-    order_faults = _out_of_order(good_ts, good_lines)
+    newest_first = len(good_ts) > 2 and bool((np.diff(good_ts) < 0).all())
+    if newest_first:  # Investing.com and others write newest first: a layout, not a fault
+        notes.append("rows were newest first: read in time order")
+    order_faults = None if newest_first else _out_of_order(good_ts, good_lines)
     sorted_ts = np.sort(good_ts)
     mismatch = _tight_spacing(frame, bad, interval, timeframe)
     faults["timeframe_mismatch"] = mismatch

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 
+import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import text
 
@@ -118,6 +120,23 @@ def test_common_layouts_import_with_correct_values(
         assert str(df.time.iloc[0].date()) == "1999-01-04"
         holidays = out.report.problem("gaps")
         assert holidays.count == 2 and "after 1999-01-15" in holidays.examples[0]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("good_metatrader5.csv", "tick volume used instead"),  # tab, <DATE> <TIME>, VOL all 0
+        ("good_investing_newest_first.csv", "rows were newest first"),  # "1,228.10", 0.877K
+        ("good_decimal_comma.csv", "day before month"),  # ; 01.03.2024 00:00 ; 1228,10
+    ],
+)
+def test_exports_from_other_tools_read_the_same_candles_as_the_plain_file(name, says):
+    plain = read_candles(CSV / "good_generic.csv", "1h").candles()
+    other = read_candles(CSV / name, "1h")
+    assert other.report.problems == [] and any(says in n for n in other.report.notes)
+    got = other.candles()
+    pd.testing.assert_frame_equal(got.drop(columns="volume"), plain.drop(columns="volume"))
+    np.testing.assert_allclose(got.volume, plain.volume, rtol=1e-3)
 
 
 def test_timeframe_that_does_not_match_the_file_is_refused(database):
