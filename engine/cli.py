@@ -176,6 +176,26 @@ def _checkpoint_id(engine, ref: str) -> int:
     return named[0].id
 
 
+def _keep_report(engine, args, report: dict, checkpoint_id: int | None) -> int:
+    """Store a finished headless backtest as a report row (as the backtest job does)."""
+    from db import backtests
+
+    ts = report["equity"]["ts"]
+    bid = backtests.create(
+        engine, name=args.name, symbol=args.symbol, timeframe=args.timeframe,
+        start_ts=ts[0] if ts else None, end_ts=ts[-1] if ts else None,
+        checkpoint_id=checkpoint_id, signals_name=Path(args.signals).name if args.signals else None,
+        settings={**report["settings"], "headless": True}, created_by=args.user or "cli",
+    )  # fmt: skip
+    if report["predictions"] is not None:
+        backtests.add_predictions(engine, bid, report["predictions"])
+    backtests.finish(
+        engine, bid, report["status"], metrics=report["metrics"],
+        trades={"rows": report["trades"]}, equity=report["equity"],
+    )  # fmt: skip
+    return bid
+
+
 def _backtest(args) -> int:
     from tqdm import tqdm
 
@@ -215,6 +235,9 @@ def _backtest(args) -> int:
         print(f"note: {report['settings']['signals_warning']}", file=sys.stderr)
     for key, value in report["metrics"].items():
         print(f"{key:<24}{value:>14.4f}" if isinstance(value, float) else f"{key:<24}{value!s:>14}")
+    if not args.no_save:  # kept as a report page like the app's backtests
+        bid = _keep_report(engine, args, report, cid if args.checkpoint is not None else None)
+        print(f"kept as report #{bid}: the app's Report page, /report?id={bid}")
     if args.json:
         preds = report["predictions"]
         if preds is not None:  # columns as arrays, like the equity curve
@@ -327,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--cash", type=float, default=10_000.0)
     s.add_argument("--json", help="write the report (metrics, trades, equity) to this file")
+    s.add_argument("--name", help="a name for the report")
+    s.add_argument("--user", default=os.environ.get("USER"), help="recorded as created_by")
+    s.add_argument(
+        "--no-save", action="store_true", help="do not keep the result as a report in the app"
+    )
     s.set_defaults(fn=_backtest)
 
     s = sub.add_parser("show", help="print an object as JSON: show session ID")

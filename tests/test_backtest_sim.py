@@ -181,6 +181,12 @@ def test_headless_backtest_with_a_signals_file_writes_the_report(database, home,
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert report["metrics"]["# Trades"] == 2
+    from db import backtests
+
+    (kept,) = backtests.all_(database)  # the team sees it on the Report page too
+    assert kept.signals_name == "signals.csv" and kept.status == "done"
+    assert kept.metrics == report["metrics"] and kept.trades["rows"] == report["trades"]
+    assert f"kept as report #{kept.id}" in done.stdout
     first, last = report["trades"]
     assert (first["entry_time"][:10], first["exit_time"][:10]) == ("2015-01-05", "2016-01-05")
     # (exit / entry − 1) in percent, net of both fills' fees (10 bps each, on the notional)
@@ -203,7 +209,7 @@ def test_headless_backtest_with_a_signals_file_writes_the_report(database, home,
                      "2017-01-03 00:00-05:00,buy\n2030-01-02,SELL\n")  # fmt: skip
     out2 = tmp_path / "zoned.json"
     again = run_cli(home, "backtest", "--symbol", "SP500", "--timeframe", "1d", "--start", "2015-01-01",
-                    "--signals", str(zoned), "--long-only", "--json", str(out2))  # fmt: skip
+                    "--signals", str(zoned), "--long-only", "--json", str(out2), "--no-save")  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert json.loads(out2.read_text())["trades"] == report["trades"]
     assert "1 outside the range (0 before, 1 after)" in again.stderr
