@@ -206,7 +206,9 @@ if len(picked) >= 2:
             .encode(
                 x=alt.X("time:T", title=None),
                 y=alt.Y("growth:Q", title="equity (start = 100)"),
-                color=alt.Color("report:N", legend=alt.Legend(orient="bottom", title=None)),
+                color=alt.Color(
+                    "report:N", legend=alt.Legend(orient="bottom", title=None, labelLimit=420)
+                ),
             )
             .properties(height=320, width="container"),
             width="stretch",
@@ -214,8 +216,8 @@ if len(picked) >= 2:
     metrics = {
         label(backtests.get(engine, b)): (backtests.get(engine, b).metrics or {}) for b in picked
     }
-    st.table(
-        pd.DataFrame(metrics).map(
-            lambda v: "—" if v is None else (f"{v:,.3f}" if isinstance(v, float) else str(v))
-        )
+    table = pd.DataFrame(metrics).map(
+        lambda v: "—" if v is None else (f"{v:,.3f}" if isinstance(v, float) else str(v))
     )
+    table.index = [k.replace("#", "\\#") for k in table.index]  # labels are read as Markdown
+    st.table(table)

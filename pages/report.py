@@ -122,7 +122,7 @@ st.table(
                 for v in m.values()
             ]
         },
-        index=list(m.keys()),
+        index=[k.replace("#", "\\#") for k in m],  # st.table reads labels as Markdown
     )
 )
 st.subheader(f"Trades ({len(trades)})")
