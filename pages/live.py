@@ -96,7 +96,7 @@ with st.expander("Start a session", expanded=not session_rows.running(engine)):
     d2, d3 = st.columns(2)
     fee = d2.number_input("Fee (bps per fill)", 0.0, 1000.0, 10.0, 1.0)
     long_only = d3.checkbox("Long only")
-    cols = st.columns(4)
+    cols = [c for _ in range(2) for c in st.columns(2)]  # 2 × 2: the full names fit
     for col, (mode, title) in zip(cols, MODES.items(), strict=True):
         if col.button(title, key=f"start_{mode}", disabled=not who, width="stretch"):
             result = command(
