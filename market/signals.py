@@ -15,6 +15,7 @@ when several BUY / SELL rows land on one candle the last one wins.
 
 from __future__ import annotations
 
+import csv
 import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,13 +32,19 @@ class SignalsError(ValueError):
     """A signals file that cannot be used; the message says which row and why."""
 
 
-def read(source: str | Path | bytes | io.IOBase) -> pd.DataFrame:
+def read(source: str | Path | bytes) -> pd.DataFrame:
     """Rows of a signals CSV as a DataFrame (ts: epoch ms UTC, action), sorted by time (rows
     with equal times keep their file order)."""
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
     try:
-        df = pd.read_csv(source, dtype=str, keep_default_na=False, skipinitialspace=True)
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        head = data[:4096].decode("utf-8", errors="replace")
+        try:
+            sep = csv.Sniffer().sniff(head, delimiters=",;\t|").delimiter
+        except csv.Error:
+            sep = ","
+        df = pd.read_csv(
+            io.BytesIO(data), sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True
+        )
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise SignalsError(f"cannot read the signals file: {exc}") from None
     cols = {str(c).lower().strip().lstrip("\ufeff"): c for c in df.columns}

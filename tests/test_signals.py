@@ -90,3 +90,9 @@ def test_bad_files_are_refused_with_the_row_and_the_reason(text, says):
 def test_a_byte_order_mark_and_extra_columns_are_fine():
     frame = signals.read("\ufefftimestamp,action,size\n2018-01-05,SELL,3\n".encode())
     assert frame.to_dict("records") == [{"ts": ms("2018-01-05"), "action": "SELL"}]
+
+
+def test_semicolons_and_tabs_are_read_like_commas():
+    for sep in ";\t|":
+        frame = signals.read(f"timestamp{sep}action\n2018-01-05{sep}SELL\n".encode())
+        assert frame.to_dict("records") == [{"ts": ms("2018-01-05"), "action": "SELL"}]
