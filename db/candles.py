@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, and_, func, insert, select
 from sqlalchemy.orm import Session
@@ -161,7 +162,15 @@ def load(
     q = select(*cols).where(and_(*cond))
     q = q.order_by(Candle.ts.desc()).limit(last) if last else q.order_by(Candle.ts)
     with readonly(engine).begin() as conn:
-        df = pd.DataFrame(conn.execute(q).all(), columns=["ts", *OHLCV])
+        rows = conn.execute(q).all()
+    # Column by column: building a frame from Row objects is ~3× slower at 200k candles.
+    columns = list(zip(*rows, strict=True)) or [[]] * (1 + len(OHLCV))
+    df = pd.DataFrame(
+        {
+            name: np.asarray(values, dtype="int64" if name == "ts" else "float64")
+            for name, values in zip(["ts", *OHLCV], columns, strict=True)
+        }
+    )
     if last:
         df = df.iloc[::-1].reset_index(drop=True)
     df.insert(1, "time", pd.to_datetime(df["ts"], unit="ms", utc=True))

@@ -169,13 +169,18 @@ st.subheader("Export / import")
 everything = annotation_rows.to_frame(annotation_rows.list_for(engine)).drop(columns=["id"])
 x1, x2 = st.columns(2)
 x1.download_button(
-    "Download all as CSV", everything.to_csv(index=False), "annotations.csv", "text/csv"
+    "Download all as CSV",
+    everything.to_csv(index=False),
+    "annotations.csv",
+    "text/csv",
+    on_click="ignore",
 )
 x2.download_button(
     "Download all as JSON",
     json.dumps(everything.to_dict("records"), indent=1),
     "annotations.json",
     "application/json",
+    on_click="ignore",
 )
 upload = st.file_uploader(
     "Import annotations (CSV or JSON exported here)", type=["csv", "json"], key="ann_import"

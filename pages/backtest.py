@@ -12,7 +12,7 @@ from db import backtests, bus, candles, jobs
 from db import checkpoints as checkpoint_rows
 from market import signals as signals_file
 from pages.common import current_user, database
-from pages.reporting import HEADLINE, equity_frame, label
+from pages.reporting import HEADLINE, equity_frame, label, thin
 
 engine = database()
 st.title("Backtest")
@@ -195,7 +195,7 @@ if len(picked) >= 2:
     curves = []
     for bid in picked:
         r = backtests.get(engine, bid)
-        eq = equity_frame(r)
+        eq = thin(equity_frame(r))
         if not eq.empty:
             curves.append(eq.assign(report=label(r), growth=eq.equity / eq.equity.iloc[0] * 100))
     if curves:

@@ -16,6 +16,7 @@ from pages.reporting import (
     label,
     report_html,
     report_json,
+    thin,
     trades_frame,
 )
 
@@ -70,13 +71,13 @@ for col, key in zip(
         key, "—" if value is None else (f"{value:,.2f}" if isinstance(value, float) else value)
     )
 eq = equity_frame(row)
-st.altair_chart(equity_chart(eq), width="stretch")
+st.altair_chart(equity_chart(thin(eq)), width="stretch")
 
 trades = trades_frame(row)
-df = candles.load(engine, row.symbol, row.timeframe, row.start_ts, row.end_ts)
-if len(df) > 3000:
-    st.caption(f"Candles: showing the last 3,000 of {len(df):,}.")
-    df = df.iloc[-3000:]
+df = candles.load(engine, row.symbol, row.timeframe, row.start_ts, row.end_ts, last=3000)
+in_range = len(eq) if len(eq) else len(df)
+if in_range > len(df):
+    st.caption(f"Candles: showing the last {len(df):,} of {in_range:,}.")
 layers = list(candle_layers(df))
 if not trades.empty:
     marks = pd.concat(
@@ -129,9 +130,24 @@ st.subheader(f"Trades ({len(trades)})")
 st.dataframe(trades, hide_index=True, width="stretch")
 d1, d2, d3 = st.columns(3)
 d1.download_button(
-    "Download trades (CSV)", trades.to_csv(index=False), f"backtest-{row.id}-trades.csv", "text/csv"
+    "Download trades (CSV)",
+    trades.to_csv(index=False),
+    f"backtest-{row.id}-trades.csv",
+    "text/csv",
+    on_click="ignore",
 )
+# Built when clicked, not on every rerun: at 100k+ candles the JSON is several MB.
 d2.download_button(
-    "Download report (JSON)", report_json(row), f"backtest-{row.id}.json", "application/json"
+    "Download report (JSON)",
+    lambda: report_json(row),
+    f"backtest-{row.id}.json",
+    "application/json",
+    on_click="ignore",
 )
-d3.download_button("Export as HTML", report_html(row), f"backtest-{row.id}.html", "text/html")
+d3.download_button(
+    "Export as HTML",
+    lambda: report_html(row),
+    f"backtest-{row.id}.html",
+    "text/html",
+    on_click="ignore",  # a download needs no rerun
+)

@@ -27,6 +27,24 @@ def equity_frame(row) -> pd.DataFrame:
     return df
 
 
+def thin(df: pd.DataFrame, points: int = 2_000) -> pd.DataFrame:
+    """At most about 3 × `points` rows of a time series for a chart: per bucket of rows the
+    first, the highest and the lowest equity and the deepest drawdown, in time order. A chart
+    a thousand pixels wide shows the same shape, peaks and troughs included, and a 200k-candle
+    report draws in a moment instead of sending every point to the browser."""
+    if len(df) <= 3 * points:
+        return df
+    bucket = np.arange(len(df)) * points // len(df)
+    groups = pd.Series(np.arange(len(df))).groupby(bucket)
+    keep = [groups.first()]
+    for column, pick in (("equity", "idxmax"), ("equity", "idxmin"), ("drawdown_pct", "idxmin")):
+        if column in df:
+            values = pd.Series(df[column].to_numpy())
+            keep.append(getattr(values.groupby(bucket), pick)())
+    keep.append(pd.Series([len(df) - 1]))
+    return df.iloc[np.unique(np.concatenate([k.to_numpy() for k in keep]))]
+
+
 def trades_frame(row) -> pd.DataFrame:
     return pd.DataFrame((row.trades or {}).get("rows", []), columns=TRADE_COLUMNS)
 

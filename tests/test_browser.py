@@ -218,6 +218,9 @@ def test_backtest_visible_chart_then_open_the_report_and_download_csv(app, page)
     with page.expect_download() as info:
         page.get_by_role("button", name="Download trades (CSV)").click()
     text = Path(info.value.path()).read_text()
+    with page.expect_download() as html:  # built on click: a mailable page with inline SVG
+        page.get_by_role("button", name="Export as HTML").click()
+    assert "<svg" in Path(html.value.path()).read_text()
     assert text.splitlines()[0].startswith(
         "entry_time,exit_time,side,entry_price,exit_price,pnl,return_pct"
     )
