@@ -132,37 +132,34 @@ def candle_chart(
     height: int = 380,
     title: str | None = None,
     annotations: pd.DataFrame | None = None,
-) -> alt.VConcatChart:
-    """Candles (low–high wick, open–close body) over a volume panel, sharing a zoomable time
-    axis, with annotated trades shaded. `df` needs columns time, open, high, low, close,
-    volume."""
-    n = max(len(df), 1)
-    body = max(1.0, min(10.0, 900.0 / n))
-    color = alt.condition("datum.open <= datum.close", alt.value(UP), alt.value(DOWN))
+) -> alt.LayerChart:
+    """Candles (low–high wick, open–close body) with volume along the bottom fifth (its own
+    scale, no axis) and annotated trades shaded, on one zoomable time axis. `df` needs columns
+    time, open, high, low, close, volume. One layered chart rather than price over a separate
+    volume panel: Vega-Lite draws a layer inside a vconcat wider than its container."""
+    wick, bars = candle_layers(df)
     zoom = alt.selection_interval(bind="scales", encodings=["x"])
-    base = alt.Chart(df).encode(
-        x=alt.X("time:T", title=None),
-        tooltip=[
-            alt.Tooltip("time:T", format="%Y-%m-%d %H:%M"),
-            *(alt.Tooltip(f"{c}:Q", format=",.4~f") for c in ("open", "high", "low", "close")),
-            alt.Tooltip("volume:Q", format=",.0f"),
-        ],
+    top = float(df.volume.max()) if len(df) and df.volume.max() > 0 else 1.0
+    volume = (
+        alt.Chart(df)
+        .mark_bar(size=max(1.0, min(12.0, 900.0 / max(len(df), 1))), opacity=0.3)
+        .encode(
+            x=alt.X("time:T", title=None),
+            y=alt.Y("volume:Q", scale=alt.Scale(domain=[0, top * 5]), axis=None),
+            color=alt.condition("datum.open <= datum.close", alt.value(UP), alt.value(DOWN)),
+            tooltip=[
+                alt.Tooltip("time:T", format="%Y-%m-%d %H:%M"),
+                alt.Tooltip("volume:Q", format=",.0f"),
+            ],  # fmt: skip
+        )
     )
-    wick = base.mark_rule().encode(
-        y=alt.Y("low:Q", scale=alt.Scale(zero=False), title="price"), y2="high:Q", color=color
-    )
-    candles = base.mark_bar(size=body).encode(y="open:Q", y2="close:Q", color=color)
-    price = (
-        (wick + candles)
-        .add_params(zoom)
+    shaded = annotation_layers(annotations) if annotations is not None else []
+    price = alt.layer(*shaded, wick, bars.add_params(zoom))
+    return (
+        alt.layer(volume, price)
+        .resolve_scale(y="independent")
         .properties(height=height, width="container", title=title or "")
     )
-    volume = (
-        base.mark_bar(size=body, opacity=0.6)
-        .encode(y=alt.Y("volume:Q", title="volume", axis=alt.Axis(format="~s")), color=color)
-        .properties(height=max(60, height // 4), width="container")
-    )
-    return alt.vconcat(price, volume, spacing=4).resolve_scale(x="shared")
 
 
 def pick_candles(key: str, default_range: str = "last 250"):

@@ -7,8 +7,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from db import annotations as annotation_rows
 from db import backtests, candles
-from pages.common import candle_layers, database
+from pages.common import annotation_frame, annotation_layers, candle_layers, database
 from pages.reporting import (
     HEADLINE,
     equity_chart,
@@ -78,7 +79,8 @@ df = candles.load(engine, row.symbol, row.timeframe, row.start_ts, row.end_ts, l
 in_range = len(eq) if len(eq) else len(df)
 if in_range > len(df):
     st.caption(f"Candles: showing the last {len(df):,} of {in_range:,}.")
-layers = list(candle_layers(df))
+people = annotation_rows.list_for(engine, row.symbol, row.timeframe)  # on every chart
+layers = [*annotation_layers(annotation_frame(people, df)), *candle_layers(df)]
 if not trades.empty:
     marks = pd.concat(
         [
