@@ -1,4 +1,5 @@
-"""Report helpers the pages use: thinning a long equity curve for a chart must keep its shape."""
+"""Chart and report helpers the pages use: long curves thinned for charts keep their shape;
+annotations show on the candle chart."""
 
 from __future__ import annotations
 
@@ -31,3 +32,38 @@ def test_a_long_curve_keeps_its_extremes_ends_and_order():
 def test_a_short_curve_is_left_alone():
     df = curve(500)
     assert thin(df) is df
+
+
+def test_the_candle_chart_shades_annotated_trades():
+    from pages.common import annotation_frame, candle_chart
+
+    n = 50
+    t = pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC")
+    df = pd.DataFrame({"ts": t.as_unit("ms").asi8, "time": t, "open": 1.0, "high": 2.0,
+                       "low": 0.5, "close": 1.5, "volume": 10.0})  # fmt: skip
+
+    class Ann:  # the fields annotation_frame reads from a stored annotation
+        id, side, note, author = 1, "long", "", "ana"
+        entry_ts, exit_ts = int(df.ts.iloc[10]), int(df.ts.iloc[20])
+
+    def marks(chart) -> list[str]:
+        spec = chart.to_dict()
+        found = []
+
+        def walk(node):
+            if isinstance(node, dict):
+                mark = node.get("mark")
+                if mark is not None:
+                    found.append(mark if isinstance(mark, str) else mark["type"])
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+
+        walk(spec)
+        return found
+
+    assert "rect" not in marks(candle_chart(df))
+    shaded = candle_chart(df, annotations=annotation_frame([Ann], df))
+    assert marks(shaded).count("rect") == 1 and marks(shaded).count("bar") == 2
