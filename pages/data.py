@@ -24,8 +24,9 @@ engine = database()
 st.title("Data")
 st.write(
     "Import candles from a CSV: a generic OHLCV file with a header, a Yahoo-style export "
-    "(with Adj Close) or a Binance kline export. Every row is checked first; a file goes in "
-    "whole, or not at all unless you choose to skip its bad rows."
+    "(with Adj Close), a Binance kline export, or exports from MetaTrader, Investing.com, "
+    "TradingView and the like (the notes say how the file was read). Every row is checked "
+    "first; a file goes in whole, or not at all unless you choose to skip its bad rows."
 )
 
 upload = st.file_uploader("Candle file", type=["csv", "txt", "gz"], key="upload")
