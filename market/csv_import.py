@@ -8,9 +8,9 @@ Layouts recognised (`CandleReport.format`):
   open/high/low/close by adj_close / close so splits and dividends do not show as jumps).
 - `binance`: Binance's kline export, no header, twelve columns starting
   open_time, open, high, low, close, volume (open_time in ms, or µs in newer spot files).
-Times may be ISO strings, dates, or epoch numbers (s / ms / µs / ns, told apart by size);
-times without a zone are taken as UTC; nn/nn/yyyy dates are read day-first or month-first as
-the data says (a part above 12, else the more evenly spaced reading). Delimiters `,`, `;`, tab
+Times are read by market/times.py (shared with signals files): ISO strings, dates, YYYYMMDD,
+or epoch numbers (s / ms / µs / ns, told apart by size); no zone means UTC; nn/nn/yyyy dates
+are read day-first or month-first as the data says. Delimiters `,`, `;`, tab
 and `|` are sniffed. Exports from other tools read as they are: MetaTrader (<DATE> <TIME>,
 tick volume when real volume is all zero), Investing.com (Price as close, "1,228.10", volume
 "0.88K", newest row first), decimal commas in `;` files, TradingView / Kraken epoch seconds.
@@ -29,14 +29,13 @@ import gzip
 import hashlib
 import io
 import re
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from market import timeframes
+from market import timeframes, times
 
 COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
 MAX_EXAMPLES = 5
@@ -264,67 +263,6 @@ def _numbers(text: pd.Series, delimiter: str) -> tuple[pd.Series, bool]:
     return num, fixed > 0
 
 
-def _parse_times(values: pd.Series) -> tuple[pd.Series, str]:
-    """Epoch ms (Int64, NA where unparsable) and a note on how times were read."""
-    stripped = values.str.strip()
-    numeric = pd.to_numeric(stripped, errors="coerce")
-    present = stripped.notna() & (stripped != "")
-    if present.any() and numeric[present].notna().mean() > 0.9:
-        mag = float(numeric[present].abs().median())
-        unit, scale = (
-            ("nanoseconds", 1e-6) if mag > 1e17 else
-            ("microseconds", 1e-3) if mag > 1e14 else
-            ("milliseconds", 1.0) if mag > 1e11 else
-            ("seconds", 1e3)
-        )  # fmt: skip
-        ms = (numeric * scale).round()
-        return ms.astype("Int64"), f"times read as epoch {unit}"
-    note = "times read as dates (UTC unless the file names a zone)"
-    dayfirst = _day_first(stripped[present])
-    if dayfirst is None:
-        return _dates(stripped, present, False), note
-    if dayfirst:
-        return _dates(stripped, present, True), note + "; day before month (31.12.2024)"
-    return _dates(stripped, present, False), note + "; month before day (12/31/2024)"
-
-
-def _dates(stripped: pd.Series, present: pd.Series, dayfirst: bool) -> pd.Series:
-    """Epoch ms from date strings: one format inferred from the data (fast), then whatever it
-    missed re-read value by value."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "could not infer format": handled below
-        parsed = pd.to_datetime(stripped, utc=True, errors="coerce", dayfirst=dayfirst)
-        retry = present & parsed.isna()
-        if retry.any():
-            parsed[retry] = pd.to_datetime(
-                stripped[retry], utc=True, errors="coerce", format="mixed", dayfirst=dayfirst
-            )
-    ms = pd.Series(pd.NA, index=stripped.index, dtype="Int64")
-    ok = parsed.notna()
-    ms[ok] = parsed[ok].dt.as_unit("ms").astype("int64")
-    return ms
-
-
-def _day_first(text: pd.Series) -> bool | None:
-    """For dates written nn/nn/yyyy (or with . or -): True if the day comes first, False if
-    the month does, None when the dates are not written that way. A part above 12 decides;
-    otherwise the reading whose times are more evenly spaced (candles are) wins."""
-    parts = text.str.extract(r"^(\d{1,2})[./-](\d{1,2})[./-]\d{2,4}\b").astype("float")
-    if text.empty or parts.isna().any().any():
-        return None
-    if (parts[0] > 12).any():
-        return True
-    if (parts[1] > 12).any():
-        return False
-    present = pd.Series(True, index=text.index)
-
-    def distinct_steps(dayfirst: bool) -> int:
-        ms = _dates(text, present, dayfirst).dropna().astype("int64").to_numpy()
-        return len(np.unique(np.abs(np.diff(ms))))
-
-    return distinct_steps(True) < distinct_steps(False)
-
-
 def read_candles(
     source: str | Path | bytes,
     timeframe: str,
@@ -390,7 +328,7 @@ def read_candles(
     raw_ts = column(cols["ts"]).astype("str").where(column(cols["ts"]).notna())
     if time_of_day is not None:
         raw_ts = raw_ts + " " + column(time_of_day).fillna("").astype(str)
-    ts, how = _parse_times(raw_ts.astype("string"))
+    ts, how = times.parse(raw_ts.astype("string"))
     notes.append(how)
 
     frame = pd.DataFrame({"ts": ts, "line": body_lines})

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from market import times
+
 ACTIONS = ("BUY", "SELL", "HOLD")
 _TIME_COLUMNS = ("timestamp", "time", "datetime", "date")
 _ACTION_COLUMNS = ("action", "signal")
@@ -65,20 +67,12 @@ def read(source: str | Path | bytes) -> pd.DataFrame:
 
 
 def to_epoch_ms(raw: pd.Series) -> np.ndarray:
-    """Times as epoch milliseconds; numbers are read by magnitude (s, ms, µs or ns), eight
-    digits starting 19 or 20 as a date (20180103)."""
-    if len(raw) and raw.str.fullmatch(r"(19|20)\d{6}").all():  # 20180103: a date, not seconds
-        raw = pd.Series(pd.to_datetime(raw, format="%Y%m%d", utc=True).astype(str), index=raw.index)
-    numeric = pd.to_numeric(raw, errors="coerce")
-    if len(raw) and numeric.notna().all():
-        mag = float(numeric.abs().max())
-        scale = 1e3 if mag < 1e11 else 1.0 if mag < 1e14 else 1e-3 if mag < 1e17 else 1e-6
-        return np.round(numeric.to_numpy(dtype=float) * scale).astype("int64")
-    parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
-    if parsed.isna().any():
-        i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+    """Times as epoch milliseconds (market/times.py); the first unreadable row is an error."""
+    ms, _ = times.parse(raw.astype("string"))
+    if ms.isna().any():
+        i = int(np.flatnonzero(ms.isna().to_numpy())[0])
         raise SignalsError(f"row {i + 2}: {raw.iloc[i]!r} is not a date or time")
-    return parsed.dt.as_unit("ms").astype("int64").to_numpy()
+    return ms.astype("int64").to_numpy()
 
 
 @dataclass

@@ -12,7 +12,7 @@ from db import backtests, bus, candles, jobs
 from db import checkpoints as checkpoint_rows
 from market import signals as signals_file
 from pages.common import current_user, database
-from pages.reporting import HEADLINE, equity_frame, label, thin
+from pages.reporting import HEADLINE, equity_frame, label, table_labels, thin
 
 engine = database()
 st.title("Backtest")
@@ -219,5 +219,5 @@ if len(picked) >= 2:
     table = pd.DataFrame(metrics).map(
         lambda v: "—" if v is None else (f"{v:,.3f}" if isinstance(v, float) else str(v))
     )
-    table.index = [k.replace("#", "\\#") for k in table.index]  # labels are read as Markdown
+    table.index = table_labels(table.index)
     st.table(table)

@@ -17,6 +17,7 @@ from pages.reporting import (
     label,
     report_html,
     report_json,
+    table_labels,
     thin,
     trades_frame,
 )
@@ -125,7 +126,7 @@ st.table(
                 for v in m.values()
             ]
         },
-        index=[k.replace("#", "\\#") for k in m],  # st.table reads labels as Markdown
+        index=table_labels(m),
     )
 )
 st.subheader(f"Trades ({len(trades)})")

@@ -17,6 +17,11 @@ TRADE_COLUMNS = ["entry_time", "exit_time", "side", "entry_price", "exit_price",
                  "return_pct", "fees", "open_at_end"]  # fmt: skip
 
 
+def table_labels(labels) -> list[str]:
+    """Metric names as st.table shows them: it reads labels as Markdown ("# Trades")."""
+    return [str(k).replace("#", "\\#") for k in labels]
+
+
 def equity_frame(row) -> pd.DataFrame:
     eq = row.equity or {"ts": [], "equity": []}
     df = pd.DataFrame(
