@@ -66,17 +66,22 @@ class BandedCausalAttention(nn.Module):
         bias = bias.masked_fill(~band, float("-inf"))
         self.register_buffer("bias", bias, persistent=False)
         self.register_buffer("slopes", alibi_slopes(self.h)[:, None, None], persistent=False)
-        self._dense_cache: dict[int, torch.Tensor] = {}  # live inference repeats one length
+        # Live inference repeats one length: keep its mask, per length and device.
+        self._dense_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
 
-    def _dense_bias(self, t: int) -> torch.Tensor:
-        cached = self._dense_cache.get(t)
+    def _dense_bias(self, t: int, device: torch.device) -> torch.Tensor:
+        """The (h, T, T) banded ALiBi mask of a T-long sequence, built on `device` (the
+        input's: a mask made on the CPU cannot mix with CUDA tensors)."""
+        key = (t, device)
+        cached = self._dense_cache.get(key)
         if cached is None:
-            dist = torch.arange(t)[:, None] - torch.arange(t)[None, :]  # (T, T)
-            bias = -self.slopes * dist.clamp(min=0)  # (h, T, T)
+            pos = torch.arange(t, device=device)
+            dist = pos[:, None] - pos[None, :]  # (T, T)
+            bias = -self.slopes.to(device) * dist.clamp(min=0)  # (h, T, T)
             cached = bias.masked_fill(~((dist >= 0) & (dist < self.w)), float("-inf"))
             if len(self._dense_cache) > 8:
                 self._dense_cache.clear()
-            self._dense_cache[t] = cached
+            self._dense_cache[key] = cached
         return cached
 
     def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
@@ -86,7 +91,7 @@ class BandedCausalAttention(nn.Module):
         if t <= 4 * w or last_only:
             # Short sequences (live inference): one dense banded mask is cheaper than blocks.
             q, k, v = (z.view(b, t, h, dh).transpose(1, 2) for z in self.qkv(x).split(d, dim=2))
-            bias = self._dense_bias(t)
+            bias = self._dense_bias(t, x.device)
             if last_only:
                 q, bias = q[:, :, -1:], bias[:, -1:]
             y = F.scaled_dot_product_attention(
