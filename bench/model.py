@@ -112,7 +112,7 @@ def main() -> int:
             i += 1
     job = jobs.create(database, "train", command_id=None, engine_id="bench", created_by=None)
     res = batch_training.run(
-        database, runner, job, [("SP500", "1d")], TrainSettings(epochs=5, seq_len=512)
+        database, runner, [("SP500", "1d")], TrainSettings(epochs=5, seq_len=512), job_id=job
     )
     labelled = res["train_candles"] * 5
     print(
@@ -122,11 +122,20 @@ def main() -> int:
     # Inference while training runs on the same model.
     stop = threading.Event()
 
-    def train_forever():  # batch_training.run lowers its own thread's priority, as in the engine
-        j = jobs.create(database, "train", command_id=None, engine_id="bench", created_by=None)
+    class Stop(Exception):
+        pass
+
+    def until_stopped(*_):
+        if stop.is_set():
+            raise Stop
+
+    def train_forever():  # at the priority the engine gives a job's thread
+        priority.background_thread()
         settings = TrainSettings(epochs=100_000, seq_len=512)
-        with contextlib.suppress(batch_training.TrainingCancelled):
-            batch_training.run(database, runner, j, [("SP500", "1d")], settings, stopping=stop)
+        with contextlib.suppress(Stop):
+            batch_training.run(
+                database, runner, [("SP500", "1d")], settings, progress=until_stopped
+            )
 
     # Alternate idle and busy measurements; medians of their p99s over the repeats.
     idle_p99, busy_p99 = [], []

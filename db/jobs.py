@@ -6,31 +6,45 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from db.connection import readonly
-from db.models import Job, utcnow
+from db.models import Backtest, Job, utcnow
+
+UNFINISHED = ("queued", "running")
 
 
 def running_count(engine: Engine) -> int:
     """How many jobs are queued or running."""
     with readonly(engine).begin() as conn:
-        return conn.scalar(select(func.count()).where(Job.status.in_(("queued", "running"))))
+        return conn.scalar(select(func.count()).where(Job.status.in_(UNFINISHED)))
 
 
 def interrupt_running_of(engine: Engine, engine_ids: list[str], reason: str) -> list[int]:
-    """Mark the unfinished jobs of dead engine instances `interrupted`; returns their ids."""
+    """Mark the unfinished jobs of dead engine instances `interrupted`, with `reason` as their
+    message, and the backtest reports those jobs were writing with them; returns the job ids."""
     if not engine_ids:
         return []
+    now = utcnow()
     with engine.begin() as conn:
-        rows = conn.execute(
-            update(Job)
-            .where(Job.status.in_(("queued", "running")), Job.engine_id.in_(engine_ids))
-            .values(status="interrupted", finished_at=utcnow(), error=reason)
-            .returning(Job.id)
-        )
-        return [r[0] for r in rows]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                update(Job)
+                .where(Job.status.in_(UNFINISHED), Job.engine_id.in_(engine_ids))
+                .values(status="interrupted", finished_at=now, error=reason, message=reason)
+                .returning(Job.id)
+            )
+        ]
+        if ids:
+            conn.execute(
+                update(Backtest)
+                .where(Backtest.job_id.in_(ids), Backtest.status == "running")
+                .values(status="interrupted", finished_at=now)
+            )
+        return ids
 
 
 def create(engine: Engine, kind: str, *, command_id: int | None, engine_id: str,
-           created_by: str | None, message: str = "queued") -> int:  # fmt: skip
+           created_by: str | None, message: str = "queued",
+           working_model_id: int | None = None) -> int:  # fmt: skip
     """A new job row, owned by `engine_id`."""
     with engine.begin() as conn:
         return conn.execute(
@@ -44,6 +58,7 @@ def create(engine: Engine, kind: str, *, command_id: int | None, engine_id: str,
                 engine_id=engine_id,
                 created_by=created_by,
                 created_at=utcnow(),
+                working_model_id=working_model_id,
             )
             .returning(Job.id)
         ).scalar_one()
@@ -57,9 +72,7 @@ def update_progress(engine: Engine, job_id: int, progress: float, message: str,
         values["result"] = result
     with engine.begin() as conn:
         conn.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status.in_(("queued", "running")))
-            .values(**values)
+            update(Job).where(Job.id == job_id, Job.status.in_(UNFINISHED)).values(**values)
         )
         conn.execute(
             update(Job)
@@ -92,7 +105,7 @@ def request_cancel(engine: Engine, job_id: int) -> bool:
     with engine.begin() as conn:
         res = conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+            .where(Job.id == job_id, Job.status.in_(UNFINISHED))
             .values(cancel_requested=True)
         )
         return res.rowcount == 1

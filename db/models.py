@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -124,6 +125,9 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     command_id: Mapped[int | None] = mapped_column(ForeignKey("commands.id"))
     engine_id: Mapped[str | None] = mapped_column(String(80))
+    # The working model a training job trains (None for backtests). No foreign key: jobs,
+    # checkpoints and working models would refer to each other in a cycle.
+    working_model_id: Mapped[int | None] = mapped_column(Integer, index=True)
     created_by: Mapped[str | None] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
@@ -189,6 +193,34 @@ class Checkpoint(Base):
     steps: Mapped[int] = mapped_column(Integer, default=0)
     is_active: Mapped[bool] = mapped_column(Boolean, default=False)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    # The working model it was saved from (no foreign key: working models refer to their base
+    # checkpoint) and what trained it since its parent (db.working_models.sources).
+    working_model_id: Mapped[int | None] = mapped_column(Integer)
+    sources: Mapped[dict[str, Any] | None]
+
+
+class WorkingModel(Base):
+    """A trainable copy of a checkpoint: what sessions, manual training and jobs train.
+
+    Checkpoints never change; training happens here. The engine that has it loaded keeps its
+    weights and optimizer in `state_file` (autosaved, overwritten atomically) and writes a new
+    child checkpoint when a person, a job or a stopping session asks for one.
+    """
+
+    __tablename__ = "working_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    base_checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"))
+    created_by: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    engine_id: Mapped[str | None] = mapped_column(String(80))  # the engine that has it loaded
+    # Relative to the data directory; None until the first autosave.
+    state_file: Mapped[str | None] = mapped_column(String(255))
+    saved_steps: Mapped[int] = mapped_column(Integer, default=0)  # optimizer steps in state_file
+    saved_at: Mapped[datetime | None]
+    last_checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
+    lost_steps: Mapped[int] = mapped_column(Integer, default=0)  # applied, then lost to crashes
 
 
 class Annotation(Base):
@@ -220,13 +252,21 @@ class TrainingEvent(Base):
     """One weight update (or one skipped for a lock timeout), from any source."""
 
     __tablename__ = "training_events"
-    __table_args__ = (Index("ix_training_events_job_id", "job_id"),)
+    __table_args__ = (
+        Index("ix_training_events_job_id", "job_id"),
+        Index("ix_training_events_working_model_id_step", "working_model_id", "step"),
+        Index("ix_training_events_session_id", "session_id"),
+        Index("ix_training_events_command_id", "command_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_key: Mapped[str] = mapped_column(String(80))  # the in-memory model instance
     source: Mapped[str] = mapped_column(String(32))  # batch, manual, pivot, every_candle, …
+    working_model_id: Mapped[int | None] = mapped_column(ForeignKey("working_models.id"))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
     session_id: Mapped[int | None] = mapped_column(Integer)
+    command_id: Mapped[int | None] = mapped_column(Integer)  # a manual request's command
+    requested_by: Mapped[str | None] = mapped_column(String(80))  # who asked (manual)
     step: Mapped[int | None] = mapped_column(Integer)  # optimizer step count after it
     samples: Mapped[int] = mapped_column(Integer, default=0)
     loss: Mapped[float | None] = mapped_column(Double)
@@ -235,6 +275,8 @@ class TrainingEvent(Base):
     candle_ts: Mapped[int | None] = mapped_column(BigInteger)
     label: Mapped[str | None] = mapped_column(String(8))
     skipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Applied, but the engine died before the working model's next autosave kept it.
+    lost: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -256,6 +298,8 @@ class LiveSession(Base):
     symbol: Mapped[str] = mapped_column(String(64))
     timeframe: Mapped[str] = mapped_column(String(16))
     checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"))
+    # None: the frozen checkpoint, inference only. Otherwise the working model it trains.
+    working_model_id: Mapped[int | None] = mapped_column(ForeignKey("working_models.id"))
     mode: Mapped[str] = mapped_column(String(16))
     feed: Mapped[dict[str, Any]]
     settings: Mapped[dict[str, Any]]
@@ -267,6 +311,10 @@ class LiveSession(Base):
     last_ts: Mapped[int | None] = mapped_column(BigInteger)  # last candle fully processed
     candles: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[dict[str, Any] | None]  # simulated account, for resuming
+    # Training samples handed to the working model's trainer and not applied yet, and those
+    # dropped because its bounded queue overflowed (oldest first).
+    samples_waiting: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    samples_dropped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
 
 

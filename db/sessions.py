@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from db.connection import insert_ignoring_duplicates, readonly
+from db.connection import readonly
 from db.models import LiveSession, PivotRow, PredictionRow, TradeRow, TrainingEvent, utcnow
 
 
@@ -60,27 +61,26 @@ def close(engine: Engine, session_id: int, status: str, error: str | None = None
         )
 
 
-def add_prediction(engine: Engine, **values: Any) -> None:
-    """Store a prediction; a repeat for the same candle (a session resumed after a crash
-    between this commit and the candle's bookkeeping) keeps the first one."""
-    with engine.begin() as conn:
-        conn.execute(
-            insert_ignoring_duplicates(
-                engine, PredictionRow, ["session_id", "ts"], created_at=utcnow(), **values
-            )
-        )
-
-
 def record_candle(
     engine: Engine,
     session_id: int,
     *,
+    prediction: dict,
+    received: float,
     last_ts: int,
     state: dict,
     trades: list[dict],
     pivots: list[dict],
+    learning: dict[str, int] | None = None,
 ) -> None:
-    """Everything else one candle changed, in one transaction."""
+    """Everything one candle changed, in one transaction: its prediction, the fill of the
+    previous signal, the account, the pivots it confirmed. After a crash a candle is stored
+    whole or not at all, so the stored prediction is always the one its fills followed.
+
+    `received` (a `time.monotonic()` reading) is when the candle arrived; the prediction's
+    `latency_ms` runs from then to its insert, the last statement before the commit.
+    `learning` carries the session's training-queue counts (samples_waiting, samples_dropped).
+    """
     with engine.begin() as conn:
         if trades:
             conn.execute(
@@ -93,7 +93,17 @@ def record_candle(
         conn.execute(
             update(LiveSession)
             .where(LiveSession.id == session_id)
-            .values(last_ts=last_ts, state=state, candles=LiveSession.candles + 1)
+            .values(
+                last_ts=last_ts, state=state, candles=LiveSession.candles + 1, **(learning or {})
+            )  # fmt: skip
+        )
+        conn.execute(
+            PredictionRow.__table__.insert().values(
+                session_id=session_id,
+                created_at=utcnow(),
+                latency_ms=(time.monotonic() - received) * 1000,
+                **prediction,
+            )
         )
 
 
@@ -124,18 +134,17 @@ def summary(engine: Engine, session_id: int) -> dict[str, Any]:
         raise LookupError(f"no session with id {session_id}")
     with readonly(engine).begin() as conn:
         n_pred = conn.scalar(select(func.count()).where(PredictionRow.session_id == session_id))
-        steps = dict(
-            conn.execute(
-                select(TrainingEvent.source, func.count())
-                .where(TrainingEvent.session_id == session_id, TrainingEvent.skipped.is_(False))
-                .group_by(TrainingEvent.source)
-            ).all()
-        )
-        skipped = conn.scalar(
-            select(func.count()).where(
-                TrainingEvent.session_id == session_id, TrainingEvent.skipped.is_(True)
-            )
-        )
+        outcome = conn.execute(
+            select(TrainingEvent.source, TrainingEvent.skipped, TrainingEvent.lost, func.count())
+            .where(TrainingEvent.session_id == session_id)
+            .group_by(TrainingEvent.source, TrainingEvent.skipped, TrainingEvent.lost)
+        ).all()
+        steps: dict[str, int] = {}
+        for source, was_skipped, was_lost, n in outcome:
+            if not (was_skipped or was_lost):
+                steps[source] = steps.get(source, 0) + n
+        skipped = sum(n for _, was_skipped, _, n in outcome if was_skipped)
+        lost = sum(n for _, was_skipped, was_lost, n in outcome if was_lost and not was_skipped)
         n_trades = conn.scalar(select(func.count()).where(TradeRow.session_id == session_id))
     state = row.state or {}
     return {
@@ -145,6 +154,10 @@ def summary(engine: Engine, session_id: int) -> dict[str, Any]:
         "symbol": row.symbol,
         "timeframe": row.timeframe,
         "checkpoint_id": row.checkpoint_id,
+        "working_model_id": row.working_model_id,
+        "model": "frozen checkpoint (inference only)"
+        if row.working_model_id is None
+        else f"working model {row.working_model_id}",
         "feed": row.feed,
         "settings": row.settings,
         "created_by": row.created_by,
@@ -155,6 +168,9 @@ def summary(engine: Engine, session_id: int) -> dict[str, Any]:
         "predictions": n_pred,
         "training_steps": steps,
         "skipped_steps": skipped,
+        "lost_steps": lost,
+        "samples_waiting": row.samples_waiting,
+        "samples_dropped": row.samples_dropped,
         "trades": n_trades,
         "position": state.get("position", 0),
         "equity": state.get("equity"),

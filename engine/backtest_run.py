@@ -71,9 +71,8 @@ def _replay_learning(full: pd.DataFrame, first: int, learn: dict, progress) -> n
     """Predict then learn, candle by candle, over full[first:]; probabilities (k, 3)."""
     runner = learn["runner"]
     arr = full[["open", "high", "low", "close", "volume", "ts"]].to_numpy(dtype=float)
-    learner = OnlineLearner(
-        runner, learn.get("right", 5), "backtest training", **learn.get("event", {})
-    )
+    learner = OnlineLearner(runner.config, learn.get("right", 5))
+    event = learn.get("event", {})
     out = []
     n = len(arr)
     for i in range(first, n):
@@ -83,7 +82,10 @@ def _replay_learning(full: pd.DataFrame, first: int, learn: dict, progress) -> n
         found = pivots.confirmed_at(
             seen[:, 1], seen[:, 2], i + 1, learn.get("left", 5), learn.get("right", 5)
         )
-        learner.after_candle(learn["mode"], seen, found)
+        for sample in learner.after_candle(learn["mode"], seen, found):
+            # A private copy: nothing else holds its lock, so it trains in step with the replay.
+            runner.train_step(sample.batch, operation="backtest training", source=sample.source,
+                              **sample.event, **event)  # fmt: skip
         done = i + 1 - first
         if (
             progress is not None

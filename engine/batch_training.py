@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,14 +22,16 @@ import torch
 from sqlalchemy import Engine
 
 from db import annotations as annotation_rows
-from db import candles, jobs
-from engine import features, labels, priority
+from db import candles
+from engine import features, labels
 from engine.lock import TrainingLockTimeout
 from engine.model import ACTIONS
-from engine.runner import IGNORE, Batch, ModelRunner, loss_and_accuracy
+from engine.runner import IGNORE, Batch, loss_and_accuracy
 
 log = logging.getLogger(__name__)
 LOCK_RETRIES = 3
+MIN_TRAIN_CANDLES = 200  # below this a run is worth a warning
+MIN_VAL_CANDLES = 50
 
 
 @dataclass
@@ -164,22 +167,23 @@ def evaluate(model, ws: list[Window], seq_len: int, horizon: int, batch_size: in
     )
 
 
-class TrainingCancelled(Exception):
-    pass
-
-
 def run(
     database: Engine,
-    runner: ModelRunner,
-    job_id: int,
+    model,
     datasets: list[tuple[str, str]],
     s: TrainSettings,
-    stopping=None,
+    *,
+    job_id: int | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> dict:
-    """Train `runner` in place; returns the job result (per-epoch metrics). Raises
-    TrainingCancelled when the person cancels or the engine shuts down (weights so far stay)."""
-    priority.background_thread()
-    cfg = runner.config
+    """Train `model` — a WorkingModel (updates go through its trainer) or a bare ModelRunner
+    (tests, benchmarks): anything with `config`, `snapshot` and `train_step` — on the labelled
+    candles of `datasets`; returns the job result (per-epoch metrics).
+
+    `progress(fraction, message, result=None)` is called before every batch and after every
+    epoch; a job's progress raises to stop the run (cancel, shutdown), leaving the weights so
+    far in the model."""
+    cfg = model.config
     warmup = cfg.receptive_field - 1
     seq_len = max(s.seq_len, warmup + 16)
     series = prepare(database, datasets, s, cfg.horizon)
@@ -193,6 +197,7 @@ def run(
     val_ws = [w for sr in series for w in windows(sr, sr.split, len(sr.labels), seq_len, warmup)]
     if not train_ws:
         raise ValueError("every labelled candle fell into validation: lower validation_split")
+    report = progress or (lambda *a, **k: None)
     rng = np.random.default_rng(s.seed)
     per_epoch = math.ceil(len(train_ws) / s.batch_size)
     total = per_epoch * s.epochs
@@ -204,6 +209,7 @@ def run(
         "steps_per_epoch": per_epoch,
         "epochs": [],  # per-batch losses are in training_events (job_id)
     }
+    result["warnings"] = data_warnings(result)
     done = 0
     t0 = time.monotonic()
     for epoch in range(1, s.epochs + 1):
@@ -215,22 +221,19 @@ def run(
             msg = f"epoch {epoch}/{s.epochs}, batch {b + 1}/{per_epoch}" + (
                 f", ETA {eta:.0f} s" if eta is not None else ""
             )
-            if jobs.update_progress(
-                database, job_id, done / total, msg, result if b == 0 else None
-            ) or (stopping is not None and stopping.is_set()):
-                raise TrainingCancelled(msg)
+            report(done / total, msg, result if b == 0 else None)
             batch = assemble(
                 [train_ws[i] for i in order[b * s.batch_size : (b + 1) * s.batch_size]],
                 seq_len,
                 cfg.horizon,
             )
-            step = _step_with_retries(runner, batch, job_id, s.learning_rate)
+            step = _step_with_retries(model, batch, job_id, s.learning_rate)
             done += 1
             losses.append(step.loss)
             if step.accuracy is not None:
                 accs.append(step.accuracy)
                 weights.append(step.samples)
-        val = evaluate(runner.snapshot.model, val_ws, seq_len, cfg.horizon, s.batch_size)
+        val = evaluate(model.snapshot.model, val_ws, seq_len, cfg.horizon, s.batch_size)
         train_eval = {
             "loss": float(np.mean(losses)),
             "accuracy": float(np.average(accs, weights=weights)) if accs else None,
@@ -248,15 +251,44 @@ def run(
             }
         )
         log.info("job %s epoch %d: %s", job_id, epoch, result["epochs"][-1])
-        jobs.update_progress(database, job_id, done / total, f"epoch {epoch} done", result)
+        result["warnings"] = data_warnings(result) + accuracy_warnings(result["epochs"][-1])
+        report(done / total, f"epoch {epoch} done", result)
     result["elapsed_s"] = time.monotonic() - t0
     return result
 
 
-def _step_with_retries(runner: ModelRunner, batch: Batch, job_id: int, lr: float):
+def data_warnings(result: dict) -> list[str]:
+    """What a person should know about the data before trusting the run."""
+    out = []
+    if result["train_candles"] < MIN_TRAIN_CANDLES:
+        out.append(
+            f"only {result['train_candles']} labelled candles to train on (fewer than "
+            f"{MIN_TRAIN_CANDLES}): the model can memorise them without learning anything "
+            "general; annotate more trades, or tick 'unannotated candles are HOLD'"
+        )
+    if result["val_candles"] < MIN_VAL_CANDLES:
+        out.append(
+            f"only {result['val_candles']} labelled candles to validate on: validation "
+            "accuracy is noise at this size; annotate more of the latest stretch"
+        )
+    return out
+
+
+def accuracy_warnings(epoch: dict) -> list[str]:
+    """Whether validation beats always answering the most common label."""
+    acc, base = epoch.get("val_accuracy"), epoch.get("val_baseline")
+    if acc is None or base is None or acc > base:
+        return []
+    return [
+        f"validation accuracy {acc:.1%} does not beat always answering the most common label "
+        f"({base:.1%}): the model has not learned anything the validation stretch rewards"
+    ]
+
+
+def _step_with_retries(model, batch: Batch, job_id: int | None, lr: float):
     for attempt in range(1, LOCK_RETRIES + 1):
         try:
-            return runner.train_step(
+            return model.train_step(
                 batch,
                 operation=f"batch training job {job_id}",
                 source="batch",

@@ -84,8 +84,11 @@ def save(
     metrics: dict | None = None,
     activate: bool = False,
     job_id: int | None = None,
+    working_model_id: int | None = None,
+    sources: dict | None = None,
 ) -> int:
-    """Write the file and its row (the row only once the file is safely on disk)."""
+    """Write a new checkpoint: the file and its row (the row only once the file is safely on
+    disk). Checkpoints are never written again after this: training makes new ones."""
     name = name.strip()[:120] or "model"
     with database.begin() as conn:
         cid = rows.insert(
@@ -100,6 +103,8 @@ def save(
             file="pending",
             steps=steps,
             job_id=job_id,
+            working_model_id=working_model_id,
+            sources=sources,
         )
         rel = _file_for(cid, name)
         write_atomic(
@@ -119,6 +124,15 @@ def save(
     if activate:
         rows.activate(database, cid)
     return cid
+
+
+def save_runner(database: Engine, runner, *, name: str, parent_id: int | None, **row) -> int:
+    """Save a ModelRunner's current weights and optimizer as a new checkpoint (`row`: the
+    other fields of `save`)."""
+    model_state, optimizer_state, steps = runner.state()
+    return save(database, name=name, config=runner.config, model_state=model_state,
+                optimizer_state=optimizer_state, steps=steps, parent_id=parent_id,
+                **row)  # fmt: skip
 
 
 def load(database: Engine, checkpoint_id: int) -> tuple[ModelConfig, dict, dict | None]:

@@ -148,11 +148,12 @@ def _import_csv(args) -> int:
 
 
 def _show(args) -> int:
-    from db import sessions
+    from db import sessions, working_models
 
     engine = db.init()
+    summary = {"session": sessions.summary, "model": working_models.summary}[args.what]
     try:
-        out = sessions.summary(engine, args.id)
+        out = summary(engine, args.id)
     except LookupError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -357,8 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(fn=_backtest)
 
-    s = sub.add_parser("show", help="print an object as JSON: show session ID")
-    s.add_argument("what", choices=["session"])
+    s = sub.add_parser(
+        "show", help="print an object as JSON: show session ID, show model ID (a working model)"
+    )
+    s.add_argument("what", choices=["session", "model"])
     s.add_argument("id", type=int)
     s.set_defaults(fn=_show)
 

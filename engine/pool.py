@@ -1,74 +1,125 @@
-"""The engine's in-memory models, one `ModelRunner` (and so one training lock) per checkpoint
-loaded. Everything that trains or predicts on checkpoint N shares the same runner."""
+"""The engine's models: frozen checkpoints and working models.
+
+- `frozen(N)` is checkpoint N exactly as stored: read-only snapshots (eager + traced), loaded
+  once and cached. Backtests, inference-only sessions and anything else that names checkpoint N
+  use these, so "checkpoint N" means the same weights in any engine at any time.
+- `working(W)` is working model W: trainable, with its one trainer and lock (engine/working.py),
+  loaded on first use from its state file (or its base checkpoint), owned by this engine.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from db import checkpoints as rows
-from db import training
-from engine import checkpoints
-from engine.runner import ModelRunner
+from db import checkpoints as checkpoint_rows
+from db import working_models as rows
+from engine import checkpoints, priority
+from engine.model import CandleTransformer, ModelConfig
+from engine.runner import Snapshot
+from engine.working import WorkingModel
+
+log = logging.getLogger(__name__)
+FROZEN_CACHE = 8  # checkpoints kept loaded for inference
+
+
+@dataclass(frozen=True)
+class FrozenModel:
+    """A checkpoint as stored, for inference only: nothing trains it."""
+
+    checkpoint_id: int
+    snapshot: Snapshot
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.snapshot.model.cfg
 
 
 class ModelPool:
-    def __init__(self, database: Engine, lock_timeout_s: float = 30.0) -> None:
-        self.db = database
-        self.lock_timeout_s = lock_timeout_s
-        self._runners: dict[int, ModelRunner] = {}
+    def __init__(self, database: Engine, engine_id: str | None = None,
+                 lock_timeout_s: float = 30.0) -> None:  # fmt: skip
+        self.db, self.engine_id, self.lock_timeout_s = database, engine_id, lock_timeout_s
+        self._frozen: OrderedDict[int, FrozenModel] = OrderedDict()
+        self._working: dict[int, WorkingModel] = {}
         self._lock = threading.Lock()
 
-    def _record(self, **event) -> None:
-        training.record(self.db, **event)
+    def active_id(self) -> int:
+        """The active checkpoint (on a fresh database, a new untrained default)."""
+        return checkpoints.ensure_default(self.db)
 
-    def get(self, checkpoint_id: int | None = None) -> ModelRunner:
-        """The runner for a checkpoint (default: the active one), loaded on first use."""
+    def frozen(self, checkpoint_id: int | None = None) -> FrozenModel:
+        """Checkpoint `checkpoint_id` (default: the active one) exactly as stored."""
         if checkpoint_id is None:
-            checkpoint_id = checkpoints.ensure_default(self.db)
+            checkpoint_id = self.active_id()
         with self._lock:
-            runner = self._runners.get(checkpoint_id)
-            if runner is None:
-                cfg, state, opt = checkpoints.load(self.db, checkpoint_id)
-                runner = ModelRunner(
-                    f"checkpoint-{checkpoint_id}",
-                    cfg,
-                    state,
-                    opt,
-                    lock_timeout_s=self.lock_timeout_s,
-                    on_step=self._record,
-                    checkpoint_id=checkpoint_id,
-                )
-                self._runners[checkpoint_id] = runner
-            return runner
-
-    def save(self, runner: ModelRunner, *, name: str, created_by: str | None,
-             metrics: dict | None = None, activate: bool = False,
-             job_id: int | None = None) -> int:  # fmt: skip
-        """Save the runner's current weights as a child of the checkpoint it came from."""
-        model_state, opt_state = runner.state()
-        return checkpoints.save(
-            self.db,
-            name=name,
-            config=runner.config,
-            model_state=model_state,
-            optimizer_state=opt_state,
-            steps=runner.optimizer_steps(),
-            parent_id=runner.checkpoint_id,
-            created_by=created_by,
-            metrics=metrics,
-            activate=activate,
-            job_id=job_id,
-        )
-
-    def alias(self, checkpoint_id: int, runner: ModelRunner) -> None:
-        """Record that `runner` now holds checkpoint `checkpoint_id` (an autosave of it), so
-        sessions started on that checkpoint share the same model and lock."""
+            found = self._frozen.get(checkpoint_id)
+            if found is not None:
+                self._frozen.move_to_end(checkpoint_id)
+                return found
+        cfg, state, _ = checkpoints.load(self.db, checkpoint_id)
+        model = CandleTransformer(cfg)
+        model.load_state_dict(state)
+        step = checkpoint_rows.get(self.db, checkpoint_id).steps
+        frozen = FrozenModel(checkpoint_id, Snapshot.freeze(model, step, None))
         with self._lock:
-            self._runners[checkpoint_id] = runner
-        runner.checkpoint_id = checkpoint_id
+            self._frozen[checkpoint_id] = frozen
+            while len(self._frozen) > FROZEN_CACHE:
+                self._frozen.popitem(last=False)
+        priority.settle_heap()
+        return frozen
 
-    def active_id(self) -> int | None:
-        row = rows.active(self.db)
-        return row.id if row else None
+    def new_working(self, checkpoint_id: int | None, *, created_by: str | None,
+                    name: str | None = None) -> WorkingModel:  # fmt: skip
+        """A new working model started from checkpoint `checkpoint_id` (default: active)."""
+        if checkpoint_id is None:
+            checkpoint_id = self.active_id()
+        base = checkpoint_rows.get(self.db, checkpoint_id)
+        wid = rows.create(
+            self.db, name=name or f"from #{base.id} {base.name}", base_checkpoint_id=base.id,
+            created_by=created_by, engine_id=self.engine_id, saved_steps=base.steps,
+        )  # fmt: skip
+        return self.working(wid)
+
+    def working(self, working_model_id: int) -> WorkingModel:
+        """Working model `working_model_id`, loaded here on first use."""
+        with self._lock:
+            found = self._working.get(working_model_id)
+            if found is not None:
+                return found
+            row = rows.get(self.db, working_model_id)
+            cfg, state, optimizer = self._weights_of(row)
+            lost = rows.mark_lost(self.db, row.id)
+            if lost:
+                log.warning(
+                    "working model %s lost %d training step(s) to a crash (state saved at step "
+                    "%d)", row.id, lost, row.saved_steps,
+                )  # fmt: skip
+            rows.update_row(self.db, row.id, engine_id=self.engine_id)
+            model = WorkingModel(self.db, row, cfg, state, optimizer, self.lock_timeout_s)
+            self._working[row.id] = model
+        priority.settle_heap()
+        return model
+
+    def _weights_of(self, row) -> tuple[ModelConfig, dict, dict | None]:
+        """Its state file if it has been autosaved, else its base checkpoint."""
+        if row.state_file is None:
+            return checkpoints.load(self.db, row.base_checkpoint_id)
+        payload = checkpoints.read(checkpoints.resolve(row.state_file))
+        return ModelConfig.from_dict(payload["config"]), payload["model"], payload["optimizer"]
+
+    def loaded(self) -> list[WorkingModel]:
+        """The working models this engine has loaded."""
+        with self._lock:
+            return list(self._working.values())
+
+    def close_all(self) -> None:
+        """Engine shutdown: every working model finishes what is queued and autosaves."""
+        for model in self.loaded():
+            try:
+                model.close()
+            except Exception:
+                log.exception("working model %s: could not close cleanly", model.id)

@@ -1,5 +1,12 @@
 """CPU priorities inside the engine process: live inference first, background training second.
 
+Python's cyclic garbage collector is the other source of stalls: a full collection walks every
+long-lived object (a loaded engine holds about half a million: torch, pandas, SQLAlchemy, the
+models) with the GIL held, 150–250 ms on this kind of machine, and every thread waits — a
+replayed candle then misses its slot. `settle_heap()` collects once and moves what survives into
+the permanent generation (`gc.freeze()`), so later full collections only walk what was made
+since: a few ms. The engine calls it once it has started, and after loading a model.
+
 On a small machine a batch training job would otherwise take every core and the GIL, and live
 predictions would queue behind its steps. A background job thread therefore runs torch on one
 thread and at a lower OS scheduling priority (Linux lets a thread lower its own), and the
@@ -11,6 +18,7 @@ see `engine.inference.trace_last_candle`) on one intra-op thread. Measured by `b
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 import threading
@@ -37,3 +45,10 @@ def background_thread() -> None:
     torch.set_num_threads(1)  # per thread with OpenMP: the other threads keep their pool
     with contextlib.suppress(AttributeError, OSError, PermissionError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+
+
+def settle_heap() -> None:
+    """Collect garbage now, then exempt what is left (long-lived: modules, models) from later
+    full collections, which stay short as a result."""
+    gc.collect()
+    gc.freeze()

@@ -64,6 +64,21 @@ class Snapshot:
         """Live inference at the last candle of `ohlcv`."""
         return predict_last(self.model, ohlcv, self.traced)
 
+    @classmethod
+    def freeze(
+        cls, model: CandleTransformer, step: int, traced_template: torch.jit.ScriptModule | None
+    ) -> Snapshot:
+        """Frozen CPU copies of `model`'s weights as they are now (`traced_template`: the same
+        architecture traced once, reused so a snapshot costs a copy, not a trace)."""
+        eager = copy.deepcopy(model).to("cpu").eval()
+        for p in eager.parameters():
+            p.requires_grad_(False)
+        if traced_template is None:
+            return cls(step, eager, trace_last_candle(eager))
+        traced = copy.deepcopy(traced_template)
+        traced.model.load_state_dict(eager.state_dict(), strict=False)
+        return cls(step, eager, traced)
+
 
 def loss_and_accuracy(model, batch: Batch) -> tuple[torch.Tensor, float | None, int]:
     """Cross-entropy on labelled candles plus a small ghost-candle term where the future exists."""
@@ -118,12 +133,7 @@ class ModelRunner:
 
     def _publish(self) -> Snapshot:
         """Frozen copies of the current weights (call with the lock held, or before sharing)."""
-        eager = copy.deepcopy(self.model).to("cpu").eval()
-        for p in eager.parameters():
-            p.requires_grad_(False)
-        traced = copy.deepcopy(self._traced_template)
-        traced.model.load_state_dict(eager.state_dict(), strict=False)
-        return Snapshot(self.steps, eager, traced)
+        return Snapshot.freeze(self.model, self.steps, self._traced_template)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -186,8 +196,22 @@ class ModelRunner:
             )  # fmt: skip
         return result
 
-    def state(self) -> tuple[dict, dict]:
-        """Model and optimizer state_dicts, copied under the lock (consistent with each other)."""
-        with self.lock.hold("checkpoint save"):
+    def state(self, operation: str = "checkpoint save") -> tuple[dict, dict, int]:
+        """Model and optimizer state_dicts and the step count, copied under the lock
+        (consistent with each other). Raises TrainingLockTimeout if the lock stays busy."""
+        with self.lock.hold(operation):
             model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-            return model, copy.deepcopy(self.optimizer.state_dict())
+            optimizer = copy.deepcopy(self.optimizer.state_dict())
+            return model, _to_cpu(optimizer), self.steps
+
+
+def _to_cpu(state):
+    """A state_dict (nested dicts / lists of tensors) with every tensor on the CPU, so a
+    checkpoint written from a GPU loads anywhere."""
+    if isinstance(state, torch.Tensor):
+        return state.to("cpu")
+    if isinstance(state, dict):
+        return {k: _to_cpu(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_to_cpu(v) for v in state)
+    return state

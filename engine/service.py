@@ -26,7 +26,8 @@ import db
 from db import bus, engines, jobs
 from db.models import Command, utcnow
 from db.wake import WakeSocket
-from engine import __version__, registry
+from engine import __version__, priority, registry
+from engine.job_runner import JobRunner
 from engine.pool import ModelPool
 from engine.registry import CommandError
 from engine.sessions import SessionManager
@@ -55,19 +56,10 @@ class EngineContext:
     stopping: threading.Event = field(default_factory=threading.Event)
     models: ModelPool | None = None
     sessions: SessionManager | None = None
-    job_threads: dict[int, threading.Thread] = field(default_factory=dict)
+    jobs: JobRunner | None = None
 
     def uptime_s(self) -> float:
         return time.monotonic() - self.started
-
-    def start_job(self, job_id: int, work) -> None:
-        """Run a job's work on its own thread; shutdown waits for it to checkpoint."""
-        thread = threading.Thread(target=work, name=f"job-{job_id}", daemon=True)
-        self.job_threads[job_id] = thread
-        thread.start()
-
-    def running_jobs(self) -> list[int]:
-        return [j for j, t in self.job_threads.items() if t.is_alive()]
 
 
 def new_instance_id() -> str:
@@ -81,8 +73,9 @@ class EngineService:
     def __init__(self, database: Engine, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.ctx = EngineContext(database, new_instance_id(), self.settings)
-        self.ctx.models = ModelPool(database, self.settings.lock_timeout_s)
+        self.ctx.models = ModelPool(database, self.ctx.instance_id, self.settings.lock_timeout_s)
         self.ctx.sessions = SessionManager(self.ctx)
+        self.ctx.jobs = JobRunner(database, self.ctx.instance_id, self.ctx.stopping)
         self.wake = WakeSocket()
         self._beat_thread: threading.Thread | None = None
         self.stop_reason = "stopped"
@@ -96,8 +89,6 @@ class EngineService:
     def start(self) -> None:
         """Upgrade the schema, register, reconcile what a crash left, seed on first run."""
         db.upgrade(self.db)
-        from engine import priority
-
         priority.configure_process()
         engines.register(self.db, self.ctx.instance_id, __version__, self.wake.address)
         log.info("engine %s (version %s) starting", self.ctx.instance_id, __version__)
@@ -108,6 +99,7 @@ class EngineService:
 
         checkpoints.ensure_default(self.db)
         self._resume_sessions()
+        priority.settle_heap()
         self._beat_thread = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
         self._beat_thread.start()
 
@@ -142,9 +134,8 @@ class EngineService:
     def shutdown(self) -> None:
         self.ctx.stopping.set()
         self.ctx.sessions.stop_all()  # they stay 'running' and resume at the next start
-        for job_id, thread in list(self.ctx.job_threads.items()):
-            log.info("waiting for job %s to checkpoint and stop", job_id)
-            thread.join(timeout=60)
+        self.ctx.jobs.join(timeout=60)  # they end 'interrupted', keeping what they did
+        self.ctx.models.close_all()  # trainers finish what is queued; working models autosave
         if self._beat_thread:
             self._beat_thread.join(timeout=5)
         engines.mark_stopped(self.db, self.ctx.instance_id, self.stop_reason)

@@ -1,11 +1,16 @@
 """Live sessions: a model on a feed, one thread each, in one of the four live modes.
 
-Per completed candle, in this order: predict from the latest published snapshot; store the
-prediction; fill the previous signal at this candle's open and mark the position at its close
-(engine/account.py, the fill rule backtests share); find pivots confirmed by this candle; train
-if the mode says so, under the model's lock (a lock timeout is recorded as a skipped step,
-never a stall); store what changed. Each session has its own account and pivot detector; two
-sessions on one checkpoint share the model and so its lock.
+Per completed candle, in this order: predict from the latest published snapshot; fill the
+previous signal at this candle's open and mark the position at its close (engine/account.py,
+the fill rule backtests share); find the pivots this candle confirms; store all of it in one
+transaction (engine crash or not, a stored prediction is the one its fills followed); then, in
+a learning mode, hand the candle's training samples to the working model's trainer and move on.
+The loop never waits for the training lock: a busy lock makes samples queue, not candles.
+
+A session reads either a frozen checkpoint (mode `none`: inference only; the checkpoint never
+changes) or a working model (engine/working.py), which learning sessions, manual training and
+batch jobs may share: all their updates go through its one trainer and lock. Each session has
+its own account and pivot detector.
 
 Labels never use a candle that has not closed: in `every_candle`, candle t is trained on at
 the close of t + right (by then its pivot status and the next candle's move are known).
@@ -27,14 +32,13 @@ from engine.account import Account
 from engine.feeds import Bar, Feed, FeedError, ReplayFeed, SyntheticFeed
 from engine.feeds.exchange import ExchangeFeed, make_client
 from engine.inference import context_size
-from engine.lock import TrainingLockTimeout
 from engine.model import ACTIONS
-from engine.online import OnlineLearner
-from engine.runner import ModelRunner
+from engine.online import OnlineLearner, Sample
+from engine.pool import FrozenModel
+from engine.working import WorkingModel
 
 log = logging.getLogger(__name__)
 MODES = ("none", "pivots_only", "every_candle", "manual")
-AUTOSAVE_EVERY = 200  # training steps between checkpoints of a learning session
 
 
 def make_feed(ctx, row) -> Feed:
@@ -54,10 +58,10 @@ def make_feed(ctx, row) -> Feed:
 
 
 class LiveSession:
-    def __init__(self, ctx, row, runner: ModelRunner, feed: Feed) -> None:
+    def __init__(self, ctx, row, model: FrozenModel | WorkingModel, feed: Feed) -> None:
         self.ctx, self.db, self.id = ctx, ctx.db, row.id
-        self.runner, self.feed = runner, feed
-        self.mode = row.mode
+        self.model, self.feed = model, feed
+        self.mode, self.checkpoint_id, self.created_by = row.mode, row.checkpoint_id, row.created_by
         s = row.settings or {}
         self.left, self.right = int(s.get("pivot_left", 5)), int(s.get("pivot_right", 5))
         self.account = (
@@ -67,17 +71,26 @@ class LiveSession:
                 fee_bps=float(s.get("fee_bps", 10)), long_only=bool(s.get("long_only", False))
             )
         )
-        self.context = context_size(runner.config)
-        self.learner = OnlineLearner(runner, self.right, f"session {row.id}", session_id=row.id)
+        self.context = context_size(model.config)
+        self.learner = OnlineLearner(model.config, self.right)
+        self.dropped_before = row.samples_dropped  # by earlier runs (before a restart)
         keep = self.context + self.right + features.LOOKBACK + 8
         self.bars: deque[Bar] = deque(maxlen=keep)
         self.last_ts = row.last_ts
         self.stop_event = threading.Event()
-        self.steps_since_save = 0
         self.store_candles = (row.feed or {}).get("kind") == "exchange"
         self.symbol, self.timeframe = row.symbol, row.timeframe
         self.thread = threading.Thread(target=self._run, name=f"session-{row.id}", daemon=True)
         self._preload(row)
+
+    @property
+    def working(self) -> WorkingModel | None:
+        """The working model this session trains, or None (a frozen checkpoint)."""
+        return self.model if isinstance(self.model, WorkingModel) else None
+
+    def attach(self, model: WorkingModel) -> None:
+        """Train `model` from the next candle on (a frozen session switched to learning)."""
+        self.model = model
 
     def _preload(self, row) -> None:
         """History before the first live candle, so the first predictions have full context."""
@@ -104,88 +117,76 @@ class LiveSession:
         priority.inference_thread()
         try:
             for bar in self.feed.bars(self.stop_event, after_ts=self.last_ts):
-                self.on_bar(bar, time.perf_counter())
+                self.on_bar(bar, bar.arrived if bar.arrived is not None else time.monotonic())
                 if self.stop_event.is_set():
                     break
         except Exception as exc:
             log.exception("session %s failed", self.id)
             session_rows.close(self.db, self.id, "failed", f"{type(exc).__name__}: {exc}")
+            self._checkpoint_learning("failed")
             return
-        finally:
-            self._autosave(force=True)
         if self.ctx.stopping.is_set():
             return  # the engine is shutting down: leave it running, to be resumed
         status = "stopped" if self.stop_event.is_set() else "finished"
         session_rows.close(self.db, self.id, status)
+        self._checkpoint_learning(status)
 
     def on_bar(self, bar: Bar, received: float) -> None:
         """Everything one completed candle does (module docstring for the order)."""
         self.bars.append(bar)
         ohlcv = self._ohlcv()
-        snap = self.runner.snapshot
+        snap = self.model.snapshot
         pred = snap.predict_last(ohlcv)
-        session_rows.add_prediction(
-            self.db,
-            session_id=self.id,
-            ts=bar.ts,
-            action=pred.action,
-            p_buy=pred.probs["BUY"],
-            p_sell=pred.probs["SELL"],
-            p_hold=pred.probs["HOLD"],
-            confidence=pred.confidence,
-            ghost={"ohlc": np.round(pred.ghost, 8).tolist()},
-            model_step=snap.step,
-            latency_ms=(time.perf_counter() - received) * 1000,
-        )
         trades = self.account.open_bar(bar.ts, bar.open)
         self.account.mark(bar.close)
         self.account.signal(pred.action)
         found = pivots.confirmed_at(ohlcv[:, 1], ohlcv[:, 2], len(ohlcv), self.left, self.right)
-        self._trained(self.learner.after_candle(self.mode, ohlcv, found))
+        working = self.working
+        samples = self.learner.after_candle(self.mode, ohlcv, found) if working else []
         if self.store_candles:
             self._store_candle(bar)
-        self.last_ts = bar.ts
         session_rows.record_candle(
-            self.db,
-            self.id,
-            last_ts=bar.ts,
-            state=self.account.state(),
-            trades=trades,
+            self.db, self.id, received=received, last_ts=bar.ts, state=self.account.state(),
+            trades=trades, learning=self._queue_counts(working),
+            prediction={
+                "ts": bar.ts, "action": pred.action, "p_buy": pred.probs["BUY"],
+                "p_sell": pred.probs["SELL"], "p_hold": pred.probs["HOLD"],
+                "confidence": pred.confidence, "ghost": {"ohlc": np.round(pred.ghost, 8).tolist()},
+                "model_step": snap.step,
+            },
             pivots=[
-                {
-                    "ts": int(ohlcv[p.index, 5]),
-                    "kind": p.kind,
-                    "price": p.price,
-                    "confirmed_ts": bar.ts,
-                }
+                {"ts": int(ohlcv[p.index, 5]), "kind": p.kind, "price": p.price,
+                 "confirmed_ts": bar.ts}
                 for p in found
-            ],  # fmt: skip
-        )
+            ],
+        )  # fmt: skip
+        self.last_ts = bar.ts
+        for sample in samples:
+            working.offer(
+                sample, session_id=self.id, operation=f"session {self.id} {sample.source}"
+            )
+
+    def _queue_counts(self, working: WorkingModel | None) -> dict[str, int]:
+        if working is None:
+            return {}
+        return {
+            "samples_waiting": working.trainer.waiting(self.id),
+            "samples_dropped": self.dropped_before + working.trainer.dropped(self.id),
+        }
 
     def _ohlcv(self) -> np.ndarray:
         """(n, 6): open, high, low, close, volume, ts of the buffered candles."""
         bars = list(self.bars)  # one atomic copy: the command thread may read while we append
         return np.array([(b.open, b.high, b.low, b.close, b.volume, b.ts) for b in bars])
 
-    def _trained(self, steps: int) -> None:
-        self.steps_since_save += steps
-        if steps:
-            self._autosave()
-
     # -- manual mode --------------------------------------------------------------------------
 
-    def train_now(self, action: str) -> dict:
-        """Train once on the latest completed candle with `action` (manual mode)."""
+    def manual_sample(self, action: str) -> Sample:
+        """The latest completed candle labelled `action` (manual mode)."""
         ohlcv = self._ohlcv()
         if not len(ohlcv):
             raise ValueError(f"session {self.id} has not received a candle yet")
-        taken = self.learner.train(ohlcv, len(ohlcv) - 1, ACTIONS.index(action), "manual")
-        self._trained(taken)
-        return {
-            "candle_ts": int(ohlcv[-1, 5]),
-            "action": action,
-            "trained": bool(taken),
-        }
+        return self.learner.sample(ohlcv, len(ohlcv) - 1, ACTIONS.index(action), "manual")
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -193,21 +194,16 @@ class LiveSession:
         candle_rows.add_live(self.db, self.symbol, self.timeframe, bar.ts,
                              (bar.open, bar.high, bar.low, bar.close, bar.volume))  # fmt: skip
 
-    def _autosave(self, force: bool = False) -> None:
-        """Keep what a learning session learned: a child checkpoint every AUTOSAVE_EVERY steps
-        and when it stops, which the session resumes from after a restart."""
-        if not self.steps_since_save or (not force and self.steps_since_save < AUTOSAVE_EVERY):
+    def _checkpoint_learning(self, status: str) -> None:
+        """A learning session that ends leaves its learning as a checkpoint people can
+        backtest: queued after its last samples, written only if the weights moved."""
+        if self.working is None:
             return
-        try:
-            cid = self.ctx.models.save(
-                self.runner, name=f"session {self.id} autosave", created_by=f"session {self.id}"
-            )
-        except TrainingLockTimeout as exc:
-            log.warning("session %s autosave skipped: %s", self.id, exc)
-            return
-        self.ctx.models.alias(cid, self.runner)
-        session_rows.update_row(self.db, self.id, checkpoint_id=cid)
-        self.steps_since_save = 0
+        self.working.save_checkpoint(
+            name=f"{self.working.name} · session {self.id} {status}",
+            created_by=self.created_by,
+            only_if_changed=True,
+        )
 
 
 class SessionManager:
@@ -218,9 +214,19 @@ class SessionManager:
         self.sessions: dict[int, LiveSession] = {}
         self.lock = threading.Lock()
 
+    def model_for(self, row) -> FrozenModel | WorkingModel:
+        """What a session row reads: its working model, a new one for a learning session that
+        has none (a session started before working models existed), or its frozen checkpoint."""
+        if row.working_model_id is not None:
+            return self.ctx.models.working(row.working_model_id)
+        if row.mode != "none":
+            model = self.ctx.models.new_working(row.checkpoint_id, created_by=row.created_by)
+            session_rows.update_row(self.ctx.db, row.id, working_model_id=model.id)
+            return model
+        return self.ctx.models.frozen(row.checkpoint_id)
+
     def launch(self, row) -> LiveSession:
-        runner = self.ctx.models.get(row.checkpoint_id)
-        session = LiveSession(self.ctx, row, runner, make_feed(self.ctx, row))
+        session = LiveSession(self.ctx, row, self.model_for(row), make_feed(self.ctx, row))
         with self.lock:
             self.sessions[row.id] = session
         session.start()

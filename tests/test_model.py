@@ -81,3 +81,36 @@ def test_features_are_causal_and_finite(sp500):
     assert f.shape == (len(sp500), features.N_FEATURES) and np.isfinite(f).all()
     g = features.compute(sp500[:1000])
     np.testing.assert_array_equal(f[:1000], g)
+
+
+@pytest.mark.parametrize("length", [40, 600], ids=["dense-mask path", "banded-block path"])
+def test_every_tensor_the_model_builds_follows_the_input_device(length):
+    """PyTorch's meta device stands in for a GPU on a CPU-only machine: a tensor built on the
+    CPU inside forward cannot mix with it, exactly as it cannot with CUDA tensors."""
+    model = CandleTransformer(ModelConfig()).to("meta")
+    x = torch.zeros(2, length, features.N_FEATURES, device="meta")
+    logits, ghost = model(x)
+    assert logits.device.type == ghost.device.type == "meta"
+    assert model(x, last_only=True)[0].shape == (2, 1, 3)
+    (logits.sum() + ghost.sum()).backward()
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.parameters())
+
+
+@pytest.mark.parametrize("length", [200, 700], ids=["dense-mask path", "banded-block path"])
+def test_training_on_the_configured_device_matches_the_cpu(length, monkeypatch):
+    """A train step on CANDLELAB_DEVICE (the CPU in CI, `cuda` on a GPU machine) gives the
+    weights the same step gives on the CPU."""
+    from engine.device import training_device
+    from engine.runner import ModelRunner
+    from tests.test_training import random_batch
+
+    device = training_device()
+    batch = random_batch(0, ModelConfig(), t=length)
+    runs = []
+    for where in (device, torch.device("cpu")):
+        runner = ModelRunner("device-test", ModelConfig(), seed=5, device=where)
+        result = runner.train_step(batch, operation="test", source="batch")
+        assert np.isfinite(result.loss)
+        runs.append(runner.snapshot.model.state_dict())
+    for key, value in runs[0].items():
+        torch.testing.assert_close(value, runs[1][key], atol=1e-4, rtol=1e-3)

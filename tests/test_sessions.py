@@ -12,6 +12,7 @@ from db import candles, jobs, training
 from db import sessions as session_rows
 from engine import batch_training, checkpoints, labels
 from engine.batch_training import TrainSettings
+from engine.job_runner import JobRunner
 from engine.pool import ModelPool
 from engine.service import EngineContext, Settings
 from engine.sessions import SessionManager
@@ -24,11 +25,13 @@ from tests.test_training import annotate_future_moves
 def ctx(database):
     seed_samples(database)
     context = EngineContext(database, "test-engine", Settings())
-    context.models = ModelPool(database)
+    context.models = ModelPool(database, context.instance_id)
     context.sessions = SessionManager(context)
+    context.jobs = JobRunner(database, context.instance_id, context.stopping)
     yield context
     context.stopping.set()
     context.sessions.stop_all()
+    context.models.close_all()
 
 
 def sp500(database):
@@ -36,13 +39,17 @@ def sp500(database):
     return df
 
 
-def run_session(ctx, mode: str, n: int, right: int = 5, wait=True, **settings) -> int:
-    """Replay the last `n` S&P 500 candles as fast as possible in `mode`."""
+def run_session(ctx, mode: str, n: int, right: int = 5, wait=True, working_model_id=None,
+                **settings) -> int:  # fmt: skip
+    """Replay the last `n` S&P 500 candles as fast as possible in `mode` (a learning mode
+    trains a new working model unless one is given); with `wait`, until the session finished
+    and its trainer applied everything it was handed."""
     df = sp500(ctx.db)
     start_ts = int(df.ts.iloc[-n])
     cid = checkpoints.ensure_default(ctx.db)
     sid = session_rows.create(
         ctx.db, symbol="SP500", timeframe="1d", checkpoint_id=cid, mode=mode,
+        working_model_id=working_model_id,
         feed={"kind": "replay", "pace_s": 0, "start_ts": start_ts},
         settings={"fee_bps": 10, "long_only": False, "pivot_left": 5, "pivot_right": right, **settings},
         created_by="test", engine_id=ctx.instance_id,
@@ -53,7 +60,13 @@ def run_session(ctx, mode: str, n: int, right: int = 5, wait=True, **settings) -
         assert session_rows.get(ctx.db, sid).status == "finished", session_rows.get(
             ctx.db, sid
         ).error
+        if session.working is not None:
+            assert session.working.trainer.drain(120)
     return sid
+
+
+def working_model_of(ctx, sid: int):
+    return ctx.models.working(session_rows.get(ctx.db, sid).working_model_id)
 
 
 def naive_pivots(high, low, left, right):
@@ -71,14 +84,15 @@ def naive_pivots(high, low, left, right):
     return out
 
 
-def test_none_mode_predicts_every_candle_and_never_changes_weights(ctx):
-    runner = ctx.models.get()
-    before = {k: v.clone() for k, v in runner.model.state_dict().items()}
+def test_none_mode_predicts_every_candle_from_the_frozen_checkpoint(ctx):
+    frozen = ctx.models.frozen()
+    before = {k: v.clone() for k, v in frozen.snapshot.model.state_dict().items()}
     sid = run_session(ctx, "none", 200)
     preds = session_rows.predictions(ctx.db, sid)
     expected = sp500(ctx.db).ts.iloc[-200:].tolist()
     assert preds.ts.tolist() == expected
-    after = runner.model.state_dict()
+    assert session_rows.get(ctx.db, sid).working_model_id is None  # nothing to train
+    after = frozen.snapshot.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert training.count(ctx.db, session_id=sid) == 0
     assert (preds.latency_ms > 0).all() and preds.ghost.map(lambda g: len(g["ohlc"])).eq(5).all()
@@ -128,7 +142,7 @@ def test_every_candle_trains_once_per_candle_with_the_right_label_and_no_unclose
         assert e.label == ("BUY", "SELL", "HOLD")[want], (e.candle_ts, e.label)
         # trained at the close of i + right: every candle its label used had closed
         assert e.created_at >= preds.loc[int(ts[i + right]), "created_at"]
-    assert ctx.models.get().optimizer_steps() == n
+    assert working_model_of(ctx, sid).runner.optimizer_steps() == n
 
 
 @pytest.mark.parametrize(
@@ -140,40 +154,41 @@ def test_next_move_thresholds_at_their_boundaries(close_next, label):
     assert ("BUY", "SELL", "HOLD")[labels.next_move(100.0, 100.05)] == "HOLD"  # exactly +0.05 %
 
 
-def test_two_sessions_and_a_batch_job_on_one_model_account_for_everything(ctx):
+def test_two_sessions_and_a_batch_job_on_one_working_model_account_for_everything(ctx):
     annotate_future_moves(ctx.db)
-    runner = ctx.models.get()
+    model = ctx.models.new_working(None, created_by="test")
     job = jobs.create(ctx.db, "train", command_id=None, engine_id="test", created_by=None)
     errors = []
 
     def batch():
         try:
-            batch_training.run(
-                ctx.db, runner, job, [("SP500", "1d")], TrainSettings(epochs=2, seq_len=200)
-            )
+            batch_training.run(ctx.db, model, [("SP500", "1d")],
+                               TrainSettings(epochs=2, seq_len=200), job_id=job)  # fmt: skip
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
     t = threading.Thread(target=batch)
     t.start()
-    a = run_session(ctx, "every_candle", 120, wait=False)
-    b = run_session(ctx, "pivots_only", 120, wait=False)
+    a = run_session(ctx, "every_candle", 120, wait=False, working_model_id=model.id)
+    b = run_session(ctx, "pivots_only", 120, wait=False, working_model_id=model.id)
     t.join(180)
     for sid in (a, b):
         wait_until(
             lambda s=sid: session_rows.get(ctx.db, s).status != "running", 120, 0.1, "session end"
         )
+    assert model.trainer.drain(120)
     assert errors == []
     for sid in (a, b):
         row = session_rows.get(ctx.db, sid)
         assert row.status == "finished" and row.candles == 120, row.error
+        assert row.working_model_id == model.id and row.samples_dropped == 0
         assert len(session_rows.predictions(ctx.db, sid)) == 120
     assert training.count(ctx.db, session_id=a, skipped=False) == 120
     assert training.count(ctx.db, session_id=b, skipped=False) == len(
         session_rows.pivots(ctx.db, b)
     )
-    total = training.count(ctx.db, model_key=runner.key, skipped=False)
-    assert runner.optimizer_steps() == total
+    total = training.count(ctx.db, working_model_id=model.id, skipped=False)
+    assert model.runner.optimizer_steps() == total
     assert total == 120 + len(session_rows.pivots(ctx.db, b)) + training.count(ctx.db, job_id=job)
 
 

@@ -39,12 +39,16 @@ def test_manual_mode_trains_once_per_request_with_the_chosen_action(stored, engi
     engine_process("--no-seed")
     sid = start(stored, "manual", n=400, pace=0.05)
     wait_until(lambda: session_rows.get(stored, sid).candles >= 3, 30, 0.05, "candles")
+    commands = []
     for action in ("BUY", "HOLD", "SELL"):
         row = send(stored, "session.train_manual", {"session_id": sid, "action": action})
         assert row.status == "done", row.error
-        assert row.result["action"] == action and row.result["trained"]
+        assert row.result["action"] == action and row.result["queued"]
+        commands.append(row.id)
+    wait_until(lambda: training.count(stored, session_id=sid) == 3, 20, 0.1, "3 manual steps")
     events = training.frame(stored, session_id=sid)
     assert events.label.tolist() == ["BUY", "HOLD", "SELL"] and set(events.source) == {"manual"}
+    assert events.command_id.tolist() == commands and set(events.requested_by) == {"ana"}
     assert send(stored, "session.set_mode", {"session_id": sid, "mode": "none"}).status == "done"
     refused = send(stored, "session.train_manual", {"session_id": sid, "action": "BUY"})
     assert refused.status == "failed" and "switch it to manual" in refused.error

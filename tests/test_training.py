@@ -21,12 +21,12 @@ from market.importer import seed_samples
 SMALL = ModelConfig(d_model=32, n_heads=2, n_layers=2, d_ff=64, window=16)
 
 
-def random_batch(seed: int, b: int = 2, t: int = 48) -> Batch:
+def random_batch(seed: int, cfg: ModelConfig = SMALL, b: int = 2, t: int = 48) -> Batch:
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, t, SMALL.n_features, generator=g)
+    x = torch.randn(b, t, cfg.n_features, generator=g)
     y = torch.randint(0, 3, (b, t), generator=g)
     y[:, : t // 2] = IGNORE
-    ghost = torch.randn(b, t, SMALL.horizon, 4, generator=g)
+    ghost = torch.randn(b, t, cfg.horizon, 4, generator=g)
     return Batch(x, y, ghost)
 
 
@@ -75,7 +75,7 @@ def test_batch_job_and_per_candle_steps_on_one_model_never_corrupt_it(sp500):
     def batch_job():
         try:
             batch_training.run(
-                sp500, runner, job, [("SP500", "1d")], TrainSettings(epochs=3, seq_len=160)
+                sp500, runner, [("SP500", "1d")], TrainSettings(epochs=3, seq_len=160), job_id=job
             )
         except BaseException as exc:  # noqa: BLE001 - the assertion below reports it
             errors.append(exc)
@@ -170,9 +170,9 @@ def test_learning_is_real_validation_beats_the_majority_baseline(sp500):
     result = batch_training.run(
         sp500,
         runner,
-        job,
         [("SP500", "1d")],
         TrainSettings(epochs=15, batch_size=8, learning_rate=3e-3, seq_len=256),
+        job_id=job,
     )
     last = result["epochs"][-1]
     assert last["val_samples"] > 300

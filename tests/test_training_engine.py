@@ -78,9 +78,11 @@ def test_hung_lock_holder_fails_training_naming_it_and_engine_still_answers(
     annotated, engine_process
 ):
     engine_process("--no-seed", "--debug-commands", "--lock-timeout", "1")
-    hold = bus.wait(annotated, bus.submit(annotated, "debug.hold_lock", {"seconds": 60}), 20)
+    started = start_training_row(annotated, epochs=200)
+    job_id = started["job_id"]
+    hold = bus.wait(annotated, bus.submit(annotated, "debug.hold_lock", {
+        "working_model_id": started["working_model_id"], "seconds": 60}), 20)  # fmt: skip
     assert hold.status == "done", hold.error
-    job_id = start_training(annotated, epochs=1)
     first = wait_until(
         lambda: training.count(annotated, job_id=job_id, skipped=True), 10, 0.1, "a skipped step"
     )

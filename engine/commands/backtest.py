@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-import traceback
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from db import backtests, candles, jobs, training
+from db import backtests, candles, training
 from db import checkpoints as checkpoint_rows
-from engine import backtest_run, priority
+from engine import backtest_run, checkpoints
+from engine.job_runner import JobStopped, Outcome
 from engine.registry import CommandError, Payload, command
 from engine.runner import ModelRunner
 
@@ -67,80 +67,82 @@ def start(ctx, args: BacktestArgs, cmd) -> dict:
             checkpoint_rows.get(ctx.db, checkpoint_id)
         except checkpoint_rows.UnknownCheckpoint:
             raise CommandError(f"unknown checkpoint {checkpoint_id}") from None
-    job_id = jobs.create(ctx.db, "backtest", command_id=cmd.id, engine_id=ctx.instance_id,
-                         created_by=cmd.created_by, message="starting")  # fmt: skip
     settings = {"fee_bps": args.fee_bps, "slippage_bps": args.slippage_bps,
                 "long_only": args.long_only, "cash": args.cash}  # fmt: skip
     learning = {"train_mode": args.train_mode, "pivot_left": args.pivot_left,
                 "pivot_right": args.pivot_right} if args.train_mode else {}  # fmt: skip
+
+    def work(job) -> Outcome:
+        def progress(fraction: float) -> bool:
+            try:
+                job.progress(
+                    0.95 * fraction, f"model pass {fraction:.0%} of {len(stored):,} candles"
+                )
+            except JobStopped as stop:
+                stopped.append(stop)
+                return False
+            return True
+
+        stopped: list[JobStopped] = []
+        model, learn = None, None
+        if checkpoint_id is not None and args.train_mode:
+            learn = _private_copy(ctx, checkpoint_id, bt_id, job.id, args)
+        elif checkpoint_id is not None:
+            model = ctx.models.frozen(checkpoint_id).snapshot.model
+        report = backtest_run.run(
+            ctx.db, symbol=args.symbol, timeframe=args.timeframe,
+            start=int(stored.ts.iloc[0]), end=int(stored.ts.iloc[-1]), model=model,
+            signals=[list(p) for p in args.signals] if args.signals is not None else None,
+            progress=progress, learn=learn, **settings,
+        )  # fmt: skip
+        status = stopped[0].status if stopped else report["status"]
+        _keep(ctx, bt_id, report, status, learn, args, cmd, job.id, checkpoint_id)
+        m = report["metrics"] or {}
+        return Outcome(
+            f"{status}: return {m.get('Return [%]', float('nan')):.2f} %, {m.get('# Trades', 0)} trades",
+            {"backtest_id": bt_id},
+            status,
+        )
+
+    job = ctx.jobs.create("backtest", cmd, message="starting")
     bt_id = backtests.create(
         ctx.db, name=args.name, symbol=args.symbol, timeframe=args.timeframe,
         start_ts=int(stored.ts.iloc[0]), end_ts=int(stored.ts.iloc[-1]), checkpoint_id=checkpoint_id,
-        signals_name=args.signals_name if args.signals is not None else None, settings=settings,
-        job_id=job_id, created_by=cmd.created_by,
+        signals_name=args.signals_name if args.signals is not None else None,
+        settings={**settings, **learning}, job_id=job.id, created_by=cmd.created_by,
     )  # fmt: skip
-    if learning:
-        backtests.update(ctx.db, bt_id, settings={**settings, **learning})
+    ctx.jobs.run(job, work, on_failure=lambda exc: backtests.finish(ctx.db, bt_id, "failed"))
+    return {"backtest_id": bt_id, "job_id": job.id, "candles": len(stored)}
 
-    def work() -> None:
-        priority.background_thread()
-        model = ctx.models.get(checkpoint_id).snapshot.model if checkpoint_id else None
-        learn = None
-        if args.train_mode:
-            source = ctx.models.get(checkpoint_id)
-            state, opt = source.state()
-            copy = ModelRunner(f"backtest-{bt_id}", source.config, state, opt,
-                               on_step=lambda **e: training.record(ctx.db, **e),
-                               checkpoint_id=checkpoint_id)  # fmt: skip
-            learn = {"runner": copy, "mode": args.train_mode, "left": args.pivot_left,
-                     "right": args.pivot_right, "event": {"job_id": job_id}}  # fmt: skip
 
-        def progress(fraction: float) -> bool:
-            cancel = jobs.update_progress(
-                ctx.db,
-                job_id,
-                0.95 * fraction,
-                f"model pass {fraction:.0%} of {len(stored):,} candles",
-            )
-            return not (cancel or ctx.stopping.is_set())
+def _private_copy(ctx, checkpoint_id: int, bt_id: int, job_id: int, args: BacktestArgs) -> dict:
+    """A private trainable copy of the checkpoint for a backtest that learns: nobody else sees
+    it, so it trains in step with the replay (reproducible) and the checkpoint stays as is."""
+    cfg, state, optimizer = checkpoints.load(ctx.db, checkpoint_id)
+    copy = ModelRunner(f"backtest-{bt_id}", cfg, state, optimizer,
+                       on_step=lambda **e: training.record(ctx.db, **e),
+                       checkpoint_id=checkpoint_id)  # fmt: skip
+    return {"runner": copy, "mode": args.train_mode, "left": args.pivot_left,
+            "right": args.pivot_right, "event": {"job_id": job_id}}  # fmt: skip
 
-        try:
-            report = backtest_run.run(
-                ctx.db, symbol=args.symbol, timeframe=args.timeframe,
-                start=int(stored.ts.iloc[0]), end=int(stored.ts.iloc[-1]), model=model,
-                signals=[list(p) for p in args.signals] if args.signals is not None else None,
-                progress=progress, learn=learn, **settings,
-            )  # fmt: skip
-            if report["predictions"] is not None:
-                backtests.add_predictions(ctx.db, bt_id, report["predictions"])
-            status = report["status"]
-            if learn and args.save_trained:
-                cid = ctx.models.save(learn["runner"], name=f"backtest #{bt_id} trained copy",
-                                      created_by=cmd.created_by, job_id=job_id)  # fmt: skip
-                report["settings"]["trained_checkpoint_id"] = cid
-            after_run = ("training_steps", "trained_checkpoint_id", "signals", "signals_warning")
-            extra = {k: report["settings"][k] for k in after_run if k in report["settings"]}
-            if extra:  # what was only known after the run: steps taken, where signals landed
-                row = backtests.get(ctx.db, bt_id)
-                backtests.update(ctx.db, bt_id, settings={**row.settings, **extra})
-            backtests.finish(
-                ctx.db, bt_id, status, metrics=report["metrics"],
-                trades={"rows": report["trades"]}, equity=report["equity"],
-            )  # fmt: skip
-            m = report["metrics"] or {}
-            msg = f"{status}: return {m.get('Return [%]', float('nan')):.2f} %, {m.get('# Trades', 0)} trades"
-            ended = (
-                "done"
-                if status == "done"
-                else ("interrupted" if ctx.stopping.is_set() else "cancelled")
-            )
-            jobs.finish(ctx.db, job_id, ended, msg, {"backtest_id": bt_id})
-        except Exception as exc:
-            log.error("backtest %s failed:\n%s", bt_id, traceback.format_exc())
-            backtests.finish(ctx.db, bt_id, "failed")
-            jobs.finish(
-                ctx.db, job_id, "failed", f"failed: {exc}", error=f"{type(exc).__name__}: {exc}"
-            )
 
-    ctx.start_job(job_id, work)
-    return {"backtest_id": bt_id, "job_id": job_id, "candles": len(stored)}
+def _keep(ctx, bt_id, report, status, learn, args, cmd, job_id, checkpoint_id) -> None:
+    """Store a finished (or stopped) run's report, and the trained copy if asked."""
+    if report["predictions"] is not None:
+        backtests.add_predictions(ctx.db, bt_id, report["predictions"])
+    if learn and args.save_trained:
+        cid = checkpoints.save_runner(
+            ctx.db, learn["runner"], name=f"backtest #{bt_id} trained copy",
+            parent_id=checkpoint_id, created_by=cmd.created_by, job_id=job_id,
+            sources={"backtest_id": bt_id, "steps_by_source": {args.train_mode: learn["runner"].steps}},
+        )  # fmt: skip
+        report["settings"]["trained_checkpoint_id"] = cid
+    after_run = ("training_steps", "trained_checkpoint_id", "signals", "signals_warning")
+    extra = {k: report["settings"][k] for k in after_run if k in report["settings"]}
+    if extra:  # what was only known after the run: steps taken, where signals landed
+        row = backtests.get(ctx.db, bt_id)
+        backtests.update(ctx.db, bt_id, settings={**row.settings, **extra})
+    backtests.finish(
+        ctx.db, bt_id, status, metrics=report["metrics"],
+        trades={"rows": report["trades"]}, equity=report["equity"],
+    )  # fmt: skip

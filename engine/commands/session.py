@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from db import candles
 from db import checkpoints as checkpoint_rows
 from db import sessions as session_rows
+from db import working_models as working_rows
 from engine.feeds import FeedError
 from engine.registry import CommandError, Payload, command
 from market import symbols, timeframes
@@ -36,12 +37,29 @@ class StartArgs(Payload):
     symbol: str
     timeframe: str
     mode: Mode = "none"
-    checkpoint_id: int | None = None  # default: the active checkpoint
+    # Which model: a checkpoint (default: the active one) — read frozen in mode `none`,
+    # trained as a new working model in the learning modes — or an existing working model.
+    checkpoint_id: int | None = None
+    working_model_id: int | None = None
+    frozen: bool | None = None  # default: frozen in mode none; False: a new working model
     feed: FeedSpec = FeedSpec()
     fee_bps: float = Field(default=10.0, ge=0, le=1000)
     long_only: bool = False
     pivot_left: int = Field(default=5, ge=1, le=200)
     pivot_right: int = Field(default=5, ge=1, le=200)
+
+    @model_validator(mode="after")
+    def _one_model(self):
+        if self.working_model_id is not None and self.checkpoint_id is not None:
+            raise ValueError("give a checkpoint or a working model, not both")
+        if self.frozen and self.working_model_id is not None:
+            raise ValueError("a working model is trainable: leave out 'frozen'")
+        if self.frozen and self.mode != "none":
+            raise ValueError(
+                f"mode {self.mode!r} trains, and a frozen checkpoint never changes: use mode "
+                "none, or leave out 'frozen' to train a new working model from the checkpoint"
+            )
+        return self
 
 
 @command("session.start", StartArgs)
@@ -52,11 +70,17 @@ def start(ctx, args: StartArgs, cmd) -> dict:
         timeframes.parse(args.timeframe)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    checkpoint_id = args.checkpoint_id or ctx.models.active_id()
-    try:
-        checkpoint_rows.get(ctx.db, checkpoint_id)
-    except checkpoint_rows.UnknownCheckpoint:
-        raise CommandError(f"unknown checkpoint {checkpoint_id}") from None
+    if args.working_model_id is not None:
+        try:
+            checkpoint_id = working_rows.get(ctx.db, args.working_model_id).base_checkpoint_id
+        except working_rows.UnknownWorkingModel:
+            raise CommandError(f"unknown working model {args.working_model_id}") from None
+    else:
+        checkpoint_id = args.checkpoint_id or ctx.models.active_id()
+        try:
+            checkpoint_rows.get(ctx.db, checkpoint_id)
+        except checkpoint_rows.UnknownCheckpoint:
+            raise CommandError(f"unknown checkpoint {checkpoint_id}") from None
     if args.feed.kind == "replay":
         stored = candles.datasets(ctx.db)
         have = stored[(stored.symbol == args.symbol) & (stored.timeframe == args.timeframe)]
@@ -65,11 +89,16 @@ def start(ctx, args: StartArgs, cmd) -> dict:
                 f"no stored candles for {args.symbol} {args.timeframe} to replay: import them on "
                 "the Data page first"
             )
+    working_model_id = args.working_model_id
+    frozen = args.frozen if args.frozen is not None else args.mode == "none"
+    if working_model_id is None and not frozen:
+        working_model_id = ctx.models.new_working(checkpoint_id, created_by=cmd.created_by).id
     sid = session_rows.create(
         ctx.db,
         symbol=args.symbol,
         timeframe=args.timeframe,
         checkpoint_id=checkpoint_id,
+        working_model_id=working_model_id,
         mode=args.mode,
         feed=args.feed.model_dump(exclude_none=True),
         settings={
@@ -86,7 +115,8 @@ def start(ctx, args: StartArgs, cmd) -> dict:
     except (FeedError, KeyError, ValueError) as exc:
         session_rows.close(ctx.db, sid, "failed", str(exc))
         raise CommandError(f"session {sid} could not start: {exc}") from None
-    return {"session_id": sid, "checkpoint_id": checkpoint_id, "mode": args.mode}
+    return {"session_id": sid, "checkpoint_id": checkpoint_id, "mode": args.mode,
+            "working_model_id": working_model_id}  # fmt: skip
 
 
 class SessionRef(Payload):
@@ -118,11 +148,18 @@ class ModeArgs(SessionRef):
 
 @command("session.set_mode", ModeArgs)
 def set_mode(ctx, args: ModeArgs, cmd) -> dict:
-    """Switch a running session's mode from the next candle on."""
+    """Switch a running session's mode from the next candle on. A session reading a frozen
+    checkpoint that switches to a learning mode gets a new working model from it."""
     session = _live(ctx, args.session_id)
+    if args.mode != "none" and session.working is None:
+        model = ctx.models.new_working(session.checkpoint_id, created_by=cmd.created_by)
+        session_rows.update_row(ctx.db, args.session_id, working_model_id=model.id)
+        session.attach(model)
     session.mode = args.mode
     session_rows.update_row(ctx.db, args.session_id, mode=args.mode)
-    return {"session_id": args.session_id, "mode": args.mode}
+    working = session.working
+    return {"session_id": args.session_id, "mode": args.mode,
+            "working_model_id": working.id if working else None}  # fmt: skip
 
 
 class ManualArgs(SessionRef):
@@ -131,20 +168,29 @@ class ManualArgs(SessionRef):
 
 @command("session.train_manual", ManualArgs)
 def train_manual(ctx, args: ManualArgs, cmd) -> dict:
-    """Train once on the session's latest completed candle with the chosen action."""
+    """Train once on the session's latest completed candle with the chosen action.
+
+    Accepted at once: the sample goes to the working model's trainer, which applies it when
+    the training lock is free; its training event (command_id = this command) says when it was
+    applied, or that it was skipped because the lock stayed busy."""
     session = _live(ctx, args.session_id)
-    if session.mode != "manual":
+    if session.mode != "manual" or session.working is None:
         raise CommandError(
             f"session {args.session_id} is in mode {session.mode!r}: switch it to manual to "
             "train on the current candle"
         )
     try:
-        result = session.train_now(args.action)
+        sample = session.manual_sample(args.action)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    if not result["trained"]:
-        raise CommandError(
-            f"the training lock of checkpoint {session.runner.checkpoint_id} was busy; "
-            "the step was skipped (see training events)"
-        )
-    return {"session_id": args.session_id, **result}
+    session.working.request(
+        sample, operation=f"session {args.session_id} manual ({cmd.created_by or 'someone'})",
+        session_id=args.session_id, command_id=cmd.id, requested_by=cmd.created_by,
+    )  # fmt: skip
+    return {
+        "session_id": args.session_id,
+        "candle_ts": sample.candle_ts,
+        "action": args.action,
+        "working_model_id": session.working.id,
+        "queued": True,
+    }

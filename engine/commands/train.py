@@ -1,18 +1,21 @@
-"""Model commands: batch training, checkpoint activation."""
+"""Model commands: batch training, checkpoint activation, saving a working model."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import traceback
+from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from db import annotations as annotation_rows
-from db import candles, jobs
+from db import candles
 from db import checkpoints as checkpoint_rows
+from db import working_models as working_rows
+from db.models import utcnow
 from engine import batch_training
-from engine.batch_training import TrainingCancelled, TrainSettings
+from engine.batch_training import TrainSettings
+from engine.job_runner import Outcome
 from engine.registry import CommandError, Payload, command
 
 log = logging.getLogger(__name__)
@@ -25,6 +28,7 @@ class DatasetRef(Payload):
 
 class TrainArgs(Payload):
     base_checkpoint: int | None = Field(default=None, description="default: the active one")
+    working_model_id: int | None = None  # train this working model instead of a new one
     epochs: int = Field(default=5, ge=1, le=500)
     batch_size: int = Field(default=8, ge=1, le=256)
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
@@ -35,100 +39,92 @@ class TrainArgs(Payload):
     activate: bool = False
     name: str | None = Field(default=None, max_length=120)
 
+    @model_validator(mode="after")
+    def _one_model(self):
+        if self.base_checkpoint is not None and self.working_model_id is not None:
+            raise ValueError("give a base checkpoint or a working model, not both")
+        return self
 
-@command("train.start", TrainArgs)
-def train_start(ctx, args: TrainArgs, cmd) -> dict:
-    """Start batch training on annotations in the background; returns the job id."""
-    base_id = args.base_checkpoint or ctx.models.active_id()
-    if base_id is None:
-        raise CommandError("no checkpoint to train: none is active and none was given")
-    try:
-        base = checkpoint_rows.get(ctx.db, base_id)
-    except checkpoint_rows.UnknownCheckpoint:
-        raise CommandError(f"unknown checkpoint {base_id}") from None
+
+def _datasets(ctx, args: TrainArgs) -> list[tuple[str, str]]:
+    """The (symbol, timeframe) pairs to train on, or CommandError saying why there are none."""
     stored = {(r.symbol, r.timeframe) for r in candles.datasets(ctx.db).itertuples()}
     if args.datasets:
         wanted = [(d.symbol, d.timeframe) for d in args.datasets]
         missing = [f"{s} {t}" for s, t in wanted if (s, t) not in stored]
         if missing:
             raise CommandError(f"no candles stored for {', '.join(missing)}")
-    else:
-        wanted = sorted(
-            {(a.symbol, a.timeframe) for a in annotation_rows.list_for(ctx.db)} & stored
-        )
-        if not wanted and not args.unannotated_as_hold:
-            raise CommandError("no annotations yet: mark some trades on the Annotate page first")
-        wanted = wanted or sorted(stored)
-    runner = ctx.models.get(base_id)
-    job_id = jobs.create(
-        ctx.db, "train", command_id=cmd.id, engine_id=ctx.instance_id, created_by=cmd.created_by,
-        message=f"training checkpoint {base_id} on {len(wanted)} dataset(s)",
-    )  # fmt: skip
+        return wanted
+    wanted = sorted({(a.symbol, a.timeframe) for a in annotation_rows.list_for(ctx.db)} & stored)
+    if not wanted and not args.unannotated_as_hold:
+        raise CommandError("no annotations yet: mark some trades on the Annotate page first")
+    return wanted or sorted(stored)
+
+
+def _working_model(ctx, args: TrainArgs, cmd):
+    """The working model to train: the one named, or a new one from the base checkpoint."""
+    if args.working_model_id is not None:
+        try:
+            return ctx.models.working(args.working_model_id)
+        except working_rows.UnknownWorkingModel:
+            raise CommandError(f"unknown working model {args.working_model_id}") from None
+    base_id = args.base_checkpoint or ctx.models.active_id()
+    try:
+        checkpoint_rows.get(ctx.db, base_id)
+    except checkpoint_rows.UnknownCheckpoint:
+        raise CommandError(f"unknown checkpoint {base_id}") from None
+    return ctx.models.new_working(base_id, created_by=cmd.created_by)
+
+
+@command("train.start", TrainArgs)
+def train_start(ctx, args: TrainArgs, cmd) -> dict:
+    """Start batch training on annotations in the background; returns the job id.
+
+    It trains a working model (a new one from the base checkpoint unless one is named); the
+    base checkpoint never changes. The result is a new child checkpoint."""
+    wanted = _datasets(ctx, args)
+    model = _working_model(ctx, args, cmd)
     settings = TrainSettings(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         validation_split=args.validation_split, seq_len=args.seq_len,
         unannotated_as_hold=args.unannotated_as_hold,
     )  # fmt: skip
-    name = args.name or f"{base.name.split(' (')[0]} + train #{job_id}"
+    base_name = checkpoint_rows.get(ctx.db, model.base_checkpoint_id).name.split(" (")[0]
 
-    def work() -> None:
-        try:
-            result = batch_training.run(ctx.db, runner, job_id, wanted, settings, ctx.stopping)
-        except TrainingCancelled as exc:
-            how = "engine shutdown" if ctx.stopping.is_set() else "cancel"
-            cid = ctx.models.save(
-                runner, name=f"{name} ({how})", created_by=cmd.created_by, job_id=job_id
-            )
-            status = "interrupted" if ctx.stopping.is_set() else "cancelled"
-            jobs.finish(
-                ctx.db,
-                job_id,
-                status,
-                f"stopped by {how} at {exc}; weights so far saved as checkpoint {cid}",
-                {"checkpoint_id": cid},
-            )
-            return
-        except Exception as exc:
-            log.error("training job %s failed:\n%s", job_id, traceback.format_exc())
-            jobs.finish(
-                ctx.db, job_id, "failed", f"failed: {exc}", error=f"{type(exc).__name__}: {exc}"
-            )
-            return
-        last = result["epochs"][-1]
-        metrics = {
-            k: last[k]
-            for k in (
-                "train_loss",
-                "train_accuracy",
-                "val_loss",
-                "val_accuracy",
-                "val_baseline",
-                "val_samples",
-            )
-        }
-        cid = ctx.models.save(
-            runner,
-            name=name,
-            created_by=cmd.created_by,
-            metrics=metrics,
-            activate=args.activate,
-            job_id=job_id,
-        )
-        result["checkpoint_id"] = cid
-        jobs.finish(
-            ctx.db,
-            job_id,
-            "done",
-            f"done: checkpoint {cid}" + (" (active)" if args.activate else ""),
-            result,
+    def work(job) -> Outcome:
+        result = batch_training.run(ctx.db, model, wanted, settings, job_id=job.id,
+                                    progress=job.progress)  # fmt: skip
+        metrics = {k: result["epochs"][-1][k] for k in METRICS}
+        cid = model.save_checkpoint(
+            name=args.name or f"{base_name} + train #{job.id}", created_by=cmd.created_by,
+            metrics=metrics, activate=args.activate, job_id=job.id,
+        ).result()  # fmt: skip
+        result.update(checkpoint_id=cid, working_model_id=model.id)
+        return Outcome(f"done: checkpoint {cid}" + (" (active)" if args.activate else ""), result)
+
+    def on_stop(job, stop) -> Outcome:
+        how = "engine shutdown" if stop.status == "interrupted" else "cancel"
+        name = f"{args.name or f'{base_name} + train #{job.id}'} ({how})"
+        cid = model.save_checkpoint(name=name, created_by=cmd.created_by, job_id=job.id).result()
+        return Outcome(
+            f"{stop}; weights so far saved as checkpoint {cid}",
+            {"checkpoint_id": cid, "working_model_id": model.id},
+            stop.status,
         )
 
-    ctx.start_job(job_id, work)
+    job = ctx.jobs.create("train", cmd, working_model_id=model.id,
+                          message=f"training working model {model.id} on {len(wanted)} dataset(s)")  # fmt: skip
+    job_id = ctx.jobs.run(job, work, on_stop=on_stop)
     return {
         "job_id": job_id,
-        "base_checkpoint": base_id,
+        "base_checkpoint": model.base_checkpoint_id,
+        "working_model_id": model.id,
         "datasets": [f"{s} {t}" for s, t in wanted],
     }
+
+
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_baseline",
+           "val_samples")  # fmt: skip
 
 
 class ActivateArgs(Payload):
@@ -146,21 +142,65 @@ def activate(ctx, args: ActivateArgs, cmd) -> dict:
 
 
 class HoldArgs(Payload):
-    checkpoint_id: int | None = None
+    session_id: int | None = None  # the working model this session trains
+    working_model_id: int | None = None
+    checkpoint_id: int | None = None  # every working model loaded here that started from it
     seconds: float = Field(ge=0, le=3600)
+
+
+def _models_to_hold(ctx, args: HoldArgs) -> list:
+    if args.session_id is not None:
+        session = ctx.sessions.get(args.session_id)
+        if session is None or session.working is None:
+            raise CommandError(f"session {args.session_id} trains no working model here")
+        return [session.working]
+    if args.working_model_id is not None:
+        try:
+            return [ctx.models.working(args.working_model_id)]
+        except working_rows.UnknownWorkingModel:
+            raise CommandError(f"unknown working model {args.working_model_id}") from None
+    base = args.checkpoint_id or ctx.models.active_id()
+    held = [m for m in ctx.models.loaded() if m.base_checkpoint_id == base]
+    if not held:
+        raise CommandError(f"no working model started from checkpoint {base} is loaded here")
+    return held
 
 
 @command("debug.hold_lock", HoldArgs, debug=True)
 def hold_lock(ctx, args: HoldArgs, cmd) -> dict:
-    """Hold a model's training lock for a while on another thread (a hung trainer)."""
-    runner = ctx.models.get(args.checkpoint_id)
-    held = threading.Event()
+    """Hold working models' training locks for a while on other threads (a hung trainer)."""
+    models = _models_to_hold(ctx, args)
+    held = threading.Barrier(len(models) + 1, timeout=5)
 
-    def hang() -> None:
-        with runner.lock.hold(f"debug.hold_lock (command {cmd.id})"):
-            held.set()
+    def hang(model) -> None:
+        with model.runner.lock.hold(f"debug.hold_lock (command {cmd.id})"):
+            held.wait()
             ctx.stopping.wait(args.seconds)
 
-    threading.Thread(target=hang, name=f"hung-trainer-{cmd.id}", daemon=True).start()
-    held.wait(5)
-    return {"holding": runner.key, "seconds": args.seconds}
+    for model in models:
+        threading.Thread(target=hang, args=(model,), name=f"hung-trainer-{cmd.id}",
+                         daemon=True).start()  # fmt: skip
+    held.wait()
+    since = utcnow()
+    return {"holding": [m.runner.key for m in models], "seconds": args.seconds,
+            "held_from": since.isoformat(),
+            "held_until": (since + timedelta(seconds=args.seconds)).isoformat()}  # fmt: skip
+
+
+class SaveArgs(Payload):
+    working_model_id: int
+    name: str | None = Field(default=None, max_length=120)
+    activate: bool = False
+
+
+@command("model.save", SaveArgs)
+def save(ctx, args: SaveArgs, cmd) -> dict:
+    """Save a working model as a new checkpoint, after the training already handed to it.
+    Answers at once; the checkpoint appears when the trainer gets to it."""
+    try:
+        model = ctx.models.working(args.working_model_id)
+    except working_rows.UnknownWorkingModel:
+        raise CommandError(f"unknown working model {args.working_model_id}") from None
+    name = args.name or f"{model.name} · saved by {cmd.created_by or 'someone'}"
+    model.save_checkpoint(name=name, created_by=cmd.created_by, activate=args.activate)
+    return {"working_model_id": model.id, "queued": True, "name": name}

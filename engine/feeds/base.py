@@ -6,12 +6,14 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Bar:
-    """One completed candle; `ts` is its open time in epoch ms UTC."""
+    """One completed candle; `ts` is its open time in epoch ms UTC. `arrived` is when it
+    became available (`time.monotonic()`): a paced replay's slot, or when a live feed saw it
+    close; a session's candle → prediction latency counts from there."""
 
     ts: int
     open: float
@@ -19,6 +21,7 @@ class Bar:
     low: float
     close: float
     volume: float
+    arrived: float | None = field(default=None, compare=False)
 
 
 class FeedError(RuntimeError):
@@ -48,14 +51,17 @@ class Pacer:
         self.pace_s = pace_s
         self.due: float | None = None
 
-    def wait(self, stop: threading.Event) -> bool:
-        """Wait for the next slot; False if `stop` was set meanwhile."""
+    def wait(self, stop: threading.Event) -> float | None:
+        """Wait for the next slot; its time (`time.monotonic()`; now when unpaced), or None if
+        `stop` was set meanwhile. A consumer that fell behind gets the slots it missed at once,
+        back to at most one slot late, then the schedule goes on from there."""
         if self.pace_s <= 0:
-            return not stop.is_set()
+            return None if stop.is_set() else time.monotonic()
         now = time.monotonic()
         if self.due is None:
             self.due = now
         if self.due > now and stop.wait(self.due - now):
-            return False
+            return None
+        slot = self.due
         self.due = max(self.due + self.pace_s, time.monotonic() - self.pace_s)
-        return not stop.is_set()
+        return None if stop.is_set() else slot

@@ -8,6 +8,7 @@ with backoff; an unknown symbol or exchange ends the feed with a FeedError.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -80,10 +81,11 @@ class ExchangeFeed(Feed):
                 continue
             except (ccxt.ExchangeError, ccxt.NotSupported) as exc:  # bad symbol, auth: final
                 raise FeedError(f"{self.symbol} on {self.client.id}: {exc}") from exc
+            seen = time.monotonic()  # when these candles were known to have closed
             for bar in batch:
                 if stop.is_set():
                     return
                 after_ts = bar.ts
-                yield bar
+                yield dataclasses.replace(bar, arrived=seen)
             if len(batch) < self.limit and stop.wait(self.poll_s):
                 return

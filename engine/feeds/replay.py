@@ -44,7 +44,8 @@ class ReplayFeed(Feed):
             for row in rows:
                 if self.end_ts is not None and row[0] > self.end_ts:
                     return
-                if not pacer.wait(stop):
+                slot = pacer.wait(stop)
+                if slot is None:
                     return
                 cursor = row[0]
-                yield Bar(*row)
+                yield Bar(*row, arrived=slot)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 
@@ -50,6 +51,7 @@ class SyntheticFeed(Feed):
                 return
             if after_ts is not None and bar.ts <= after_ts:
                 continue  # replaying the same seed makes resuming exact
-            if not pacer.wait(stop):
+            slot = pacer.wait(stop)
+            if slot is None:
                 return
-            yield bar
+            yield dataclasses.replace(bar, arrived=slot)

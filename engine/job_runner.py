@@ -1,0 +1,124 @@
+"""Background jobs (batch training, backtests): one owner for their bookkeeping.
+
+A command handler checks its request, creates the job (`JobRunner.create`) and hands the work
+to `JobRunner.run`. From there the runner owns every state change of the job row: it runs the
+work on a thread of its own at background priority and ends the job exactly once —
+- `done` with the work's message and result;
+- `cancelled` when a person asked (the cancel flag) or `interrupted` when the engine shuts
+  down: `Job.progress` raises `JobStopped`, and the work's `on_stop` may keep what was done
+  (weights so far, a partial report);
+- `failed` when the work raised, with the exception as the message.
+A job whose engine dies is ended `interrupted` by the next engine to notice
+(`db.jobs.interrupt_running_of`, with the backtest report it was writing).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from db import jobs
+from engine import priority
+
+log = logging.getLogger(__name__)
+
+
+class JobStopped(Exception):
+    """The job must stop: a person cancelled it, or the engine is shutting down."""
+
+    def __init__(self, status: str, where: str) -> None:
+        self.status, self.where = status, where
+        how = "engine shutdown" if status == "interrupted" else "cancel"
+        super().__init__(f"stopped by {how} at {where}")
+
+
+@dataclass
+class Outcome:
+    """How a job ended: its message, its result, and its status when not `done`."""
+
+    message: str
+    result: dict | None = None
+    status: str = "done"
+
+
+class Job:
+    """What the work sees of its job: its id, and progress reporting that stops it."""
+
+    def __init__(self, database: Engine, job_id: int, kind: str, stopping: threading.Event):
+        self.db, self.id, self.kind, self._stopping = database, job_id, kind, stopping
+
+    def progress(self, fraction: float, message: str, result: dict | None = None) -> None:
+        """Record progress (0–1); raises JobStopped if a cancel was asked or the engine stops."""
+        cancel = jobs.update_progress(self.db, self.id, fraction, message, result)
+        if self._stopping.is_set():
+            raise JobStopped("interrupted", message)
+        if cancel:
+            raise JobStopped("cancelled", message)
+
+
+Work = Callable[[Job], Outcome]
+OnStop = Callable[[Job, JobStopped], Outcome]
+
+
+class JobRunner:
+    def __init__(self, database: Engine, engine_id: str, stopping: threading.Event) -> None:
+        self.db, self.engine_id, self.stopping = database, engine_id, stopping
+        self._threads: dict[int, threading.Thread] = {}
+
+    def create(self, kind: str, cmd, *, message: str = "queued",
+               working_model_id: int | None = None) -> Job:  # fmt: skip
+        """The job row for command `cmd`, queued; `run` starts it (rows that point at the job,
+        such as a backtest report, can be written in between)."""
+        job_id = jobs.create(
+            self.db, kind, command_id=cmd.id, engine_id=self.engine_id,
+            created_by=cmd.created_by, message=message, working_model_id=working_model_id,
+        )  # fmt: skip
+        return Job(self.db, job_id, kind, self.stopping)
+
+    def run(self, job: Job, work: Work, *, on_stop: OnStop | None = None,
+            on_failure: Callable[[BaseException], None] | None = None) -> int:  # fmt: skip
+        """Run `work` on its own thread; returns the job id."""
+        thread = threading.Thread(
+            target=self._run, args=(job, work, on_stop, on_failure), name=f"job-{job.id}",
+            daemon=True,
+        )  # fmt: skip
+        self._threads[job.id] = thread
+        thread.start()
+        return job.id
+
+    def _run(self, job: Job, work: Work, on_stop: OnStop | None, on_failure) -> None:
+        priority.background_thread()
+        try:
+            try:
+                outcome = work(job)
+            except JobStopped as stop:
+                outcome = on_stop(job, stop) if on_stop else Outcome(str(stop), status=stop.status)
+        except Exception as exc:
+            log.error("%s job %s failed:\n%s", job.kind, job.id, traceback.format_exc())
+            if on_failure is not None:
+                try:
+                    on_failure(exc)
+                except Exception:
+                    log.exception(
+                        "%s job %s: cleaning up after the failure failed", job.kind, job.id
+                    )
+            jobs.finish(self.db, job.id, "failed", f"failed: {exc}",
+                        error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            return
+        jobs.finish(self.db, job.id, outcome.status, outcome.message, outcome.result)
+
+    def running(self) -> list[int]:
+        """Ids of the jobs whose thread still runs."""
+        return [j for j, t in self._threads.items() if t.is_alive()]
+
+    def join(self, timeout: float) -> None:
+        """Wait for the running jobs (shutdown: they see the stop flag and end interrupted)."""
+        for job_id, thread in list(self._threads.items()):
+            if thread.is_alive():
+                log.info("waiting for job %s to stop", job_id)
+                thread.join(timeout)

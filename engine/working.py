@@ -1,0 +1,160 @@
+"""A working model: the trainable copy of a checkpoint that sessions, manual training and
+batch jobs train, in this engine.
+
+Checkpoints never change. Training happens here: a `ModelRunner` (weights, optimizer, the one
+training lock every update holds, the published snapshot predictions read) and its one
+`Trainer`, which applies every update in hand-over order. What it learns is kept two ways:
+- autosave: the weights and optimizer go to the working model's own state file (overwritten
+  atomically) at most AUTOSAVE_STEPS updates or AUTOSAVE_S seconds after an update, so a kill -9
+  loses less than either; after a crash the next engine loads the file and marks the training
+  events of the steps it lost (`db.working_models.mark_lost`);
+- checkpoints: `save_checkpoint` writes a new child checkpoint (parent: the last one saved from
+  this working model, else its base; `sources`: what trained it since) — when a job ends, a
+  learning session stops, or a person asks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future
+
+from sqlalchemy import Engine
+
+from db import checkpoints as checkpoint_rows
+from db import training
+from db import working_models as rows
+from engine import checkpoints
+from engine.lock import TrainingLockTimeout
+from engine.model import ModelConfig
+from engine.online import Sample
+from engine.runner import Batch, ModelRunner, Snapshot, StepResult
+from engine.trainer import Trainer
+
+log = logging.getLogger(__name__)
+AUTOSAVE_STEPS = 100  # updates between autosaves, at most
+AUTOSAVE_S = 10.0  # seconds between an update and the autosave that keeps it, at most
+STATE_DIR = "working"
+
+
+def state_file(working_model_id: int) -> str:
+    """The working model's state file, relative to the data directory."""
+    return f"{checkpoints.DIR}/{STATE_DIR}/{working_model_id:06d}.pt"
+
+
+class WorkingModel:
+    def __init__(self, database: Engine, row, config: ModelConfig, state: dict,
+                 optimizer_state: dict | None, lock_timeout_s: float) -> None:  # fmt: skip
+        self.db, self.id, self.name = database, row.id, row.name
+        self.base_checkpoint_id = row.base_checkpoint_id
+        self.last_checkpoint_id = row.last_checkpoint_id
+        self.runner = ModelRunner(
+            f"working-model-{row.id}", config, state, optimizer_state,
+            lock_timeout_s=lock_timeout_s, on_step=self._record, checkpoint_id=row.base_checkpoint_id,
+        )  # fmt: skip
+        self.saved_steps, self.saved_at = self.runner.steps, time.monotonic()
+        self.trainer = Trainer(f"model-{row.id}", tick=self._autosave_if_due)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.runner.config
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The latest published weights: what predictions read, never waiting for training."""
+        return self.runner.snapshot
+
+    def _record(self, **event) -> None:
+        training.record(self.db, working_model_id=self.id, **event)
+
+    # -- handing training over (never waits for the lock) -----------------------------------
+
+    def offer(self, sample: Sample, *, session_id: int, operation: str) -> None:
+        """A live session's sample: queued, never waited for; dropped if the queue overflows."""
+        self.trainer.offer(
+            lambda: self.runner.train_step(
+                sample.batch,
+                operation=operation,
+                source=sample.source,
+                session_id=session_id,
+                **sample.event,
+            ),  # fmt: skip
+            session_id=session_id,
+        )
+
+    def request(self, sample: Sample, *, operation: str, **event) -> Future:
+        """A sample that must not be dropped (manual training); the Future says when it was
+        applied (a StepResult) or why not (TrainingLockTimeout, recorded as a skipped step)."""
+        return self.trainer.submit(
+            lambda: self.runner.train_step(
+                sample.batch, operation=operation, source=sample.source, **sample.event, **event
+            )
+        )
+
+    def train_step(self, batch: Batch, *, operation: str, source: str, **kw) -> StepResult:
+        """One update through the trainer, waiting for it (batch jobs run on their own thread,
+        so they may wait); raises what the update raised."""
+        return self.trainer.submit(
+            lambda: self.runner.train_step(batch, operation=operation, source=source, **kw)
+        ).result()
+
+    # -- keeping what it learned ----------------------------------------------------------------
+
+    def save_checkpoint(self, *, name: str, created_by: str | None,
+                        only_if_changed: bool = False, **row) -> Future:  # fmt: skip
+        """A new child checkpoint of the weights after everything handed over before this call
+        (`row`: metrics, activate, job_id). The Future holds its id — or None when
+        `only_if_changed` and nothing was learned since the last checkpoint."""
+        return self.trainer.submit(
+            lambda: self._save_checkpoint(name, created_by, only_if_changed, row)
+        )
+
+    def _save_checkpoint(self, name: str, created_by: str | None, only_if_changed: bool,
+                         row: dict) -> int | None:  # fmt: skip
+        parent = self.last_checkpoint_id or self.base_checkpoint_id
+        parent_steps = checkpoint_rows.get(self.db, parent).steps
+        if only_if_changed and self.runner.steps == parent_steps:
+            return None
+        model_state, optimizer_state, steps = self.runner.state()
+        cid = checkpoints.save(
+            self.db, name=name, config=self.config, model_state=model_state,
+            optimizer_state=optimizer_state, steps=steps, parent_id=parent, created_by=created_by,
+            working_model_id=self.id, sources=rows.sources(self.db, self.id, parent_steps, steps),
+            **row,
+        )  # fmt: skip
+        self.last_checkpoint_id = cid
+        rows.update_row(self.db, self.id, last_checkpoint_id=cid)
+        log.info("working model %s saved as checkpoint %s (step %s)", self.id, cid, steps)
+        return cid
+
+    def autosave(self) -> None:
+        """Write the weights and optimizer to the state file if they changed since the last
+        time (a busy lock postpones it to the next tick)."""
+        if self.runner.steps == self.saved_steps:
+            return
+        try:
+            model_state, optimizer_state, steps = self.runner.state("autosave")
+        except TrainingLockTimeout as exc:
+            log.warning("working model %s: autosave postponed: %s", self.id, exc)
+            return
+        rel = state_file(self.id)
+        path = checkpoints.resolve(rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoints.write_atomic(path, {
+            "format": checkpoints.FORMAT, "config": self.config.to_dict(),
+            "model": model_state, "optimizer": optimizer_state, "steps": steps,
+        })  # fmt: skip
+        rows.mark_saved(self.db, self.id, state_file=rel, steps=steps)
+        self.saved_steps, self.saved_at = steps, time.monotonic()
+
+    def _autosave_if_due(self) -> None:
+        unsaved = self.runner.steps - self.saved_steps
+        if unsaved >= AUTOSAVE_STEPS or (
+            unsaved and time.monotonic() - self.saved_at >= AUTOSAVE_S
+        ):
+            self.autosave()
+
+    def close(self, drain_s: float = 5.0) -> None:
+        """Engine shutdown: finish what is queued (briefly), stop the trainer, autosave."""
+        self.trainer.stop(drain_s)
+        self.autosave()

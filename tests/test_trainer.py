@@ -1,0 +1,119 @@
+"""The trainer of a working model: hand-over order, a bounded queue that drops the oldest
+session sample and says whose, requests that are never dropped, and autosave by steps and time."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from db import training
+from db import working_models as rows
+from engine import checkpoints
+from engine.pool import ModelPool
+from engine.trainer import Trainer, TrainerStopped
+from tests.test_training import random_batch
+
+
+def test_work_runs_in_hand_over_order_across_samples_and_requests():
+    done = []
+    gate = threading.Event()
+    trainer = Trainer("t")
+    trainer.submit(gate.wait)  # holds the trainer while the rest is queued
+    trainer.offer(lambda: done.append("s1"), session_id=1)
+    first = trainer.submit(lambda: done.append("r1") or "r1")
+    trainer.offer(lambda: done.append("s2"), session_id=2)
+    trainer.submit(lambda: done.append("r2"))
+    assert trainer.waiting(1) == trainer.waiting(2) == 1
+    gate.set()
+    assert first.result(5) == "r1" and trainer.drain(5)
+    assert done == ["s1", "r1", "s2", "r2"]
+    assert trainer.waiting(1) == trainer.waiting(2) == 0
+    trainer.stop()
+
+
+def test_a_full_queue_drops_the_oldest_samples_and_counts_them_per_session():
+    gate = threading.Event()
+    applied = []
+    trainer = Trainer("t", limit=10)
+    trainer.submit(gate.wait)
+    for i in range(25):
+        trainer.offer(lambda i=i: applied.append(i), session_id=7 if i % 2 else 8)
+    kept = trainer.submit(lambda: "a manual step is never dropped")
+    assert trainer.waiting(7) + trainer.waiting(8) == 10
+    assert trainer.dropped(7) + trainer.dropped(8) == 15
+    assert (trainer.dropped(7), trainer.dropped(8)) == (7, 8)  # 1, 3, …, 13 and 0, 2, …, 14
+    gate.set()
+    assert kept.result(5) == "a manual step is never dropped"
+    assert trainer.drain(5) and applied == list(range(15, 25))
+    trainer.stop()
+
+
+def test_stopping_fails_requests_left_and_counts_samples_left_as_dropped():
+    gate = threading.Event()
+    trainer = Trainer("t")
+    trainer.submit(gate.wait)
+    trainer.offer(lambda: None, session_id=3)
+    left = trainer.submit(lambda: None)
+    threading.Timer(0.5, gate.set).start()
+    trainer.stop(drain_s=0.1)
+    with pytest.raises(TrainerStopped):
+        left.result(5)
+    assert trainer.dropped(3) == 1 and trainer.waiting(3) == 0
+    assert isinstance(trainer.submit(lambda: None).exception(1), TrainerStopped)
+
+
+def test_a_working_model_autosaves_by_steps_and_by_time(database, monkeypatch):
+    from engine import working
+
+    monkeypatch.setattr(working, "AUTOSAVE_STEPS", 5)
+    monkeypatch.setattr(working, "AUTOSAVE_S", 0.5)
+    pool = ModelPool(database, "test")
+    model = pool.new_working(None, created_by="ana")
+    for i in range(5):
+        model.train_step(random_batch(i, model.config), operation="t", source="batch")
+    assert model.trainer.drain(5)
+    assert rows.get(database, model.id).saved_steps == 5  # by steps, right after the 5th
+    model.train_step(random_batch(9, model.config), operation="t", source="batch")
+    assert rows.get(database, model.id).saved_steps == 5
+    deadline = time.monotonic() + 5
+    while rows.get(database, model.id).saved_steps != 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    row = rows.get(database, model.id)
+    assert row.saved_steps == 6  # by time, with no further update to trigger it
+    payload = checkpoints.read(checkpoints.resolve(row.state_file))  # weights only
+    assert payload["steps"] == 6
+    weights = model.snapshot.model.state_dict()
+    assert all(torch.equal(payload["model"][k], weights[k]) for k in weights)
+    pool.close_all()
+
+
+def test_after_a_crash_the_working_model_resumes_from_its_state_file_and_marks_lost_steps(
+    database,
+):
+    from engine import working
+
+    first = ModelPool(database, "engine-a")
+    model = first.new_working(None, created_by="ana")
+    for i in range(3):
+        model.train_step(random_batch(i, model.config), operation="t", source="batch")
+    model.autosave()
+    saved = {k: v.clone() for k, v in model.snapshot.model.state_dict().items()}
+    for i in range(4):  # applied, recorded, never autosaved: the process "dies" here
+        model.train_step(random_batch(10 + i, model.config), operation="t", source="batch")
+    model.trainer.stop()
+
+    again = ModelPool(database, "engine-b").working(model.id)
+    assert again.runner.steps == 3
+    weights = again.snapshot.model.state_dict()
+    assert all(torch.equal(saved[k], weights[k]) for k in saved)
+    assert rows.get(database, model.id).lost_steps == 4
+    lost = training.frame(database, working_model_id=model.id, lost=True)
+    assert sorted(lost.step) == [4, 5, 6, 7]
+    assert rows.latest_step(database, model.id) == 3
+    again.train_step(random_batch(20, again.config), operation="t", source="batch")
+    assert rows.latest_step(database, model.id) == 4  # counting goes on from what was kept
+    assert working.AUTOSAVE_STEPS <= 200 and working.AUTOSAVE_S <= 30  # the promised bound
+    again.close()
