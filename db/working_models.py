@@ -63,29 +63,26 @@ def mark_saved(engine: Engine, working_model_id: int, *, state_file: str, steps:
                saved_at=utcnow())  # fmt: skip
 
 
-def mark_lost(engine: Engine, working_model_id: int) -> int:
-    """After a crash: the steps recorded beyond the last autosave were applied, then lost with
-    the process. Flag their training events `lost`, add them to the row's count; how many."""
+def mark_lost(engine: Engine, working_model_id: int, kept_steps: int) -> int:
+    """On loading a working model whose state file holds `kept_steps` steps: the steps recorded
+    beyond them were applied by an engine that died before autosaving them. Flag their training
+    events `lost`, add them to the row's count, record `kept_steps` as saved; how many."""
     with engine.begin() as conn:
-        saved = conn.scalar(
-            select(WorkingModel.saved_steps).where(WorkingModel.id == working_model_id)
-        )
         lost = conn.execute(
             update(TrainingEvent)
             .where(
                 TrainingEvent.working_model_id == working_model_id,
-                TrainingEvent.step > saved,
+                TrainingEvent.step > kept_steps,
                 TrainingEvent.skipped.is_(False),
                 TrainingEvent.lost.is_(False),
             )
             .values(lost=True)
         ).rowcount
-        if lost:
-            conn.execute(
-                update(WorkingModel)
-                .where(WorkingModel.id == working_model_id)
-                .values(lost_steps=WorkingModel.lost_steps + lost)
-            )
+        conn.execute(
+            update(WorkingModel)
+            .where(WorkingModel.id == working_model_id)
+            .values(lost_steps=WorkingModel.lost_steps + lost, saved_steps=kept_steps)
+        )
         return lost
 
 

@@ -92,14 +92,16 @@ class ModelPool:
                 return found
             row = rows.get(self.db, working_model_id)
             cfg, state, optimizer = self._weights_of(row)
-            lost = rows.mark_lost(self.db, row.id)
+            model = WorkingModel(self.db, row, cfg, state, optimizer, self.lock_timeout_s)
+            # The file is the truth: a crash between writing it and updating the row leaves the
+            # row behind, never ahead.
+            lost = rows.mark_lost(self.db, row.id, kept_steps=model.runner.steps)
             if lost:
                 log.warning(
-                    "working model %s lost %d training step(s) to a crash (state saved at step "
-                    "%d)", row.id, lost, row.saved_steps,
+                    "working model %s lost %d training step(s) to a crash (kept: step %d)",
+                    row.id, lost, model.runner.steps,
                 )  # fmt: skip
             rows.update_row(self.db, row.id, engine_id=self.engine_id)
-            model = WorkingModel(self.db, row, cfg, state, optimizer, self.lock_timeout_s)
             self._working[row.id] = model
         priority.settle_heap()
         return model

@@ -5,9 +5,9 @@ Checkpoints never change. Training happens here: a `ModelRunner` (weights, optim
 training lock every update holds, the published snapshot predictions read) and its one
 `Trainer`, which applies every update in hand-over order. What it learns is kept two ways:
 - autosave: the weights and optimizer go to the working model's own state file (overwritten
-  atomically) at most AUTOSAVE_STEPS updates or AUTOSAVE_S seconds after an update, so a kill -9
-  loses less than either; after a crash the next engine loads the file and marks the training
-  events of the steps it lost (`db.working_models.mark_lost`);
+  atomically) at most AUTOSAVE_STEPS updates or AUTOSAVE_S seconds after an update, and right
+  after each manual step, so a kill -9 loses less than either; after a crash the next engine
+  loads the file and marks the training events of the steps it lost (`mark_lost`);
 - checkpoints: `save_checkpoint` writes a new child checkpoint (parent: the last one saved from
   this working model, else its base; `sources`: what trained it since) — when a job ends, a
   learning session stops, or a person asks.
@@ -83,13 +83,18 @@ class WorkingModel:
         )
 
     def request(self, sample: Sample, *, operation: str, **event) -> Future:
-        """A sample that must not be dropped (manual training); the Future says when it was
-        applied (a StepResult) or why not (TrainingLockTimeout, recorded as a skipped step)."""
-        return self.trainer.submit(
-            lambda: self.runner.train_step(
+        """A sample a person labelled (manual training): never dropped, and autosaved as soon
+        as it is applied — a person's label is worth a save of its own. The Future says when it
+        was applied (a StepResult) or why not (TrainingLockTimeout, recorded as skipped)."""
+
+        def apply_and_keep() -> StepResult:
+            result = self.runner.train_step(
                 sample.batch, operation=operation, source=sample.source, **sample.event, **event
             )
-        )
+            self.autosave()
+            return result
+
+        return self.trainer.submit(apply_and_keep)
 
     def train_step(self, batch: Batch, *, operation: str, source: str, **kw) -> StepResult:
         """One update through the trainer, waiting for it (batch jobs run on their own thread,
