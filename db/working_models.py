@@ -98,6 +98,22 @@ def latest_step(engine: Engine, working_model_id: int) -> int | None:
         )
 
 
+def latest_steps(engine: Engine) -> dict[int, int]:
+    """Every working model's newest counted step (as `latest_step`), in one query."""
+    with readonly(engine).begin() as conn:
+        return dict(
+            conn.execute(
+                select(TrainingEvent.working_model_id, func.max(TrainingEvent.step))
+                .where(
+                    TrainingEvent.working_model_id.is_not(None),
+                    TrainingEvent.skipped.is_(False),
+                    TrainingEvent.lost.is_(False),
+                )
+                .group_by(TrainingEvent.working_model_id)
+            ).all()
+        )
+
+
 def summary(engine: Engine, working_model_id: int) -> dict[str, Any]:
     """A working model as `python -m engine show model ID` prints it and the pages show it:
     where it came from, how far it got, who and what trains it, its last saved checkpoint."""

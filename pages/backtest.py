@@ -9,9 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from db import backtests, bus, candles, jobs
-from db import checkpoints as checkpoint_rows
 from market import signals as signals_file
-from pages.common import current_user, database
+from pages.common import checkpoint_labels, current_user, database, rerun_when_job_ends
 from pages.reporting import HEADLINE, equity_frame, label, table_labels, thin
 
 engine = database()
@@ -43,9 +42,7 @@ with st.expander("New backtest", expanded=not backtests.all_(engine, limit=1)):
     )
     payload: dict = {}
     if source == "A checkpoint":
-        ckpts = checkpoint_rows.all_(engine)
-        names = {c.id: f"#{c.id} {c.name}" + (" (active)" if c.is_active else "") for c in ckpts}
-        active = next((c.id for c in ckpts if c.is_active), None)
+        names, active = checkpoint_labels(engine)
         payload["checkpoint_id"] = st.selectbox(
             "Checkpoint",
             list(names),
@@ -125,14 +122,13 @@ def progress() -> None:
     )
     if job is None:
         return
+    rerun_when_job_ends(job)
     bid = (job.result or {}).get("backtest_id")
     st.progress(
         min(1.0, job.progress),
         text=f"Backtest job {job.id} · {job.status} · {job.progress:.0%} · {job.message or ''}",
     )
-    if job.status in ("queued", "running") and st.button(
-        "Cancel backtest", key=f"bt_cancel_{job.id}"
-    ):
+    if job.status in jobs.UNFINISHED and st.button("Cancel backtest", key=f"bt_cancel_{job.id}"):
         jobs.request_cancel(engine, job.id)
     if bid:
         st.page_link("pages/report.py", label=f"Open report #{bid}", query_params={"id": bid})

@@ -12,7 +12,9 @@ import pandas as pd
 import streamlit as st
 
 import db
-from db import candles, engines
+from db import candles, engines, jobs
+from db import checkpoints as checkpoint_rows
+from db import working_models as working_rows
 
 UP, DOWN = "#26a69a", "#ef5350"
 MAX_CHART_CANDLES = 20_000
@@ -229,3 +231,31 @@ def backtest_visible_chart(row, df: pd.DataFrame, key: str) -> None:
                          query_params={"id": bid})  # fmt: skip
         else:
             st.error(done.error or "The engine did not answer: is it online?")
+
+
+def checkpoint_labels(engine) -> tuple[dict[int, str], int | None]:
+    """Every checkpoint as "#N name (active)", newest first, and the active one's id."""
+    rows = checkpoint_rows.all_(engine)
+    labels = {c.id: f"#{c.id} {c.name}" + (" (active)" if c.is_active else "") for c in rows}
+    return labels, next((c.id for c in rows if c.is_active), None)
+
+
+def working_model_labels(engine) -> dict[int, str]:
+    """Every working model as "W3 name · 120 steps · from #1", newest first."""
+    steps = working_rows.latest_steps(engine)
+    return {
+        w.id: f"W{w.id} {w.name} · {max(steps.get(w.id, 0), w.saved_steps)} steps · "
+        f"from #{w.base_checkpoint_id}"
+        for w in working_rows.all_(engine)
+    }
+
+
+def rerun_when_job_ends(job) -> None:
+    """Call from a polling fragment: when a job this browser saw unfinished has ended, rerun
+    the whole page once, so lists, checkpoints and comparisons outside the fragment show the
+    truth without a reload."""
+    key = f"_job_{job.id}_status"
+    seen = st.session_state.get(key)
+    st.session_state[key] = job.status
+    if seen in jobs.UNFINISHED and job.status not in jobs.UNFINISHED:
+        st.rerun(scope="app")

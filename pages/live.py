@@ -12,6 +12,7 @@ from db import annotations as annotation_rows
 from db import bus, candles, training
 from db import checkpoints as checkpoint_rows
 from db import sessions as session_rows
+from db import working_models as working_rows
 from market import timeframes
 from pages.common import (
     DOWN,
@@ -19,8 +20,10 @@ from pages.common import (
     annotation_frame,
     annotation_layers,
     candle_layers,
+    checkpoint_labels,
     current_user,
     database,
+    working_model_labels,
 )
 
 engine = database()
@@ -43,6 +46,32 @@ def command(kind: str, payload: dict) -> dict | None:
     return None
 
 
+def model_choice(col) -> dict:
+    """Which model a new session reads: a checkpoint (frozen for inference only; the learning
+    modes train a new working model from it) or an existing working model it then shares."""
+    source = col.radio(
+        "Model", ["Checkpoint", "Working model"], horizontal=True, key="live_model_source",
+        help="A checkpoint never changes: Live Inference reads it as stored, and the learning "
+        "modes train a new working model started from it. Sessions and jobs on one working "
+        "model share its training (one trainer, one lock).",
+    )  # fmt: skip
+    if source == "Working model":
+        working = working_model_labels(engine)
+        if not working:
+            col.caption("No working models yet: a learning session or a training job makes one.")
+            return {}
+        picked = col.selectbox("Working model", list(working), format_func=working.get)
+        return {"working_model_id": picked}
+    names, active = checkpoint_labels(engine)
+    picked = col.selectbox(
+        "Checkpoint",
+        list(names),
+        format_func=names.get,
+        index=list(names).index(active) if active in names else 0,
+    )
+    return {"checkpoint_id": picked}
+
+
 with st.expander("Start a session", expanded=not session_rows.running(engine)):
     source = st.radio(
         "Feed",
@@ -51,9 +80,6 @@ with st.expander("Start a session", expanded=not session_rows.running(engine)):
         help="A replay plays stored candles as if live; an exchange feed polls an exchange "
         "through ccxt (pip install ccxt) and emits each candle once it has closed.",
     )
-    ckpts = checkpoint_rows.all_(engine)
-    names = {c.id: f"#{c.id} {c.name}" + (" (active)" if c.is_active else "") for c in ckpts}
-    active = next((c.id for c in ckpts if c.is_active), None)
     c1, c2, c3 = st.columns(3)
     if source == "Replay stored candles":
         sets = candles.datasets(engine)
@@ -87,12 +113,7 @@ with st.expander("Start a session", expanded=not session_rows.running(engine)):
         symbol = e1.text_input("Symbol", "BTC/USDT")
         timeframe = e2.text_input("Timeframe", "1m")
         feed = {"kind": "exchange", "exchange": exchange.strip()}
-    ckpt = c2.selectbox(
-        "Checkpoint",
-        list(names),
-        format_func=names.get,
-        index=list(names).index(active) if active in names else 0,
-    )
+    model = model_choice(c2)
     d2, d3 = st.columns(2)
     fee = d2.number_input("Fee (bps per fill)", 0.0, 1000.0, 10.0, 1.0)
     long_only = d3.checkbox("Long only")
@@ -101,7 +122,7 @@ with st.expander("Start a session", expanded=not session_rows.running(engine)):
         if col.button(title, key=f"start_{mode}", disabled=not who, width="stretch"):
             result = command(
                 "session.start",
-                {"symbol": symbol, "timeframe": timeframe, "mode": mode, "checkpoint_id": ckpt,
+                {"symbol": symbol, "timeframe": timeframe, "mode": mode, **model,
                  "feed": feed, "fee_bps": fee, "long_only": long_only},
             )  # fmt: skip
             if result:
@@ -216,6 +237,40 @@ def chart(sess, preds, pivots, trades) -> alt.LayerChart | None:
     )
 
 
+def model_line(sess, events) -> str:
+    """What the session's predictions come from, in one line."""
+    ckpt = checkpoint_rows.get(engine, sess.checkpoint_id)
+    if sess.working_model_id is None:
+        return f"Model: checkpoint #{ckpt.id} {ckpt.name}, frozen (inference only)."
+    w = working_rows.get(engine, sess.working_model_id)
+    step = working_rows.latest_step(engine, w.id) or w.saved_steps
+    wait = f" · last lock wait {events.lock_wait_ms.iloc[-1]:.1f} ms" if not events.empty else ""
+    saved = f" · last saved as checkpoint #{w.last_checkpoint_id}" if w.last_checkpoint_id else ""
+    return (
+        f"Model: working model W{w.id} {w.name} (from checkpoint #{ckpt.id}) · step {step}"
+        f"{saved}{wait}. Training page: save it as a checkpoint."
+    )
+
+
+def manual_status(session_id: int) -> None:
+    """Where this browser's latest Train on Current Candle request stands."""
+    request = st.session_state.get("manual_requests", {}).get(session_id)
+    if request is None:
+        return
+    command_id, action, candle_ts = request
+    when = f"{pd.Timestamp(candle_ts, unit='ms', tz='UTC'):%Y-%m-%d %H:%M}"
+    done = training.frame(engine, limit=1, command_id=command_id)
+    if done.empty:
+        st.info(f"Training on {when} as {action}: waiting for the training lock…")
+    elif done.skipped.iloc[0]:
+        st.warning(f"Training on {when} as {action} was skipped: {done.error.iloc[0]}")
+    else:
+        at = done.created_at.iloc[0]
+        st.success(
+            f"Trained on {when} as {action}: applied {at:%H:%M:%S} UTC (step {done.step.iloc[0]})."
+        )
+
+
 @st.fragment(run_every=1)
 def panel(session_id: int) -> None:
     sess = session_rows.get(engine, session_id)
@@ -240,10 +295,17 @@ def panel(session_id: int) -> None:
     m[2].metric("Win rate", f"{state.get('wins', 0) / n_trades:.0%}" if n_trades else "—")
     m[3].metric("Training steps", steps)
     m[4].metric(
-        "Last lock wait", f"{events.lock_wait_ms.iloc[-1]:.1f} ms" if not events.empty else "—"
+        "Training queue",
+        f"{sess.samples_waiting} waiting" if sess.working_model_id else "—",
+        delta=f"{sess.samples_dropped} dropped" if sess.samples_dropped else None,
+        delta_color="inverse",
+        help="Samples handed to the working model's trainer and not applied yet; when the queue "
+        "overflows (a long-held training lock) the oldest are dropped and counted.",
     )
     last = preds.iloc[-1] if not preds.empty else None
     m[5].metric("Prediction", f"{last.action} {last.confidence:.0%}" if last is not None else "—")
+    st.caption(model_line(sess, events))
+    manual_status(session_id)
     if sess.error:
         st.error(sess.error)
     c = chart(sess, preds, pivots, trades)
@@ -281,8 +343,10 @@ if sess.status == "running":
         b1, b2, b3 = st.columns(3)
         for col, action in zip((b1, b2, b3), ("BUY", "SELL", "HOLD"), strict=True):
             if col.button(action, key=f"manual_{action}", disabled=not who, width="stretch"):
-                result = command("session.train_manual", {"session_id": chosen, "action": action})
-                if result:
-                    st.success(
-                        f"Trained on {pd.Timestamp(result['candle_ts'], unit='ms', tz='UTC'):%Y-%m-%d %H:%M} as {action}."
-                    )
+                row = bus.wait(engine, bus.submit(engine, "session.train_manual",
+                               {"session_id": chosen, "action": action}, created_by=who), 15)  # fmt: skip
+                if row.status == "done":  # applied by the trainer: the panel shows when
+                    requests = st.session_state.setdefault("manual_requests", {})
+                    requests[chosen] = (row.id, action, row.result["candle_ts"])
+                    st.rerun()
+                st.error(row.error or "The engine did not answer: is it online?")

@@ -10,7 +10,14 @@ import streamlit as st
 from db import annotations as annotation_rows
 from db import bus, candles, jobs, training
 from db import checkpoints as checkpoint_rows
-from pages.common import current_user, database
+from db import working_models as working_rows
+from pages.common import (
+    checkpoint_labels,
+    current_user,
+    database,
+    rerun_when_job_ends,
+    working_model_labels,
+)
 
 engine = database()
 st.title("Train Model")
@@ -19,18 +26,40 @@ ckpts = checkpoint_rows.all_(engine)
 if not ckpts:
     st.info("No checkpoints yet: the engine creates a default model when it starts.")
     st.stop()
-labels = {c.id: f"#{c.id} {c.name}" + (" (active)" if c.is_active else "") for c in ckpts}
-active = next((c.id for c in ckpts if c.is_active), ckpts[0].id)
+labels, active = checkpoint_labels(engine)
+active = active or ckpts[0].id
+working = working_model_labels(engine)
 sets = candles.datasets(engine)
 annotated = {(a.symbol, a.timeframe) for a in annotation_rows.list_for(engine)}
 options = [f"{r.symbol} · {r.timeframe}" for r in sets.itertuples()]
 default = [f"{s} · {t}" for s, t in sorted(annotated) if f"{s} · {t}" in options]
 
+what = st.radio(
+    "Train",
+    ["A new working model from a checkpoint", "An existing working model"],
+    horizontal=True,
+    disabled=not working,
+    help="Checkpoints never change: training works on a working model and ends in a new child "
+    "checkpoint. An existing working model may be shared with live sessions (one trainer, one "
+    "lock for all of them).",
+)
 with st.form("train"):
     c1, c2 = st.columns(2)
-    base = c1.selectbox(
-        "Base checkpoint", list(labels), index=list(labels).index(active), format_func=labels.get
-    )
+    if what == "An existing working model" and working:
+        model = {
+            "working_model_id": c1.selectbox(
+                "Working model", list(working), format_func=working.get
+            )
+        }
+    else:
+        model = {
+            "base_checkpoint": c1.selectbox(
+                "Base checkpoint",
+                list(labels),
+                index=list(labels).index(active),
+                format_func=labels.get,
+            )
+        }
     chosen = c2.multiselect(
         "Datasets", options, default=default, help="Default: every dataset with annotations."
     )
@@ -50,7 +79,7 @@ with st.form("train"):
         st.caption("Enter your name in the sidebar to start training.")
 if submitted:
     payload = {
-        "base_checkpoint": base,
+        **model,
         "epochs": int(epochs),
         "batch_size": int(batch_size),
         "learning_rate": float(lr),
@@ -67,7 +96,8 @@ if submitted:
     if row.status == "done":
         st.session_state.train_job = row.result["job_id"]
         st.success(
-            f"Training job {row.result['job_id']} started on {', '.join(row.result['datasets'])}."
+            f"Training job {row.result['job_id']} started on {', '.join(row.result['datasets'])}, "
+            f"training working model W{row.result['working_model_id']}."
         )
     elif row.status == "failed":
         st.error(row.error)
@@ -143,12 +173,16 @@ def progress() -> None:
     if job is None:
         st.caption("No training runs yet.")
         return
-    st.subheader(f"Job {job.id} · {job.status}")
+    rerun_when_job_ends(job)
+    model = f" · working model W{job.working_model_id}" if job.working_model_id else ""
+    st.subheader(f"Job {job.id} · {job.status}{model}")
     st.progress(min(1.0, job.progress), text=f"{job.progress:.0%} · {job.message or ''}")
-    if job.status in ("queued", "running") and st.button("Cancel training", key=f"cancel_{job.id}"):
+    if job.status in jobs.UNFINISHED and st.button("Cancel training", key=f"cancel_{job.id}"):
         jobs.request_cancel(engine, job.id)
     if job.status == "failed":
         st.error(job.message)
+    for warning in (job.result or {}).get("warnings", []):
+        st.warning(warning)
     for chart in curves(job):
         st.altair_chart(chart, width="stretch")
 
@@ -168,6 +202,7 @@ if runs:
                     "progress": round(j.progress, 3),
                     "started": j.started_at,
                     "finished": j.finished_at,
+                    "working model": j.working_model_id,
                     "checkpoint": (j.result or {}).get("checkpoint_id"),
                     "val accuracy": ((j.result or {}).get("epochs") or [{}])[-1].get(
                         "val_accuracy"
@@ -180,6 +215,56 @@ if runs:
         hide_index=True,
         width="stretch",
     )
+
+
+def trained_on(sources: dict | None) -> str:
+    """What went into a checkpoint since its parent, in a few words."""
+    if not sources:
+        return ""
+    parts = [f"{n} {source}" for source, n in sorted(sources.get("steps_by_source", {}).items())]
+    return ", ".join(parts)
+
+
+st.subheader("Working models")
+st.caption(
+    "Trainable copies of checkpoints. Live sessions, manual training and jobs train them; "
+    "saving one writes a new checkpoint (the checkpoints themselves never change)."
+)
+if not working:
+    st.caption("None yet: a learning session or a training job makes one.")
+else:
+    rows = []
+    for wid in list(working)[:50]:
+        w = working_rows.summary(engine, wid)
+        rows.append(
+            {
+                "id": f"W{w['id']}",
+                "name": w["name"],
+                "from": f"#{w['base_checkpoint']['id']} {w['base_checkpoint']['name']}",
+                "steps here": w["steps_trained_here"],
+                "trained now by": ", ".join(w["trained_now_by"]) or "—",
+                "manual by": ", ".join(f"{k} ({v})" for k, v in w["manual_steps_by"].items()),
+                "last saved": f"#{w['last_checkpoint']['id']}" if w["last_checkpoint"] else "—",
+                "lost to crashes": w["lost_steps"],
+                "by": w["created_by"],
+            }
+        )
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    s1, s2, s3 = st.columns([2, 2, 1])
+    to_save = s1.selectbox("Save as a checkpoint", list(working), format_func=working.get)
+    save_name = s2.text_input("Checkpoint name (optional)", key="save_name")
+    if s3.button("Save", disabled=not current_user(), width="stretch"):
+        payload = {"working_model_id": to_save, **({"name": save_name} if save_name else {})}
+        row = bus.wait(
+            engine, bus.submit(engine, "model.save", payload, created_by=current_user()), 10
+        )
+        if row.status == "done":
+            st.success(
+                f"Saving W{to_save} as “{row.result['name']}” after the training already handed "
+                "to it; it appears below in a moment."
+            )
+        else:
+            st.error(row.error or "the engine did not answer: is it online?")
 
 st.subheader("Checkpoints")
 names = {c.id: c.name for c in ckpts}
@@ -194,6 +279,8 @@ st.dataframe(
                 "by": c.created_by,
                 "created": c.created_at,
                 "steps": c.steps,
+                "working model": c.working_model_id,
+                "trained on": trained_on(c.sources),
                 "val accuracy": (c.metrics or {}).get("val_accuracy"),
                 "baseline": (c.metrics or {}).get("val_baseline"),
                 "val loss": (c.metrics or {}).get("val_loss"),

@@ -161,7 +161,12 @@ def test_annotate_by_clicking_two_candles_then_train_to_a_new_checkpoint(app, pa
 
     newest = rows.all_(database)[0]
     assert newest.parent_id is not None and newest.created_by == "ana" and newest.is_active
-    expect(page.get_by_text(f"done: checkpoint {newest.id} (active)")).to_be_visible()
+    expect(page.get_by_text(f"100% · done: checkpoint {newest.id} (active)")).to_be_visible()
+    # the run list and the checkpoints refresh when the job ends, without a reload
+    # (the grid keeps its cells in a hidden accessible table: attached, not visible)
+    expect(page.get_by_text(f"done: checkpoint {newest.id} (active)", exact=True)).to_be_attached()
+    activate = page.get_by_role("combobox", name="Activate checkpoint")
+    expect(activate).to_have_value(f"#{newest.id} {newest.name} (active)")
     assert page.get_by_test_id("stException").count() == 0
 
 
@@ -184,6 +189,11 @@ def test_live_page_runs_a_pivot_training_session_and_stops_it(app, page):
     first = int(candles_seen.inner_text())
     expect(candles_seen).not_to_have_text(str(first), timeout=10_000)  # it keeps updating
     expect(page.get_by_text("ghost candles")).to_be_visible()
+    expect(
+        page.get_by_text(__import__("re").compile(r"Model: working model W1 .*from checkpoint #1"))
+    ).to_be_visible()
+    queue = metric.filter(has_text="Training queue").get_by_test_id("stMetricValue")
+    expect(queue).to_have_text(__import__("re").compile(r"^\d+ waiting$"))
     equity = metric.filter(has_text="Equity").get_by_test_id("stMetricValue")
     expect(equity).not_to_have_text("0.00")
     page.get_by_role("button", name="Stop session").click()
@@ -192,6 +202,21 @@ def test_live_page_runs_a_pivot_training_session_and_stops_it(app, page):
 
     (row,) = sessions.all_(database)
     assert row.mode == "pivots_only" and row.created_by == "ana" and row.status == "stopped"
+    assert page.get_by_test_id("stException").count() == 0
+
+    # Manual mode on the working model the first session trained: accepted, then applied.
+    page.get_by_text("Working model", exact=True).click()  # the form is open: nothing runs
+    page.get_by_role("button", name="Manual mode (Train on Current Candle)").click()
+    expect(status).to_have_text("running")
+    expect(metric.filter(has_text="Candles").get_by_test_id("stMetricValue")).not_to_have_text("0")
+    page.get_by_role("button", name="BUY", exact=True).click()
+    expect(
+        page.get_by_text(__import__("re").compile(r"as BUY: applied .* \(step \d+\)"))
+    ).to_be_visible()
+    second = sessions.all_(database)[0]
+    assert second.mode == "manual" and second.working_model_id == row.working_model_id
+    page.get_by_role("button", name="Stop session").click()
+    expect(status).to_have_text("stopped", timeout=15_000)
     assert page.get_by_test_id("stException").count() == 0
 
 
