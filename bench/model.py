@@ -71,7 +71,8 @@ def main() -> int:
     runner = ModelRunner("bench", ModelConfig())
     model = runner.snapshot.model
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {model.n_params():,} parameters, R = {model.cfg.receptive_field}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, training on {runner.device}, "
+        f"model {model.n_params():,} parameters, R = {model.cfg.receptive_field}"
     )
 
     priority.inference_thread()  # this thread plays a live session
