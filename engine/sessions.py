@@ -38,7 +38,6 @@ from engine.pool import FrozenModel
 from engine.working import WorkingModel
 
 log = logging.getLogger(__name__)
-MODES = ("none", "pivots_only", "every_candle", "manual")
 
 
 def make_feed(ctx, row) -> Feed:

@@ -13,6 +13,7 @@ from db import bus, candles, training
 from db import checkpoints as checkpoint_rows
 from db import sessions as session_rows
 from db import working_models as working_rows
+from db.models import SESSION_MODES
 from market import timeframes
 from pages.common import (
     DOWN,
@@ -28,12 +29,13 @@ from pages.common import (
 
 engine = database()
 st.title("Live")
-MODES = {
+MODES = {  # titles for the one list of modes (db.models.SESSION_MODES)
     "none": "Live Inference (No Training)",
     "pivots_only": "Live Inference + Pivot Training",
     "every_candle": "Live Inference + Per-Candle Training",
     "manual": "Manual mode (Train on Current Candle)",
 }
+assert tuple(MODES) == SESSION_MODES
 ACTION_COLORS = alt.Scale(domain=["BUY", "SELL", "HOLD"], range=[UP, DOWN, "#9e9e9e"])
 who = current_user()
 

@@ -10,11 +10,12 @@ from db import candles
 from db import checkpoints as checkpoint_rows
 from db import sessions as session_rows
 from db import working_models as working_rows
+from db.models import SESSION_MODES
 from engine.feeds import FeedError
 from engine.registry import CommandError, Payload, command
 from market import symbols, timeframes
 
-Mode = Literal["none", "pivots_only", "every_candle", "manual"]
+Mode = Literal[SESSION_MODES]  # the one list of modes (db.models)
 
 
 class FeedSpec(Payload):
