@@ -262,7 +262,7 @@ class TrainingEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_key: Mapped[str] = mapped_column(String(80))  # the in-memory model instance
     source: Mapped[str] = mapped_column(String(32))  # batch, manual, pivot, every_candle, …
-    working_model_id: Mapped[int | None] = mapped_column(ForeignKey("working_models.id"))
+    working_model_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key: see sessions
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
     session_id: Mapped[int | None] = mapped_column(Integer)
     command_id: Mapped[int | None] = mapped_column(Integer)  # a manual request's command
@@ -298,8 +298,9 @@ class LiveSession(Base):
     symbol: Mapped[str] = mapped_column(String(64))
     timeframe: Mapped[str] = mapped_column(String(16))
     checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"))
-    # None: the frozen checkpoint, inference only. Otherwise the working model it trains.
-    working_model_id: Mapped[int | None] = mapped_column(ForeignKey("working_models.id"))
+    # None: the frozen checkpoint, inference only. Otherwise the working model it trains. (No
+    # foreign key: adding one makes SQLite rebuild this table, which its children forbid.)
+    working_model_id: Mapped[int | None] = mapped_column(Integer, index=True)
     mode: Mapped[str] = mapped_column(String(16))
     feed: Mapped[dict[str, Any]]
     settings: Mapped[dict[str, Any]]

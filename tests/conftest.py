@@ -37,8 +37,8 @@ PG_URL = os.environ.get("CANDLELAB_TEST_PG_URL")
 
 
 @pytest.fixture
-def pg_database(home):
-    """A migrated PostgreSQL database with a clean schema. `scripts/test.sh` starts a local
+def empty_pg_database(home):
+    """An empty PostgreSQL database (clean schema, no tables). `scripts/test.sh` starts a local
     server and sets CANDLELAB_TEST_PG_URL; without it this skips, except in CI, where it fails."""
     if not PG_URL:
         if os.environ.get("CI") == "true":
@@ -50,7 +50,21 @@ def pg_database(home):
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
+    return engine
+
+
+@pytest.fixture
+def pg_database(empty_pg_database):
+    """A migrated PostgreSQL database with a clean schema."""
     return db.init(settings_url(PG_URL))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_empty_database(request, home):
+    """An empty database (no schema yet), SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        return db.get_engine()
+    return request.getfixturevalue("empty_pg_database")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
