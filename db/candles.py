@@ -102,17 +102,14 @@ def store(
     return ImportResult(import_id, len(new), len(old), differing)
 
 
-def add_live(
-    engine: Engine, symbol: str, timeframe: str, ts: int, ohlcv: tuple[float, ...]
-) -> None:
-    """Store one candle a live feed delivered (ignored if that time is already stored)."""
+def live_insert(engine: Engine, symbol: str, timeframe: str, ts: int, ohlcv: tuple[float, ...]):
+    """The statement that stores one candle a live feed delivered (ignored if that time is
+    already stored), to run in the transaction that records what the candle did."""
     values = dict(zip(OHLCV, map(float, ohlcv), strict=True))
-    row = insert_ignoring_duplicates(
+    return insert_ignoring_duplicates(
         engine, Candle, ["symbol", "timeframe", "ts"], symbol=symbol, timeframe=timeframe, ts=ts,
         **values,
     )  # fmt: skip
-    with engine.begin() as conn:
-        conn.execute(row)
 
 
 def datasets(engine: Engine) -> pd.DataFrame:

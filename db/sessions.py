@@ -72,6 +72,7 @@ def record_candle(
     trades: list[dict],
     pivots: list[dict],
     learning: dict[str, int] | None = None,
+    candle=None,
 ) -> None:
     """Everything one candle changed, in one transaction: its prediction, the fill of the
     previous signal, the account, the pivots it confirmed. After a crash a candle is stored
@@ -79,9 +80,12 @@ def record_candle(
 
     `received` (a `time.monotonic()` reading) is when the candle arrived; the prediction's
     `latency_ms` runs from then to its insert, the last statement before the commit.
-    `learning` carries the session's training-queue counts (samples_waiting, samples_dropped).
+    `learning` carries the session's training-queue counts (samples_waiting, samples_dropped);
+    `candle`, the statement storing a live feed's candle (db.candles.live_insert).
     """
     with engine.begin() as conn:
+        if candle is not None:
+            conn.execute(candle)
         if trades:
             conn.execute(
                 TradeRow.__table__.insert(), [{"session_id": session_id, **t} for t in trades]

@@ -11,6 +11,9 @@ from sqlalchemy.orm import Session
 from db.connection import readonly
 from db.models import Checkpoint, Job, LiveSession, TrainingEvent, WorkingModel, utcnow
 
+# An update that counts: applied (not skipped for a lock timeout) and kept (not lost to a crash).
+COUNTED = (TrainingEvent.skipped.is_(False), TrainingEvent.lost.is_(False))
+
 
 class UnknownWorkingModel(LookupError):
     """No working model has that id."""
@@ -57,6 +60,26 @@ def update_row(engine: Engine, working_model_id: int, **values: Any) -> None:
         )
 
 
+def claim(engine: Engine, working_model_id: int, engine_id: str | None,
+          alive: set[str]) -> str | None:  # fmt: skip
+    """Make `engine_id` the engine that trains this working model, unless another engine that
+    is `alive` has it; returns None when claimed, else the owner's id. One engine trains a
+    working model at a time: two would each keep a copy and overwrite each other's saves."""
+    owner = WorkingModel.engine_id
+    with engine.begin() as conn:
+        taken = conn.execute(
+            update(WorkingModel)
+            .where(
+                WorkingModel.id == working_model_id,
+                owner.is_(None) | (owner == engine_id) | owner.not_in(sorted(alive)),
+            )
+            .values(engine_id=engine_id)
+        ).rowcount
+        if taken:
+            return None
+        return conn.scalar(select(owner).where(WorkingModel.id == working_model_id))
+
+
 def mark_saved(engine: Engine, working_model_id: int, *, state_file: str, steps: int) -> None:
     """Record that `state_file` now holds the weights after optimizer step `steps`."""
     update_row(engine, working_model_id, state_file=state_file, saved_steps=steps,
@@ -73,8 +96,7 @@ def mark_lost(engine: Engine, working_model_id: int, kept_steps: int) -> int:
             .where(
                 TrainingEvent.working_model_id == working_model_id,
                 TrainingEvent.step > kept_steps,
-                TrainingEvent.skipped.is_(False),
-                TrainingEvent.lost.is_(False),
+                *COUNTED,
             )
             .values(lost=True)
         ).rowcount
@@ -86,69 +108,97 @@ def mark_lost(engine: Engine, working_model_id: int, kept_steps: int) -> int:
         return lost
 
 
+def latest_steps(engine: Engine, ids: list[int] | None = None) -> dict[int, int]:
+    """The optimizer step count after each working model's newest update that counts."""
+    q = select(TrainingEvent.working_model_id, func.max(TrainingEvent.step)).where(*COUNTED)
+    q = q.where(TrainingEvent.working_model_id.in_(ids) if ids is not None
+                else TrainingEvent.working_model_id.is_not(None))  # fmt: skip
+    with readonly(engine).begin() as conn:
+        return dict(conn.execute(q.group_by(TrainingEvent.working_model_id)).all())
+
+
 def latest_step(engine: Engine, working_model_id: int) -> int | None:
-    """The optimizer step count after the newest update that counts (not skipped, not lost)."""
-    with readonly(engine).begin() as conn:
-        return conn.scalar(
-            select(func.max(TrainingEvent.step)).where(
-                TrainingEvent.working_model_id == working_model_id,
-                TrainingEvent.skipped.is_(False),
-                TrainingEvent.lost.is_(False),
-            )
-        )
+    return latest_steps(engine, [working_model_id]).get(working_model_id)
 
 
-def latest_steps(engine: Engine) -> dict[int, int]:
-    """Every working model's newest counted step (as `latest_step`), in one query."""
+def step_count(row: WorkingModel, latest: int | None) -> int:
+    """How far a working model got: its newest update that counts, or what its state file
+    holds (a model loaded from a checkpoint starts at that checkpoint's count)."""
+    return max(latest or 0, row.saved_steps)
+
+
+def _trained_by(conn, ids: list[int]) -> dict[int, dict]:
+    """Per working model: counted steps by source, and manual steps by person."""
+    rows = conn.execute(
+        select(TrainingEvent.working_model_id, TrainingEvent.source, TrainingEvent.requested_by,
+               func.count())
+        .where(TrainingEvent.working_model_id.in_(ids), *COUNTED)
+        .group_by(TrainingEvent.working_model_id, TrainingEvent.source, TrainingEvent.requested_by)
+    ).all()  # fmt: skip
+    out = {i: {"steps_by_source": {}, "manual_steps_by": {}} for i in ids}
+    for wid, source, who, n in rows:
+        by_source = out[wid]["steps_by_source"]
+        by_source[source] = by_source.get(source, 0) + n
+        if source == "manual":
+            by_who = out[wid]["manual_steps_by"]
+            by_who[who or "unknown"] = by_who.get(who or "unknown", 0) + n
+    return out
+
+
+def overview(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest working models with what the Train page shows of each, in a few queries."""
+    models = all_(engine, limit)
+    if not models:
+        return []
+    ids = [m.id for m in models]
+    steps = latest_steps(engine, ids)
     with readonly(engine).begin() as conn:
-        return dict(
-            conn.execute(
-                select(TrainingEvent.working_model_id, func.max(TrainingEvent.step))
-                .where(
-                    TrainingEvent.working_model_id.is_not(None),
-                    TrainingEvent.skipped.is_(False),
-                    TrainingEvent.lost.is_(False),
+        trained = _trained_by(conn, ids)
+        bases = dict(conn.execute(select(Checkpoint.id, Checkpoint.steps).where(
+            Checkpoint.id.in_({m.base_checkpoint_id for m in models}))).all())  # fmt: skip
+        now = [
+            (wid, f"session {sid} ({mode})")
+            for wid, sid, mode in conn.execute(
+                select(LiveSession.working_model_id, LiveSession.id, LiveSession.mode).where(
+                    LiveSession.working_model_id.in_(ids), LiveSession.status == "running"
                 )
-                .group_by(TrainingEvent.working_model_id)
-            ).all()
-        )
+            )
+        ] + [
+            (wid, f"job {jid}")
+            for wid, jid in conn.execute(
+                select(Job.working_model_id, Job.id).where(
+                    Job.working_model_id.in_(ids), Job.status.in_(("queued", "running"))
+                )
+            )
+        ]
+    return [
+        {
+            "id": m.id,
+            "name": m.name,
+            "base_checkpoint_id": m.base_checkpoint_id,
+            "steps": step_count(m, steps.get(m.id)),
+            "steps_trained_here": step_count(m, steps.get(m.id)) - bases[m.base_checkpoint_id],
+            **trained[m.id],
+            "trained_now_by": [who for wid, who in now if wid == m.id],
+            "last_checkpoint_id": m.last_checkpoint_id,
+            "lost_steps": m.lost_steps,
+            "created_by": m.created_by,
+        }
+        for m in models
+    ]
 
 
 def summary(engine: Engine, working_model_id: int) -> dict[str, Any]:
-    """A working model as `python -m engine show model ID` prints it and the pages show it:
-    where it came from, how far it got, who and what trains it, its last saved checkpoint."""
+    """A working model as `python -m engine show model ID` prints it: where it came from, how
+    far it got, who and what trains it, its last saved checkpoint."""
     row = get(engine, working_model_id)
+    step = latest_step(engine, working_model_id)
     with readonly(engine).begin() as conn:
-        base = conn.execute(
-            select(Checkpoint.id, Checkpoint.name, Checkpoint.steps).where(
-                Checkpoint.id == row.base_checkpoint_id
-            )
-        ).one()
-        counted = (
-            TrainingEvent.working_model_id == working_model_id,
-            TrainingEvent.skipped.is_(False),
-            TrainingEvent.lost.is_(False),
-        )
-        by_source = dict(
-            conn.execute(
-                select(TrainingEvent.source, func.count())
-                .where(*counted)
-                .group_by(TrainingEvent.source)
-            ).all()
-        )
-        manual = dict(
-            conn.execute(
-                select(TrainingEvent.requested_by, func.count())
-                .where(*counted, TrainingEvent.source == "manual")
-                .group_by(TrainingEvent.requested_by)
-            ).all()
-        )
-        skipped = conn.scalar(
-            select(func.count()).where(
-                TrainingEvent.working_model_id == working_model_id, TrainingEvent.skipped
-            )
-        )
-        step = conn.scalar(select(func.max(TrainingEvent.step)).where(*counted))
+        base = conn.execute(select(Checkpoint.id, Checkpoint.name, Checkpoint.steps)
+                            .where(Checkpoint.id == row.base_checkpoint_id)).one()  # fmt: skip
+        trained = _trained_by(conn, [row.id])[row.id]
+        skipped = conn.scalar(select(func.count()).where(
+            TrainingEvent.working_model_id == working_model_id, TrainingEvent.skipped))  # fmt: skip
         sessions = conn.execute(
             select(LiveSession.id, LiveSession.mode, LiveSession.status, LiveSession.created_by)
             .where(LiveSession.working_model_id == working_model_id)
@@ -161,12 +211,9 @@ def summary(engine: Engine, working_model_id: int) -> dict[str, Any]:
         ).all()
         last = None
         if row.last_checkpoint_id is not None:
-            last = conn.execute(
-                select(Checkpoint.id, Checkpoint.name, Checkpoint.steps).where(
-                    Checkpoint.id == row.last_checkpoint_id
-                )
-            ).one()
-    steps = max(step or 0, row.saved_steps, base.steps)
+            last = conn.execute(select(Checkpoint.id, Checkpoint.name, Checkpoint.steps)
+                                .where(Checkpoint.id == row.last_checkpoint_id)).one()  # fmt: skip
+    steps = step_count(row, step)
     return {
         "id": row.id,
         "name": row.name,
@@ -175,8 +222,7 @@ def summary(engine: Engine, working_model_id: int) -> dict[str, Any]:
         "base_checkpoint": {"id": base.id, "name": base.name, "steps": base.steps},
         "steps": steps,
         "steps_trained_here": steps - base.steps,
-        "steps_by_source": by_source,
-        "manual_steps_by": {k or "unknown": v for k, v in manual.items()},
+        **trained,
         "skipped_steps": skipped,
         "lost_steps": row.lost_steps,
         "sessions": [
@@ -204,8 +250,7 @@ def sources(engine: Engine, working_model_id: int, after_step: int, upto_step: i
     checkpoint saved from it, so a checkpoint says what went into it."""
     counted = (
         TrainingEvent.working_model_id == working_model_id,
-        TrainingEvent.skipped.is_(False),
-        TrainingEvent.lost.is_(False),
+        *COUNTED,
         TrainingEvent.step > after_step,
         TrainingEvent.step <= upto_step,
     )

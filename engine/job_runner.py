@@ -81,18 +81,30 @@ class JobRunner:
         return Job(self.db, job_id, kind, self.stopping)
 
     def run(self, job: Job, work: Work, *, on_stop: OnStop | None = None,
-            on_failure: Callable[[BaseException], None] | None = None) -> int:  # fmt: skip
-        """Run `work` on its own thread; returns the job id."""
+            on_failure: Callable[[BaseException], None] | None = None,
+            on_end: Callable[[], None] | None = None) -> int:  # fmt: skip
+        """Run `work` on its own thread; returns the job id. `on_end` runs once the job row is
+        final, however it ended."""
         thread = threading.Thread(
-            target=self._run, args=(job, work, on_stop, on_failure), name=f"job-{job.id}",
+            target=self._run, args=(job, work, on_stop, on_failure, on_end), name=f"job-{job.id}",
             daemon=True,
         )  # fmt: skip
         self._threads[job.id] = thread
         thread.start()
         return job.id
 
-    def _run(self, job: Job, work: Work, on_stop: OnStop | None, on_failure) -> None:
+    def _run(self, job: Job, work: Work, on_stop: OnStop | None, on_failure, on_end) -> None:
         priority.background_thread()
+        try:
+            self._carry_out(job, work, on_stop, on_failure)
+        finally:
+            if on_end is not None:
+                try:
+                    on_end()
+                except Exception:
+                    log.exception("%s job %s: on_end failed", job.kind, job.id)
+
+    def _carry_out(self, job: Job, work: Work, on_stop: OnStop | None, on_failure) -> None:
         try:
             try:
                 outcome = work(job)

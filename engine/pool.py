@@ -4,27 +4,36 @@
   once and cached. Backtests, inference-only sessions and anything else that names checkpoint N
   use these, so "checkpoint N" means the same weights in any engine at any time.
 - `working(W)` is working model W: trainable, with its one trainer and lock (engine/working.py),
-  loaded on first use from its state file (or its base checkpoint), owned by this engine.
+  loaded on first use from its state file (or its base checkpoint) and claimed for this engine
+  (another live engine's working model is refused). Sessions and jobs `retain` the working
+  models they train and `release` them when they end; the last release unloads it (the trainer
+  finishes its queue, the state is saved), so an engine running for weeks holds only the
+  working models something still trains.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
 from db import checkpoints as checkpoint_rows
+from db import engines
 from db import working_models as rows
 from engine import checkpoints, priority
 from engine.model import CandleTransformer, ModelConfig
 from engine.runner import Snapshot
-from engine.working import WorkingModel
+from engine.working import WorkingModel, state_file
 
 log = logging.getLogger(__name__)
 FROZEN_CACHE = 8  # checkpoints kept loaded for inference
+
+
+class WorkingModelElsewhere(RuntimeError):
+    """Another engine that is running trains this working model."""
 
 
 @dataclass(frozen=True)
@@ -45,11 +54,15 @@ class ModelPool:
         self.db, self.engine_id, self.lock_timeout_s = database, engine_id, lock_timeout_s
         self._frozen: OrderedDict[int, FrozenModel] = OrderedDict()
         self._working: dict[int, WorkingModel] = {}
+        self._users: Counter[int] = Counter()
+        self._closing: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
 
     def active_id(self) -> int:
         """The active checkpoint (on a fresh database, a new untrained default)."""
         return checkpoints.ensure_default(self.db)
+
+    # -- frozen checkpoints -------------------------------------------------------------------
 
     def frozen(self, checkpoint_id: int | None = None) -> FrozenModel:
         """Checkpoint `checkpoint_id` (default: the active one) exactly as stored."""
@@ -72,25 +85,35 @@ class ModelPool:
         priority.settle_heap()
         return frozen
 
-    def new_working(self, checkpoint_id: int | None, *, created_by: str | None,
-                    name: str | None = None) -> WorkingModel:  # fmt: skip
+    # -- working models -----------------------------------------------------------------------
+
+    def new_working(self, checkpoint_id: int | None, *, created_by: str | None) -> WorkingModel:
         """A new working model started from checkpoint `checkpoint_id` (default: active)."""
         if checkpoint_id is None:
             checkpoint_id = self.active_id()
         base = checkpoint_rows.get(self.db, checkpoint_id)
         wid = rows.create(
-            self.db, name=name or f"from #{base.id} {base.name}", base_checkpoint_id=base.id,
+            self.db, name=f"from #{base.id} {base.name}", base_checkpoint_id=base.id,
             created_by=created_by, engine_id=self.engine_id, saved_steps=base.steps,
         )  # fmt: skip
         return self.working(wid)
 
     def working(self, working_model_id: int) -> WorkingModel:
-        """Working model `working_model_id`, loaded here on first use."""
+        """Working model `working_model_id`, loaded here on first use. Raises
+        UnknownWorkingModel, or WorkingModelElsewhere if another live engine trains it."""
+        self._wait_until_closed(working_model_id)
         with self._lock:
             found = self._working.get(working_model_id)
             if found is not None:
                 return found
             row = rows.get(self.db, working_model_id)
+            alive = {e.id for e in engines.alive(self.db)}
+            owner = rows.claim(self.db, row.id, self.engine_id, alive)
+            if owner is not None:
+                raise WorkingModelElsewhere(
+                    f"working model {row.id} is trained by engine {owner}, which is running: "
+                    "one engine trains a working model at a time"
+                )
             cfg, state, optimizer = self._weights_of(row)
             model = WorkingModel(self.db, row, cfg, state, optimizer, self.lock_timeout_s)
             # The file is the truth: a crash between writing it and updating the row leaves the
@@ -101,17 +124,52 @@ class ModelPool:
                     "working model %s lost %d training step(s) to a crash (kept: step %d)",
                     row.id, lost, model.runner.steps,
                 )  # fmt: skip
-            rows.update_row(self.db, row.id, engine_id=self.engine_id)
             self._working[row.id] = model
         priority.settle_heap()
         return model
 
     def _weights_of(self, row) -> tuple[ModelConfig, dict, dict | None]:
-        """Its state file if it has been autosaved, else its base checkpoint."""
-        if row.state_file is None:
+        """Its state file if one was ever written (whatever the row says), else its base."""
+        path = checkpoints.resolve(state_file(row.id))
+        if not path.exists():
             return checkpoints.load(self.db, row.base_checkpoint_id)
-        payload = checkpoints.read(checkpoints.resolve(row.state_file))
+        payload = checkpoints.read(path)
         return ModelConfig.from_dict(payload["config"]), payload["model"], payload["optimizer"]
+
+    def retain(self, model: WorkingModel) -> None:
+        """Something (a session, a job) trains `model` from now on."""
+        with self._lock:
+            self._users[model.id] += 1
+
+    def release(self, model: WorkingModel) -> None:
+        """Something that trained `model` ended. When nothing else does, the model is unloaded
+        on a thread of its own: its trainer finishes what was handed over (a checkpoint save,
+        say), stops, and the state is saved; the next `working()` loads it again."""
+        with self._lock:
+            self._users[model.id] -= 1
+            if self._users[model.id] > 0 or self._working.get(model.id) is not model:
+                return
+            del self._users[model.id]
+            del self._working[model.id]
+            closed = self._closing[model.id] = threading.Event()
+
+        def unload() -> None:
+            try:
+                model.close(drain_s=self.lock_timeout_s + 5)
+            except Exception:
+                log.exception("working model %s: could not unload cleanly", model.id)
+            finally:
+                with self._lock:
+                    self._closing.pop(model.id, None)
+                closed.set()
+
+        threading.Thread(target=unload, name=f"unload-model-{model.id}", daemon=True).start()
+
+    def _wait_until_closed(self, working_model_id: int) -> None:
+        with self._lock:
+            closing = self._closing.get(working_model_id)
+        if closing is not None:
+            closing.wait(self.lock_timeout_s + 10)
 
     def loaded(self) -> list[WorkingModel]:
         """The working models this engine has loaded."""
@@ -125,3 +183,7 @@ class ModelPool:
                 model.close()
             except Exception:
                 log.exception("working model %s: could not close cleanly", model.id)
+        with self._lock:
+            closing = list(self._closing.values())
+        for done in closing:
+            done.wait(10)

@@ -10,6 +10,7 @@ never sees half-updated weights.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from engine.inference import Prediction, predict_last, trace_last_candle
 from engine.lock import TrainingLock, TrainingLockTimeout
 from engine.model import CandleTransformer, ModelConfig
 
+log = logging.getLogger(__name__)
 GHOST_WEIGHT = 0.1
 IGNORE = -100
 
@@ -70,7 +72,10 @@ class Snapshot:
     ) -> Snapshot:
         """Frozen CPU copies of `model`'s weights as they are now (`traced_template`: the same
         architecture traced once, reused so a snapshot costs a copy, not a trace)."""
-        eager = copy.deepcopy(model).to("cpu").eval()
+        # The dense-mask caches are rebuilt on demand: copying them would copy (and, training
+        # on a GPU, keep) device tensors in every snapshot.
+        memo = {id(m._dense_cache): {} for m in model.modules() if hasattr(m, "_dense_cache")}
+        eager = copy.deepcopy(model, memo).to("cpu").eval()
         for p in eager.parameters():
             p.requires_grad_(False)
         if traced_template is None:
@@ -107,11 +112,9 @@ class ModelRunner:
         lock_timeout_s: float = 30.0,
         on_step: Callable[..., None] | None = None,
         seed: int = 0,
-        checkpoint_id: int | None = None,
         device: torch.device | None = None,
     ) -> None:
         self.key = key
-        self.checkpoint_id = checkpoint_id  # where the weights came from
         self.config = config
         torch.manual_seed(seed)
         self.device = device or training_device()
@@ -157,44 +160,59 @@ class ModelRunner:
         timeout_s: float | None = None,
         **event: object,
     ) -> StepResult:
-        """One weight update under the lock. Raises TrainingLockTimeout (after recording a
-        skipped event) if the lock is not free in time."""
+        """One weight update under the lock (at learning rate `lr` for this step only; others
+        sharing the model keep theirs). Raises TrainingLockTimeout (after recording a skipped
+        event) if the lock is not free in time."""
         t0 = time.perf_counter()
         try:
             with self.lock.hold(operation, timeout_s) as waited:
-                self.model.train()
-                if lr is not None:
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = lr
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.device.type != "cpu":
-                    batch = Batch(
-                        *(t.to(self.device) for t in (batch.x, batch.actions, batch.ghost))
-                    )
-                loss, acc, n = loss_and_accuracy(self.model, batch)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-                self.optimizer.step()
-                self.steps += 1
-                self._snapshot = self._publish()
+                loss, acc, n = self._update(batch, lr)
                 step = self.steps
         except TrainingLockTimeout as exc:
-            if self.on_step:
-                self.on_step(
-                    model_key=self.key, source=source, skipped=True, error=str(exc),
-                    lock_wait_ms=(time.perf_counter() - t0) * 1000, samples=0, **event,
-                )  # fmt: skip
+            self._report(model_key=self.key, source=source, skipped=True, error=str(exc),
+                         lock_wait_ms=(time.perf_counter() - t0) * 1000, samples=0, **event)  # fmt: skip
             raise
         result = StepResult(
             step, float(loss.detach()), acc, n, waited * 1000, (time.perf_counter() - t0) * 1000
         )
-        if self.on_step:
-            self.on_step(
-                model_key=self.key, source=source, step=result.step, loss=result.loss,
-                samples=result.samples, lock_wait_ms=result.lock_wait_ms,
-                duration_ms=result.duration_ms, **event,
-            )  # fmt: skip
+        self._report(
+            model_key=self.key, source=source, step=result.step, loss=result.loss,
+            samples=result.samples, lock_wait_ms=result.lock_wait_ms,
+            duration_ms=result.duration_ms, **event,
+        )  # fmt: skip
         return result
+
+    def _update(self, batch: Batch, lr: float | None):
+        """Forward, backward, optimizer step, publish (call with the lock held)."""
+        self.model.train()
+        groups = self.optimizer.param_groups
+        usual = [g["lr"] for g in groups]
+        if lr is not None:
+            for group in groups:
+                group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type != "cpu":
+            batch = Batch(*(t.to(self.device) for t in (batch.x, batch.actions, batch.ghost)))
+        try:
+            loss, acc, n = loss_and_accuracy(self.model, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.optimizer.step()
+        finally:
+            for group, rate in zip(groups, usual, strict=True):
+                group["lr"] = rate
+        self.steps += 1
+        self._snapshot = self._publish()
+        return loss, acc, n
+
+    def _report(self, **event) -> None:
+        """Tell `on_step` (a training event); a failure to record never undoes an update."""
+        if self.on_step is None:
+            return
+        try:
+            self.on_step(**event)
+        except Exception:
+            log.exception("model %s: could not record a training event", self.key)
 
     def state(self, operation: str = "checkpoint save") -> tuple[dict, dict, int]:
         """Model and optimizer state_dicts and the step count, copied under the lock

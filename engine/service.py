@@ -133,11 +133,12 @@ class EngineService:
 
     def shutdown(self) -> None:
         self.ctx.stopping.set()
+        if self._beat_thread:  # first: a reap in progress could otherwise resume sessions
+            self._beat_thread.join(timeout=5)
         self.ctx.sessions.stop_all()  # they stay 'running' and resume at the next start
         self.ctx.jobs.join(timeout=60)  # they end 'interrupted', keeping what they did
         self.ctx.models.close_all()  # trainers finish what is queued; working models autosave
-        if self._beat_thread:
-            self._beat_thread.join(timeout=5)
+        self.ctx.sessions.record_queue_counts()
         engines.mark_stopped(self.db, self.ctx.instance_id, self.stop_reason)
         self.wake.close()
         log.info("engine %s stopped: %s", self.ctx.instance_id, self.stop_reason)

@@ -89,6 +89,7 @@ class LiveSession:
 
     def attach(self, model: WorkingModel) -> None:
         """Train `model` from the next candle on (a frozen session switched to learning)."""
+        self.ctx.models.retain(model)
         self.model = model
 
     def _preload(self, row) -> None:
@@ -122,13 +123,13 @@ class LiveSession:
         except Exception as exc:
             log.exception("session %s failed", self.id)
             session_rows.close(self.db, self.id, "failed", f"{type(exc).__name__}: {exc}")
-            self._checkpoint_learning("failed")
+            self._end_learning("failed")
             return
         if self.ctx.stopping.is_set():
             return  # the engine is shutting down: leave it running, to be resumed
         status = "stopped" if self.stop_event.is_set() else "finished"
         session_rows.close(self.db, self.id, status)
-        self._checkpoint_learning(status)
+        self._end_learning(status)
 
     def on_bar(self, bar: Bar, received: float) -> None:
         """Everything one completed candle does (module docstring for the order)."""
@@ -142,11 +143,9 @@ class LiveSession:
         found = pivots.confirmed_at(ohlcv[:, 1], ohlcv[:, 2], len(ohlcv), self.left, self.right)
         working = self.working
         samples = self.learner.after_candle(self.mode, ohlcv, found) if working else []
-        if self.store_candles:
-            self._store_candle(bar)
         session_rows.record_candle(
             self.db, self.id, received=received, last_ts=bar.ts, state=self.account.state(),
-            trades=trades, learning=self._queue_counts(working),
+            trades=trades, learning=self.queue_counts(working), candle=self._live_candle(bar),
             prediction={
                 "ts": bar.ts, "action": pred.action, "p_buy": pred.probs["BUY"],
                 "p_sell": pred.probs["SELL"], "p_hold": pred.probs["HOLD"],
@@ -165,7 +164,7 @@ class LiveSession:
                 sample, session_id=self.id, operation=f"session {self.id} {sample.source}"
             )
 
-    def _queue_counts(self, working: WorkingModel | None) -> dict[str, int]:
+    def queue_counts(self, working: WorkingModel | None) -> dict[str, int]:
         if working is None:
             return {}
         return {
@@ -189,20 +188,24 @@ class LiveSession:
 
     # -- persistence ----------------------------------------------------------------------------
 
-    def _store_candle(self, bar: Bar) -> None:
-        candle_rows.add_live(self.db, self.symbol, self.timeframe, bar.ts,
-                             (bar.open, bar.high, bar.low, bar.close, bar.volume))  # fmt: skip
+    def _live_candle(self, bar: Bar):
+        """An exchange feed's candle is stored with what it did (replayed ones already are)."""
+        if not self.store_candles:
+            return None
+        return candle_rows.live_insert(self.db, self.symbol, self.timeframe, bar.ts,
+                                       (bar.open, bar.high, bar.low, bar.close, bar.volume))  # fmt: skip
 
-    def _checkpoint_learning(self, status: str) -> None:
+    def _end_learning(self, status: str) -> None:
         """A learning session that ends leaves its learning as a checkpoint people can
-        backtest: queued after its last samples, written only if the weights moved."""
-        if self.working is None:
+        backtest (queued after its last samples, written only if the weights moved), and lets
+        go of its working model."""
+        working = self.working
+        if working is None:
             return
-        self.working.save_checkpoint(
-            name=f"{self.working.name} · session {self.id} {status}",
-            created_by=self.created_by,
-            only_if_changed=True,
-        )
+        working.save_checkpoint(name=f"{working.name} · session {self.id} {status}",
+                                created_by=self.created_by, only_if_changed=True)  # fmt: skip
+        session_rows.update_row(self.db, self.id, **self.queue_counts(working))
+        self.ctx.models.release(working)
 
 
 class SessionManager:
@@ -226,6 +229,8 @@ class SessionManager:
 
     def launch(self, row) -> LiveSession:
         session = LiveSession(self.ctx, row, self.model_for(row), make_feed(self.ctx, row))
+        if session.working is not None:
+            self.ctx.models.retain(session.working)
         with self.lock:
             self.sessions[row.id] = session
         session.start()
@@ -240,6 +245,8 @@ class SessionManager:
         """Sessions left running by an engine that is gone (crashed, or stopped for a restart)
         continue here from their last processed candle."""
         resumed = []
+        if self.ctx.stopping.is_set():
+            return resumed
         for row in session_rows.running(self.ctx.db):
             if row.engine_id == self.ctx.instance_id or row.engine_id in live_engine_ids:
                 continue
@@ -250,6 +257,16 @@ class SessionManager:
             except Exception as exc:
                 session_rows.close(self.ctx.db, row.id, "interrupted", f"could not resume: {exc}")
         return resumed
+
+    def record_queue_counts(self) -> None:
+        """After the trainers stopped: what each session's samples came to (applied, or
+        dropped when the trainer could not finish them)."""
+        with self.lock:
+            sessions = list(self.sessions.values())
+        for s in sessions:
+            counts = s.queue_counts(s.working)
+            if counts:
+                session_rows.update_row(self.ctx.db, s.id, **counts)
 
     def stop_all(self, timeout: float = 30) -> None:
         with self.lock:

@@ -97,10 +97,6 @@ class Trainer:
         with self._cond:
             return self._dropped[session_id]
 
-    def backlog(self) -> int:
-        with self._cond:
-            return len(self._samples) + len(self._requests) + int(self._busy)
-
     def drain(self, timeout: float) -> bool:
         """Wait until everything handed over so far is done; False on timeout."""
         deadline = time.monotonic() + timeout
@@ -129,6 +125,7 @@ class Trainer:
                     work.future.set_exception(TrainerStopped(f"trainer {self.name} stopped"))
             self._cond.notify_all()
         self.thread.join(drain_s + 1)
+        self._tick = None  # the owner's callback: no cycle left once stopped
 
     # -- the trainer thread ------------------------------------------------------------------
 

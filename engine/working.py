@@ -4,10 +4,11 @@ batch jobs train, in this engine.
 Checkpoints never change. Training happens here: a `ModelRunner` (weights, optimizer, the one
 training lock every update holds, the published snapshot predictions read) and its one
 `Trainer`, which applies every update in hand-over order. What it learns is kept two ways:
-- autosave: the weights and optimizer go to the working model's own state file (overwritten
-  atomically) at most AUTOSAVE_STEPS updates or AUTOSAVE_S seconds after an update, and right
-  after each manual step, so a kill -9 loses less than either; after a crash the next engine
-  loads the file and marks the training events of the steps it lost (`mark_lost`);
+- its state file (`state_file(id)`, overwritten atomically) holds the weights and optimizer at
+  most AUTOSAVE_STEPS updates or AUTOSAVE_S seconds after an update, right after each manual
+  step, and whenever a checkpoint is saved from it — so a kill -9 loses less than either bound,
+  and the file never lags a checkpoint made from it. After a crash the next engine loads the
+  file and marks the training events of the steps it lost (`db.working_models.mark_lost`);
 - checkpoints: `save_checkpoint` writes a new child checkpoint (parent: the last one saved from
   this working model, else its base; `sources`: what trained it since) — when a job ends, a
   learning session stops, or a person asks.
@@ -48,10 +49,8 @@ class WorkingModel:
         self.db, self.id, self.name = database, row.id, row.name
         self.base_checkpoint_id = row.base_checkpoint_id
         self.last_checkpoint_id = row.last_checkpoint_id
-        self.runner = ModelRunner(
-            f"working-model-{row.id}", config, state, optimizer_state,
-            lock_timeout_s=lock_timeout_s, on_step=self._record, checkpoint_id=row.base_checkpoint_id,
-        )  # fmt: skip
+        self.runner = ModelRunner(f"working-model-{row.id}", config, state, optimizer_state,
+                                  lock_timeout_s=lock_timeout_s, on_step=self._record)  # fmt: skip
         self.saved_steps, self.saved_at = self.runner.steps, time.monotonic()
         self.trainer = Trainer(f"model-{row.id}", tick=self._autosave_if_due)
 
@@ -85,16 +84,32 @@ class WorkingModel:
     def request(self, sample: Sample, *, operation: str, **event) -> Future:
         """A sample a person labelled (manual training): never dropped, and autosaved as soon
         as it is applied — a person's label is worth a save of its own. The Future says when it
-        was applied (a StepResult) or why not (TrainingLockTimeout, recorded as skipped)."""
+        was applied (a StepResult) or why not; either way a training event records it (with
+        `event`, e.g. the command id), so the person's page can show the outcome."""
 
         def apply_and_keep() -> StepResult:
             result = self.runner.train_step(
                 sample.batch, operation=operation, source=sample.source, **sample.event, **event
             )
-            self.autosave()
+            self._autosave_logged()
             return result
 
-        return self.trainer.submit(apply_and_keep)
+        future = self.trainer.submit(apply_and_keep)
+        future.add_done_callback(lambda f: self._record_failure(f, sample, event))
+        return future
+
+    def _record_failure(self, future: Future, sample: Sample, event: dict) -> None:
+        """A request that never reached the lock (the engine stopped, the database failed) still
+        leaves a skipped training event; a lock timeout has recorded its own already."""
+        exc = future.exception()
+        if exc is None or isinstance(exc, TrainingLockTimeout):
+            return
+        try:
+            self._record(model_key=self.runner.key, source=sample.source, skipped=True,
+                         error=f"not applied: {type(exc).__name__}: {exc}", **sample.event,
+                         **event)  # fmt: skip
+        except Exception:
+            log.exception("working model %s: could not record a failed request", self.id)
 
     def train_step(self, batch: Batch, *, operation: str, source: str, **kw) -> StepResult:
         """One update through the trainer, waiting for it (batch jobs run on their own thread,
@@ -109,10 +124,17 @@ class WorkingModel:
                         only_if_changed: bool = False, **row) -> Future:  # fmt: skip
         """A new child checkpoint of the weights after everything handed over before this call
         (`row`: metrics, activate, job_id). The Future holds its id — or None when
-        `only_if_changed` and nothing was learned since the last checkpoint."""
-        return self.trainer.submit(
+        `only_if_changed` and nothing was learned since the last checkpoint. A failure is
+        logged here whether or not the caller waits for the Future."""
+        future = self.trainer.submit(
             lambda: self._save_checkpoint(name, created_by, only_if_changed, row)
         )
+        future.add_done_callback(
+            lambda f: f.exception() and log.error(
+                "working model %s: checkpoint %r not saved: %s", self.id, name, f.exception()
+            )
+        )  # fmt: skip
+        return future
 
     def _save_checkpoint(self, name: str, created_by: str | None, only_if_changed: bool,
                          row: dict) -> int | None:  # fmt: skip
@@ -129,6 +151,8 @@ class WorkingModel:
         )  # fmt: skip
         self.last_checkpoint_id = cid
         rows.update_row(self.db, self.id, last_checkpoint_id=cid)
+        if steps != self.saved_steps:  # the state file never lags a checkpoint made from it
+            self._write_state(model_state, optimizer_state, steps)
         log.info("working model %s saved as checkpoint %s (step %s)", self.id, cid, steps)
         return cid
 
@@ -142,6 +166,15 @@ class WorkingModel:
         except TrainingLockTimeout as exc:
             log.warning("working model %s: autosave postponed: %s", self.id, exc)
             return
+        self._write_state(model_state, optimizer_state, steps)
+
+    def _autosave_logged(self) -> None:
+        try:
+            self.autosave()
+        except Exception:  # the update itself was applied: say so, keep going
+            log.exception("working model %s: autosave failed", self.id)
+
+    def _write_state(self, model_state: dict, optimizer_state: dict, steps: int) -> None:
         rel = state_file(self.id)
         path = checkpoints.resolve(rel)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +193,9 @@ class WorkingModel:
             self.autosave()
 
     def close(self, drain_s: float = 5.0) -> None:
-        """Engine shutdown: finish what is queued (briefly), stop the trainer, autosave."""
+        """Finish what is queued (briefly), stop the trainer, autosave; then drop the
+        references that tie this object in a cycle, so it is freed even after
+        `priority.settle_heap` exempted it from the cyclic collector."""
         self.trainer.stop(drain_s)
-        self.autosave()
+        self._autosave_logged()
+        self.runner.on_step = None

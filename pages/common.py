@@ -244,7 +244,7 @@ def working_model_labels(engine) -> dict[int, str]:
     """Every working model as "W3 name · 120 steps · from #1", newest first."""
     steps = working_rows.latest_steps(engine)
     return {
-        w.id: f"W{w.id} {w.name} · {max(steps.get(w.id, 0), w.saved_steps)} steps · "
+        w.id: f"W{w.id} {w.name} · {working_rows.step_count(w, steps.get(w.id))} steps · "
         f"from #{w.base_checkpoint_id}"
         for w in working_rows.all_(engine)
     }

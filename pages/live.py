@@ -121,7 +121,7 @@ with st.expander("Start a session", expanded=not session_rows.running(engine)):
     long_only = d3.checkbox("Long only")
     cols = [c for _ in range(2) for c in st.columns(2)]  # 2 × 2: the full names fit
     for col, (mode, title) in zip(cols, MODES.items(), strict=True):
-        if col.button(title, key=f"start_{mode}", disabled=not who, width="stretch"):
+        if col.button(title, key=f"start_{mode}", disabled=not who or not model, width="stretch"):
             result = command(
                 "session.start",
                 {"symbol": symbol, "timeframe": timeframe, "mode": mode, **model,
@@ -245,7 +245,7 @@ def model_line(sess, events) -> str:
     if sess.working_model_id is None:
         return f"Model: checkpoint #{ckpt.id} {ckpt.name}, frozen (inference only)."
     w = working_rows.get(engine, sess.working_model_id)
-    step = working_rows.latest_step(engine, w.id) or w.saved_steps
+    step = working_rows.step_count(w, working_rows.latest_step(engine, w.id))
     wait = f" · last lock wait {events.lock_wait_ms.iloc[-1]:.1f} ms" if not events.empty else ""
     saved = f" · last saved as checkpoint #{w.last_checkpoint_id}" if w.last_checkpoint_id else ""
     return (
@@ -266,6 +266,8 @@ def manual_status(session_id: int) -> None:
         st.info(f"Training on {when} as {action}: waiting for the training lock…")
     elif done.skipped.iloc[0]:
         st.warning(f"Training on {when} as {action} was skipped: {done.error.iloc[0]}")
+    elif done.lost.iloc[0]:
+        st.warning(f"Training on {when} as {action} was applied, then lost to an engine crash.")
     else:
         at = done.created_at.iloc[0]
         st.success(
@@ -298,7 +300,9 @@ def panel(session_id: int) -> None:
     m[3].metric("Training steps", steps)
     m[4].metric(
         "Training queue",
-        f"{sess.samples_waiting} waiting" if sess.working_model_id else "—",
+        f"{sess.samples_waiting} waiting"
+        if sess.working_model_id and sess.status == "running"
+        else "—",
         delta=f"{sess.samples_dropped} dropped" if sess.samples_dropped else None,
         delta_color="inverse",
         help="Samples handed to the working model's trainer and not applied yet; when the queue "

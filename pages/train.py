@@ -233,22 +233,20 @@ st.caption(
 if not working:
     st.caption("None yet: a learning session or a training job makes one.")
 else:
-    rows = []
-    for wid in list(working)[:50]:
-        w = working_rows.summary(engine, wid)
-        rows.append(
-            {
-                "id": f"W{w['id']}",
-                "name": w["name"],
-                "from": f"#{w['base_checkpoint']['id']} {w['base_checkpoint']['name']}",
-                "steps here": w["steps_trained_here"],
-                "trained now by": ", ".join(w["trained_now_by"]) or "—",
-                "manual by": ", ".join(f"{k} ({v})" for k, v in w["manual_steps_by"].items()),
-                "last saved": f"#{w['last_checkpoint']['id']}" if w["last_checkpoint"] else "—",
-                "lost to crashes": w["lost_steps"],
-                "by": w["created_by"],
-            }
-        )
+    rows = [
+        {
+            "id": f"W{w['id']}",
+            "name": w["name"],
+            "from": labels.get(w["base_checkpoint_id"], f"#{w['base_checkpoint_id']}"),
+            "steps here": w["steps_trained_here"],
+            "trained now by": ", ".join(w["trained_now_by"]) or "—",
+            "manual by": ", ".join(f"{k} ({v})" for k, v in w["manual_steps_by"].items()),
+            "last saved": f"#{w['last_checkpoint_id']}" if w["last_checkpoint_id"] else "—",
+            "lost to crashes": w["lost_steps"],
+            "by": w["created_by"],
+        }
+        for w in working_rows.overview(engine)
+    ]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     s1, s2, s3 = st.columns([2, 2, 1])
     to_save = s1.selectbox("Save as a checkpoint", list(working), format_func=working.get)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
+from db import checkpoints as checkpoint_rows
 from db import training
 from db import working_models as rows
 from engine import checkpoints
@@ -117,3 +119,78 @@ def test_after_a_crash_the_working_model_resumes_from_its_state_file_and_marks_l
     assert rows.latest_step(database, model.id) == 4  # counting goes on from what was kept
     assert working.AUTOSAVE_STEPS <= 200 and working.AUTOSAVE_S <= 30  # the promised bound
     again.close()
+
+
+def test_one_engine_trains_a_working_model_at_a_time(database):
+    from db import engines
+    from engine.pool import WorkingModelElsewhere
+
+    first = ModelPool(database, "engine-a")
+    model = first.new_working(None, created_by="ana")
+    engines.register(database, "engine-a", "test", None)  # alive: this very process
+    with pytest.raises(WorkingModelElsewhere, match="trained by engine engine-a"):
+        ModelPool(database, "engine-b").working(model.id)
+    engines.mark_stopped(database, "engine-a", "test over")
+    taken = ModelPool(database, "engine-b").working(model.id)
+    assert rows.get(database, model.id).engine_id == "engine-b"
+    taken.close()
+    first.close_all()
+
+
+def test_the_last_release_unloads_a_working_model_keeping_what_it_learned(database):
+    pool = ModelPool(database, "test")
+    model = pool.new_working(None, created_by="ana")
+    pool.retain(model)
+    pool.retain(model)
+    model.train_step(random_batch(0, model.config), operation="t", source="batch")
+    pool.release(model)
+    assert pool.loaded() == [model]  # still trained by the other user
+    saved = model.save_checkpoint(name="kept", created_by="ana")
+    pool.release(model)
+    again = pool.working(model.id)  # waits for the unload, then loads the state file
+    assert again is not model and pool.loaded() == [again]
+    assert saved.result(5) is not None and not model.trainer.thread.is_alive()
+    assert again.runner.steps == 1 and rows.get(database, model.id).lost_steps == 0
+    assert model.runner.on_step is None  # no cycle left: freed like any object
+    pool.close_all()
+
+
+def test_a_checkpoint_save_also_brings_the_state_file_up_to_date(database):
+    pool = ModelPool(database, "test")
+    model = pool.new_working(None, created_by="ana")
+    for i in range(3):
+        model.train_step(random_batch(i, model.config), operation="t", source="batch")
+    cid = model.save_checkpoint(name="c", created_by="ana").result(10)
+    assert rows.get(database, model.id).saved_steps == 3
+    state = checkpoints.read(checkpoints.resolve(rows.get(database, model.id).state_file))
+    assert state["steps"] == checkpoint_rows.get(database, cid).steps == 3
+    unchanged = model.save_checkpoint(name="same", created_by="ana", only_if_changed=True)
+    assert unchanged.result(10) is None  # nothing learned since
+    pool.close_all()
+
+
+def test_a_learning_rate_for_one_step_leaves_the_models_own_alone(database):
+    pool = ModelPool(database, "test")
+    model = pool.new_working(None, created_by="ana")
+    usual = model.runner.optimizer.param_groups[0]["lr"]
+    model.train_step(random_batch(0, model.config), operation="job", source="batch", lr=0.5)
+    assert model.runner.optimizer.param_groups[0]["lr"] == usual
+    pool.close_all()
+
+
+def test_a_manual_request_the_trainer_never_applied_is_recorded_as_skipped(database):
+    from engine.online import OnlineLearner
+
+    pool = ModelPool(database, "test")
+    model = pool.new_working(None, created_by="ana")
+    gate = threading.Event()
+    model.trainer.submit(gate.wait)
+    ohlcv = np.column_stack([np.linspace(100, 120, 300)] * 4 + [np.ones(300), np.arange(300)])
+    sample = OnlineLearner(model.config, 5).sample(ohlcv, 299, 0, "manual")
+    future = model.request(sample, operation="manual", command_id=77, requested_by="bo")
+    threading.Timer(0.3, gate.set).start()
+    model.trainer.stop(drain_s=0.05)
+    assert isinstance(future.exception(5), TrainerStopped)
+    (event,) = training.frame(database, command_id=77).itertuples()
+    assert event.skipped and "TrainerStopped" in event.error and event.requested_by == "bo"
+    pool.close_all()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -13,8 +12,6 @@ from engine import backtest_run, checkpoints
 from engine.job_runner import JobStopped, Outcome
 from engine.registry import CommandError, Payload, command
 from engine.runner import ModelRunner
-
-log = logging.getLogger(__name__)
 
 
 class BacktestArgs(Payload):
@@ -120,8 +117,7 @@ def _private_copy(ctx, checkpoint_id: int, bt_id: int, job_id: int, args: Backte
     it, so it trains in step with the replay (reproducible) and the checkpoint stays as is."""
     cfg, state, optimizer = checkpoints.load(ctx.db, checkpoint_id)
     copy = ModelRunner(f"backtest-{bt_id}", cfg, state, optimizer,
-                       on_step=lambda **e: training.record(ctx.db, **e),
-                       checkpoint_id=checkpoint_id)  # fmt: skip
+                       on_step=lambda **e: training.record(ctx.db, **e))  # fmt: skip
     return {"runner": copy, "mode": args.train_mode, "left": args.pivot_left,
             "right": args.pivot_right, "event": {"job_id": job_id}}  # fmt: skip
 

@@ -12,6 +12,7 @@ from db import sessions as session_rows
 from db import working_models as working_rows
 from db.models import SESSION_MODES
 from engine.feeds import FeedError
+from engine.pool import WorkingModelElsewhere
 from engine.registry import CommandError, Payload, command
 from market import symbols, timeframes
 
@@ -113,7 +114,7 @@ def start(ctx, args: StartArgs, cmd) -> dict:
     )
     try:
         ctx.sessions.launch(session_rows.get(ctx.db, sid))
-    except (FeedError, KeyError, ValueError) as exc:
+    except (FeedError, KeyError, ValueError, WorkingModelElsewhere) as exc:
         session_rows.close(ctx.db, sid, "failed", str(exc))
         raise CommandError(f"session {sid} could not start: {exc}") from None
     return {"session_id": sid, "checkpoint_id": checkpoint_id, "mode": args.mode,

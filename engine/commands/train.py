@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from datetime import timedelta
 
@@ -16,9 +15,8 @@ from db.models import utcnow
 from engine import batch_training
 from engine.batch_training import TrainSettings
 from engine.job_runner import Outcome
+from engine.pool import WorkingModelElsewhere
 from engine.registry import CommandError, Payload, command
-
-log = logging.getLogger(__name__)
 
 
 class DatasetRef(Payload):
@@ -61,13 +59,20 @@ def _datasets(ctx, args: TrainArgs) -> list[tuple[str, str]]:
     return wanted or sorted(stored)
 
 
+def working_model(ctx, working_model_id: int):
+    """Working model `working_model_id`, loaded here, or CommandError saying why not."""
+    try:
+        return ctx.models.working(working_model_id)
+    except working_rows.UnknownWorkingModel:
+        raise CommandError(f"unknown working model {working_model_id}") from None
+    except WorkingModelElsewhere as exc:
+        raise CommandError(str(exc)) from None
+
+
 def _working_model(ctx, args: TrainArgs, cmd):
     """The working model to train: the one named, or a new one from the base checkpoint."""
     if args.working_model_id is not None:
-        try:
-            return ctx.models.working(args.working_model_id)
-        except working_rows.UnknownWorkingModel:
-            raise CommandError(f"unknown working model {args.working_model_id}") from None
+        return working_model(ctx, args.working_model_id)
     base_id = args.base_checkpoint or ctx.models.active_id()
     try:
         checkpoint_rows.get(ctx.db, base_id)
@@ -105,16 +110,16 @@ def train_start(ctx, args: TrainArgs, cmd) -> dict:
     def on_stop(job, stop) -> Outcome:
         how = "engine shutdown" if stop.status == "interrupted" else "cancel"
         name = f"{args.name or f'{base_name} + train #{job.id}'} ({how})"
-        cid = model.save_checkpoint(name=name, created_by=cmd.created_by, job_id=job.id).result()
-        return Outcome(
-            f"{stop}; weights so far saved as checkpoint {cid}",
-            {"checkpoint_id": cid, "working_model_id": model.id},
-            stop.status,
-        )
+        cid = model.save_checkpoint(name=name, created_by=cmd.created_by, job_id=job.id,
+                                    only_if_changed=True).result()  # fmt: skip
+        kept = f"weights so far saved as checkpoint {cid}" if cid else "no step taken yet"
+        return Outcome(f"{stop}; {kept}", {"checkpoint_id": cid, "working_model_id": model.id},
+                       stop.status)  # fmt: skip
 
     job = ctx.jobs.create("train", cmd, working_model_id=model.id,
                           message=f"training working model {model.id} on {len(wanted)} dataset(s)")  # fmt: skip
-    job_id = ctx.jobs.run(job, work, on_stop=on_stop)
+    ctx.models.retain(model)
+    job_id = ctx.jobs.run(job, work, on_stop=on_stop, on_end=lambda: ctx.models.release(model))
     return {
         "job_id": job_id,
         "base_checkpoint": model.base_checkpoint_id,
@@ -155,10 +160,7 @@ def _models_to_hold(ctx, args: HoldArgs) -> list:
             raise CommandError(f"session {args.session_id} trains no working model here")
         return [session.working]
     if args.working_model_id is not None:
-        try:
-            return [ctx.models.working(args.working_model_id)]
-        except working_rows.UnknownWorkingModel:
-            raise CommandError(f"unknown working model {args.working_model_id}") from None
+        return [working_model(ctx, args.working_model_id)]
     base = args.checkpoint_id or ctx.models.active_id()
     held = [m for m in ctx.models.loaded() if m.base_checkpoint_id == base]
     if not held:
@@ -197,10 +199,9 @@ class SaveArgs(Payload):
 def save(ctx, args: SaveArgs, cmd) -> dict:
     """Save a working model as a new checkpoint, after the training already handed to it.
     Answers at once; the checkpoint appears when the trainer gets to it."""
-    try:
-        model = ctx.models.working(args.working_model_id)
-    except working_rows.UnknownWorkingModel:
-        raise CommandError(f"unknown working model {args.working_model_id}") from None
+    model = working_model(ctx, args.working_model_id)
     name = args.name or f"{model.name} · saved by {cmd.created_by or 'someone'}"
-    model.save_checkpoint(name=name, created_by=cmd.created_by, activate=args.activate)
+    ctx.models.retain(model)  # loaded for the save alone: unloaded again once it is written
+    saved = model.save_checkpoint(name=name, created_by=cmd.created_by, activate=args.activate)
+    saved.add_done_callback(lambda _: ctx.models.release(model))
     return {"working_model_id": model.id, "queued": True, "name": name}
