@@ -32,5 +32,6 @@ def frame(engine: Engine, limit: int = 5000, **where: Any) -> pd.DataFrame:
     for key, value in where.items():
         q = q.where(getattr(TrainingEvent, key) == value)
     with readonly(engine).begin() as conn:
-        rows = conn.execute(q).mappings().all()
-    return pd.DataFrame(rows).iloc[::-1].reset_index(drop=True)
+        result = conn.execute(q)
+        frame = pd.DataFrame(result.all(), columns=list(result.keys()))  # columns even if empty
+    return frame.iloc[::-1].reset_index(drop=True)

@@ -145,31 +145,33 @@ class ModelPool:
         """Something that trained `model` ended. When nothing else does, the model is unloaded
         on a thread of its own: its trainer finishes what was handed over (a checkpoint save,
         say), stops, and the state is saved; the next `working()` loads it again."""
+        def unload() -> None:
+            try:
+                model.close(drain_s=self.lock_timeout_s + 5)
+            except Exception:
+                log.exception("working model %s: could not unload cleanly", model.id)
+
         with self._lock:
             self._users[model.id] -= 1
             if self._users[model.id] > 0 or self._working.get(model.id) is not model:
                 return
             del self._users[model.id]
             del self._working[model.id]
-            closed = self._closing[model.id] = threading.Event()
+            closing = self._closing[model.id] = threading.Thread(
+                target=unload, name=f"unload-model-{model.id}", daemon=True
+            )
+        closing.start()
 
-        def unload() -> None:
-            try:
-                model.close(drain_s=self.lock_timeout_s + 5)
-            except Exception:
-                log.exception("working model %s: could not unload cleanly", model.id)
-            finally:
-                with self._lock:
-                    self._closing.pop(model.id, None)
-                closed.set()
-
-        threading.Thread(target=unload, name=f"unload-model-{model.id}", daemon=True).start()
-
-    def _wait_until_closed(self, working_model_id: int) -> None:
+    def _wait_until_closed(self, working_model_id: int, timeout: float | None = None) -> None:
+        """Join the unloading of `working_model_id` if one is under way (a thread that has
+        used torch must not outlive the interpreter: its C++ side aborts the process)."""
         with self._lock:
             closing = self._closing.get(working_model_id)
         if closing is not None:
-            closing.wait(self.lock_timeout_s + 10)
+            closing.join(self.lock_timeout_s + 10 if timeout is None else timeout)
+            with self._lock:
+                if self._closing.get(working_model_id) is closing and not closing.is_alive():
+                    del self._closing[working_model_id]
 
     def loaded(self) -> list[WorkingModel]:
         """The working models this engine has loaded."""
@@ -184,6 +186,6 @@ class ModelPool:
             except Exception:
                 log.exception("working model %s: could not close cleanly", model.id)
         with self._lock:
-            closing = list(self._closing.values())
-        for done in closing:
-            done.wait(10)
+            closing = list(self._closing)
+        for working_model_id in closing:
+            self._wait_until_closed(working_model_id, timeout=30)

@@ -48,16 +48,10 @@ def newest_step(database, model_id) -> int:
         ) or 0  # fmt: skip
 
 
-def first_lost_at(database, model_id, kept, since, until) -> datetime | None:
-    """When the first update a kill lost was applied (recorded between `since` and `until`)."""
-    with readonly(database).begin() as conn:
-        return conn.scalar(
-            select(func.min(TrainingEvent.created_at)).where(
-                TrainingEvent.working_model_id == model_id, TrainingEvent.step > kept,
-                TrainingEvent.created_at > since, TrainingEvent.created_at <= until,
-                TrainingEvent.skipped.is_(False),
-            )
-        )  # fmt: skip
+def lost_between(database, model_id, since, until):
+    """The updates the engine that died at `until` had recorded and lost, oldest first."""
+    events = training.frame(database, 100_000, working_model_id=model_id, lost=True)
+    return events[(events.created_at > since) & (events.created_at <= until)].sort_values("step")
 
 
 def replayed_trades(database, sid) -> list[dict]:
@@ -105,15 +99,16 @@ def test_twenty_kills_lose_nothing_they_should_keep(annotated, engine_process):
         if round_:  # both models loaded again: what did the kill lose?
             me = instance_of(annotated, engine)
             for m in models:
-                kept = wait_until(lambda m=m, me=me: (r := working_rows.get(annotated, m))
-                                  .engine_id == me and r.saved_steps + 1, 30, 0.1,
-                                  f"model {m} to load") - 1  # fmt: skip
-                lost = max(0, before[m] - kept)
-                lost_per_kill.append(lost)
-                assert lost <= BOUND_STEPS, (round_, m, before[m], kept)
-                first = first_lost_at(annotated, m, kept, previous_kill, killed_at)
-                if lost and first is not None:
-                    assert killed_at - first <= timedelta(seconds=BOUND_S), (round_, m, first)
+                wait_until(lambda m=m, me=me: working_rows.get(annotated, m).engine_id == me,
+                           30, 0.1, f"model {m} to load")  # fmt: skip
+                lost = lost_between(annotated, m, previous_kill, killed_at)
+                lost_per_kill.append(len(lost))
+                assert len(lost) <= BOUND_STEPS, (round_, m, len(lost))
+                if len(lost):  # the newest updates of the dead engine, and recent ones
+                    assert lost.step.tolist() == list(
+                        range(before[m] - len(lost) + 1, before[m] + 1)
+                    )
+                    assert killed_at - lost.created_at.min() <= timedelta(seconds=BOUND_S)
         if round_ == KILLS:
             break
         send(annotated, "backtest.start", {"symbol": "SP500", "timeframe": "1d",
