@@ -145,6 +145,7 @@ class ModelPool:
         """Something that trained `model` ended. When nothing else does, the model is unloaded
         on a thread of its own: its trainer finishes what was handed over (a checkpoint save,
         say), stops, and the state is saved; the next `working()` loads it again."""
+
         def unload() -> None:
             try:
                 model.close(drain_s=self.lock_timeout_s + 5)
