@@ -94,12 +94,13 @@ def start(ctx, args: BacktestArgs, cmd) -> dict:
         )  # fmt: skip
         status = stopped[0].status if stopped else report["status"]
         _keep(ctx, bt_id, report, status, learn, args, cmd, job.id, checkpoint_id)
-        m = report["metrics"] or {}
-        return Outcome(
-            f"{status}: return {m.get('Return [%]', float('nan')):.2f} %, {m.get('# Trades', 0)} trades",
-            {"backtest_id": bt_id},
-            status,
+        m = report["metrics"]
+        done = (
+            f"return {m['Return [%]']:.2f} %, {m['# Trades']} trades"
+            if m
+            else "stopped before two candles were simulated: no report figures"
         )
+        return Outcome(f"{status}: {done}", {"backtest_id": bt_id}, status)
 
     job = ctx.jobs.create("backtest", cmd, message="starting")
     bt_id = backtests.create(
