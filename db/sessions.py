@@ -159,9 +159,9 @@ def summary(engine: Engine, session_id: int) -> dict[str, Any]:
         "timeframe": row.timeframe,
         "checkpoint_id": row.checkpoint_id,
         "working_model_id": row.working_model_id,
-        "model": "frozen checkpoint (inference only)"
+        "model": f"checkpoint #{row.checkpoint_id}, frozen (inference only)"
         if row.working_model_id is None
-        else f"working model {row.working_model_id}",
+        else f"working model W{row.working_model_id}",
         "feed": row.feed,
         "settings": row.settings,
         "created_by": row.created_by,

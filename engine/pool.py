@@ -93,7 +93,7 @@ class ModelPool:
             checkpoint_id = self.active_id()
         base = checkpoint_rows.get(self.db, checkpoint_id)
         wid = rows.create(
-            self.db, name=f"from #{base.id} {base.name}", base_checkpoint_id=base.id,
+            self.db, name=f"from checkpoint #{base.id}", base_checkpoint_id=base.id,
             created_by=created_by, engine_id=self.engine_id, saved_steps=base.steps,
         )  # fmt: skip
         return self.working(wid)

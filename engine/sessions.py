@@ -202,9 +202,13 @@ class LiveSession:
         working = self.working
         if working is None:
             return
-        working.save_checkpoint(name=f"{working.name} · session {self.id} {status}",
-                                created_by=self.created_by, only_if_changed=True)  # fmt: skip
-        session_rows.update_row(self.db, self.id, **self.queue_counts(working))
+        saved = working.save_checkpoint(name=f"W{working.id} after session {self.id} ({status})",
+                                        created_by=self.created_by, only_if_changed=True)  # fmt: skip
+        # Queued after this session's samples: once it is written they are all applied or
+        # dropped, and the session's counts are final.
+        saved.add_done_callback(
+            lambda _: session_rows.update_row(self.db, self.id, **self.queue_counts(working))
+        )
         self.ctx.models.release(working)
 
 

@@ -97,6 +97,11 @@ class Trainer:
         with self._cond:
             return self._dropped[session_id]
 
+    def busy(self) -> bool:
+        """Whether any work is queued or in hand."""
+        with self._cond:
+            return bool(self._samples or self._requests or self._busy)
+
     def drain(self, timeout: float) -> bool:
         """Wait until everything handed over so far is done; False on timeout."""
         deadline = time.monotonic() + timeout

@@ -136,6 +136,14 @@ class WorkingModel:
         )  # fmt: skip
         return future
 
+    def learned_since_checkpoint(self) -> bool:
+        """Whether a save now would hold anything its last checkpoint (or base) does not:
+        updates applied since, or training still queued."""
+        parent = self.last_checkpoint_id or self.base_checkpoint_id
+        return self.trainer.busy() or (
+            self.runner.steps != checkpoint_rows.get(self.db, parent).steps
+        )
+
     def _save_checkpoint(self, name: str, created_by: str | None, only_if_changed: bool,
                          row: dict) -> int | None:  # fmt: skip
         parent = self.last_checkpoint_id or self.base_checkpoint_id

@@ -126,11 +126,12 @@ def progress() -> None:
     bid = (job.result or {}).get("backtest_id")
     st.progress(
         min(1.0, job.progress),
-        text=f"Backtest job {job.id} · {job.status} · {job.progress:.0%} · {job.message or ''}",
+        text=f"Backtest {f'#{bid}' if bid else f'job {job.id}'} · {job.status} · "
+        f"{job.progress:.0%} · {job.message or ''}",
     )
     if job.status in jobs.UNFINISHED and st.button("Cancel backtest", key=f"bt_cancel_{job.id}"):
         jobs.request_cancel(engine, job.id)
-    if bid:
+    if bid and job.status not in jobs.UNFINISHED:
         st.page_link("pages/report.py", label=f"Open report #{bid}", query_params={"id": bid})
 
 

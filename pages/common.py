@@ -241,11 +241,10 @@ def checkpoint_labels(engine) -> tuple[dict[int, str], int | None]:
 
 
 def working_model_labels(engine) -> dict[int, str]:
-    """Every working model as "W3 name · 120 steps · from #1", newest first."""
-    steps = working_rows.latest_steps(engine)
+    """Every working model as "W3 from checkpoint #1 · ana", newest first. Nothing in a label
+    changes while it trains: a select box whose labels change forgets what was picked."""
     return {
-        w.id: f"W{w.id} {w.name} · {working_rows.step_count(w, steps.get(w.id))} steps · "
-        f"from #{w.base_checkpoint_id}"
+        w.id: f"W{w.id} {w.name}" + (f" · {w.created_by}" if w.created_by else "")
         for w in working_rows.all_(engine)
     }
 

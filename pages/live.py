@@ -36,6 +36,8 @@ MODES = {  # titles for the one list of modes (db.models.SESSION_MODES)
     "manual": "Manual mode (Train on Current Candle)",
 }
 assert tuple(MODES) == SESSION_MODES
+SHORT = {"none": "Inference only", "pivots_only": "Pivot training",
+         "every_candle": "Per-candle training", "manual": "Manual"}  # fmt: skip
 ACTION_COLORS = alt.Scale(domain=["BUY", "SELL", "HOLD"], range=[UP, DOWN, "#9e9e9e"])
 who = current_user()
 
@@ -137,7 +139,9 @@ if not all_sessions:
     st.info("No sessions yet.")
     st.stop()
 ids = [s.id for s in all_sessions]
-titles = {s.id: f"#{s.id} {s.symbol} {s.timeframe} · {s.mode} · {s.status}" for s in all_sessions}
+titles = {
+    s.id: f"#{s.id} {s.symbol} {s.timeframe} · {MODES[s.mode]} · {s.status}" for s in all_sessions
+}
 default = st.session_state.get("live_session", ids[0])
 chosen = st.selectbox(
     "Session", ids, index=ids.index(default) if default in ids else 0, format_func=titles.get
@@ -239,19 +243,20 @@ def chart(sess, preds, pivots, trades) -> alt.LayerChart | None:
     )
 
 
-def model_line(sess, events) -> str:
+def model_line(sess) -> str:
     """What the session's predictions come from, in one line."""
     ckpt = checkpoint_rows.get(engine, sess.checkpoint_id)
     if sess.working_model_id is None:
         return f"Model: checkpoint #{ckpt.id} {ckpt.name}, frozen (inference only)."
     w = working_rows.get(engine, sess.working_model_id)
+    trained = f"working model W{w.id} {w.name}, started from checkpoint #{ckpt.id}"
+    if sess.status != "running":
+        return (
+            f"Model: {trained}. What the session learned was saved as a checkpoint when it ended."
+        )
     step = working_rows.step_count(w, working_rows.latest_step(engine, w.id))
-    wait = f" · last lock wait {events.lock_wait_ms.iloc[-1]:.1f} ms" if not events.empty else ""
-    saved = f" · last saved as checkpoint #{w.last_checkpoint_id}" if w.last_checkpoint_id else ""
-    return (
-        f"Model: working model W{w.id} {w.name} (from checkpoint #{ckpt.id}) · step {step}"
-        f"{saved}{wait}. Training page: save it as a checkpoint."
-    )
+    saved = f"; last saved as checkpoint #{w.last_checkpoint_id}" if w.last_checkpoint_id else ""
+    return f"Model: {trained} · now at step {step}{saved}. Save it on the Training page."
 
 
 def manual_status(session_id: int) -> None:
@@ -282,7 +287,6 @@ def panel(session_id: int) -> None:
     preds = session_rows.predictions(engine, session_id)
     pivots = session_rows.pivots(engine, session_id)
     trades = session_rows.trades(engine, session_id)
-    events = training.frame(engine, limit=1, session_id=session_id)
     steps = training.count(engine, session_id=session_id, skipped=False)
     pos = {1: "long", -1: "short", 0: "flat"}[state.get("position", 0)]
     m = st.columns(6)
@@ -294,7 +298,7 @@ def panel(session_id: int) -> None:
     m[5].metric("Equity", f"{state.get('equity', 0):,.2f}")
     m = st.columns(6)
     n_trades = state.get("trades", 0)
-    m[0].metric("Mode", sess.mode)
+    m[0].metric("Mode", SHORT[sess.mode], help=MODES[sess.mode])
     m[1].metric("Trades", n_trades)
     m[2].metric("Win rate", f"{state.get('wins', 0) / n_trades:.0%}" if n_trades else "—")
     m[3].metric("Training steps", steps)
@@ -310,7 +314,7 @@ def panel(session_id: int) -> None:
     )
     last = preds.iloc[-1] if not preds.empty else None
     m[5].metric("Prediction", f"{last.action} {last.confidence:.0%}" if last is not None else "—")
-    st.caption(model_line(sess, events))
+    st.caption(model_line(sess))
     manual_status(session_id)
     if sess.error:
         st.error(sess.error)
@@ -329,11 +333,11 @@ panel(chosen)
 sess = session_rows.get(engine, chosen)
 if sess.status == "running":
     c1, c2, c3 = st.columns([3, 1, 1])
-    new_mode = c1.segmented_control(
+    new_mode = c1.selectbox(
         "Switch mode",
         list(MODES),
-        default=sess.mode,
-        format_func=lambda m: MODES[m].split(" (")[0],
+        index=list(MODES).index(sess.mode),
+        format_func=MODES.get,
         key=f"mode_{chosen}",
     )
     apply = c2.button("Apply mode", disabled=not who or new_mode in (None, sess.mode))

@@ -3,6 +3,8 @@ the history of runs and the checkpoints they made."""
 
 from __future__ import annotations
 
+import time
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -70,7 +72,12 @@ with st.form("train"):
     val = c4.slider("Validation (last part, by time)", 0.0, 0.5, 0.2, 0.05)
     c1, c2, c3 = st.columns(3)
     hold = c1.checkbox("Unannotated candles are HOLD")
-    activate = c2.checkbox("Activate the result", value=True)
+    activate = c2.checkbox(
+        "Activate the result",
+        help="Make the new checkpoint the one sessions and backtests use by default. Off by "
+        "default: look at its validation against the majority baseline first (you can activate "
+        "it below at any time).",
+    )
     name = c3.text_input("Name (optional)")
     st.caption(f"{len(annotation_rows.list_for(engine))} annotations in all.")
     who = current_user()
@@ -217,6 +224,16 @@ if runs:
     )
 
 
+def saved_checkpoint(working_model_id: int, before: int | None, wait_s: float = 5.0) -> bool:
+    """Wait a little for a requested save to land (a new last checkpoint)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if working_rows.get(engine, working_model_id).last_checkpoint_id != before:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def trained_on(sources: dict | None) -> str:
     """What went into a checkpoint since its parent, in a few words."""
     if not sources:
@@ -253,16 +270,19 @@ else:
     save_name = s2.text_input("Checkpoint name (optional)", key="save_name")
     if s3.button("Save", disabled=not current_user(), width="stretch"):
         payload = {"working_model_id": to_save, **({"name": save_name} if save_name else {})}
+        before = working_rows.get(engine, to_save).last_checkpoint_id
         row = bus.wait(
             engine, bus.submit(engine, "model.save", payload, created_by=current_user()), 10
         )
-        if row.status == "done":
-            st.success(
-                f"Saving W{to_save} as “{row.result['name']}” after the training already handed "
-                "to it; it appears below in a moment."
-            )
-        else:
+        if row.status != "done":
             st.error(row.error or "the engine did not answer: is it online?")
+        elif saved_checkpoint(to_save, before):
+            st.rerun()  # the lists below show it
+        else:
+            st.info(
+                f"W{to_save} will be saved as “{row.result['name']}” once the training already "
+                "handed to it is applied (its training lock is busy)."
+            )
 
 st.subheader("Checkpoints")
 names = {c.id: c.name for c in ckpts}

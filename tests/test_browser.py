@@ -153,6 +153,7 @@ def test_annotate_by_clicking_two_candles_then_train_to_a_new_checkpoint(app, pa
     page.goto(url + "/train")
     page.get_by_role("textbox", name="Your name").fill("ana")
     page.get_by_role("textbox", name="Your name").press("Enter")
+    page.get_by_text("Activate the result").click()
     page.get_by_role("button", name="Start training").click()
     expect(page.get_by_text("started on NASDAQ 1d")).to_be_visible()
     expect(page.get_by_text("100% · done: checkpoint")).to_be_visible(timeout=90_000)

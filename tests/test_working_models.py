@@ -222,6 +222,10 @@ def test_show_model_tells_where_it_came_from_and_who_trains_it(annotated, engine
     last = wait_until(lambda: working_rows.get(annotated, model).last_checkpoint_id, 20, 0.1,
                       "the stop's checkpoint")  # fmt: skip
     assert checkpoint_rows.get(annotated, last).parent_id is not None
+    again = bus.wait(
+        annotated, bus.submit(annotated, "model.save", {"working_model_id": model}), 20
+    )
+    assert again.status == "failed" and f"learned nothing since checkpoint #{last}" in again.error
     missing = run_cli(home, "show", "model", "999")
     assert missing.returncode == 2 and "unknown working model 999" in missing.stderr
 

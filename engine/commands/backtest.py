@@ -72,9 +72,8 @@ def start(ctx, args: BacktestArgs, cmd) -> dict:
     def work(job) -> Outcome:
         def progress(fraction: float) -> bool:
             try:
-                job.progress(
-                    0.95 * fraction, f"model pass {fraction:.0%} of {len(stored):,} candles"
-                )
+                job.progress(0.95 * fraction, f"model pass over {len(stored):,} candles",
+                             {"backtest_id": bt_id})  # fmt: skip
             except JobStopped as stop:
                 stopped.append(stop)
                 return False

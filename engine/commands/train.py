@@ -94,24 +94,25 @@ def train_start(ctx, args: TrainArgs, cmd) -> dict:
         validation_split=args.validation_split, seq_len=args.seq_len,
         unannotated_as_hold=args.unannotated_as_hold,
     )  # fmt: skip
-    base_name = checkpoint_rows.get(ctx.db, model.base_checkpoint_id).name.split(" (")[0]
+    name = args.name or f"W{model.id} after train job"
 
     def work(job) -> Outcome:
         result = batch_training.run(ctx.db, model, wanted, settings, job_id=job.id,
                                     progress=job.progress)  # fmt: skip
         metrics = {k: result["epochs"][-1][k] for k in METRICS}
         cid = model.save_checkpoint(
-            name=args.name or f"{base_name} + train #{job.id}", created_by=cmd.created_by,
-            metrics=metrics, activate=args.activate, job_id=job.id,
+            name=args.name or f"{name} {job.id}", created_by=cmd.created_by, metrics=metrics,
+            activate=args.activate, job_id=job.id,
         ).result()  # fmt: skip
         result.update(checkpoint_id=cid, working_model_id=model.id)
         return Outcome(f"done: checkpoint {cid}" + (" (active)" if args.activate else ""), result)
 
     def on_stop(job, stop) -> Outcome:
         how = "engine shutdown" if stop.status == "interrupted" else "cancel"
-        name = f"{args.name or f'{base_name} + train #{job.id}'} ({how})"
-        cid = model.save_checkpoint(name=name, created_by=cmd.created_by, job_id=job.id,
-                                    only_if_changed=True).result()  # fmt: skip
+        cid = model.save_checkpoint(
+            name=f"{args.name or f'{name} {job.id}'} (stopped by {how})", created_by=cmd.created_by,
+            job_id=job.id, only_if_changed=True,
+        ).result()  # fmt: skip
         kept = f"weights so far saved as checkpoint {cid}" if cid else "no step taken yet"
         return Outcome(f"{stop}; {kept}", {"checkpoint_id": cid, "working_model_id": model.id},
                        stop.status)  # fmt: skip
@@ -198,9 +199,16 @@ class SaveArgs(Payload):
 @command("model.save", SaveArgs)
 def save(ctx, args: SaveArgs, cmd) -> dict:
     """Save a working model as a new checkpoint, after the training already handed to it.
-    Answers at once; the checkpoint appears when the trainer gets to it."""
+    Answers at once; the checkpoint appears when the trainer gets to it (the working model's
+    last_checkpoint_id). Refused when it has learned nothing since its last checkpoint."""
     model = working_model(ctx, args.working_model_id)
-    name = args.name or f"{model.name} · saved by {cmd.created_by or 'someone'}"
+    if not model.learned_since_checkpoint():
+        last = model.last_checkpoint_id or model.base_checkpoint_id
+        raise CommandError(
+            f"working model W{model.id} has learned nothing since checkpoint #{last}: "
+            "nothing new to save"
+        )
+    name = args.name or f"W{model.id} saved by {cmd.created_by or 'someone'}"
     ctx.models.retain(model)  # loaded for the save alone: unloaded again once it is written
     saved = model.save_checkpoint(name=name, created_by=cmd.created_by, activate=args.activate)
     saved.add_done_callback(lambda _: ctx.models.release(model))
