@@ -227,7 +227,7 @@ class Bench:
         print(
             f"autosave of a working model: {save:.1f} ms (median of 20) vs {step:.1f} ms for one "
             f"every_candle training step -> one save costs {save / step:.1f} steps; at the "
-            f"autosave bound (100 steps or 10 s) that is <= {save / (100 * step):.1%} of training"
+            f"autosave bound (100 steps or 5 s) that is <= {save / (100 * step):.1%} of training"
         )
 
 

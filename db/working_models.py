@@ -3,6 +3,7 @@ weights themselves are the engine's job (`engine/working.py`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
@@ -60,11 +61,23 @@ def update_row(engine: Engine, working_model_id: int, **values: Any) -> None:
         )
 
 
-def claim(engine: Engine, working_model_id: int, engine_id: str | None,
-          alive: set[str]) -> str | None:  # fmt: skip
-    """Make `engine_id` the engine that trains this working model, unless another engine that
-    is `alive` has it; returns None when claimed, else the owner's id. One engine trains a
-    working model at a time: two would each keep a copy and overwrite each other's saves."""
+@dataclass(frozen=True)
+class Claim:
+    """What `claim` found: `owner`, another live engine that has the working model (then
+    nothing changed), or else how many recorded steps were `lost`."""
+
+    owner: str | None = None
+    lost: int = 0
+
+
+def claim(engine: Engine, working_model_id: int, engine_id: str | None, alive: set[str],
+          kept_steps: int) -> Claim:  # fmt: skip
+    """Load a working model for `engine_id`, whose weights at hand (its state file, or its
+    base) hold `kept_steps` steps — in one transaction:
+    - take ownership, unless another engine that is `alive` has it: one engine trains a working
+      model at a time (two would each keep a copy and overwrite each other's saves);
+    - the steps recorded beyond `kept_steps` were applied by an engine that died before saving
+      them: flag their training events `lost` and add them to the row's count."""
     owner = WorkingModel.engine_id
     with engine.begin() as conn:
         taken = conn.execute(
@@ -73,24 +86,12 @@ def claim(engine: Engine, working_model_id: int, engine_id: str | None,
                 WorkingModel.id == working_model_id,
                 owner.is_(None) | (owner == engine_id) | owner.not_in(sorted(alive)),
             )
-            .values(engine_id=engine_id)
+            .values(engine_id=engine_id, saved_steps=kept_steps)
         ).rowcount
-        if taken:
-            return None
-        return conn.scalar(select(owner).where(WorkingModel.id == working_model_id))
-
-
-def mark_saved(engine: Engine, working_model_id: int, *, state_file: str, steps: int) -> None:
-    """Record that `state_file` now holds the weights after optimizer step `steps`."""
-    update_row(engine, working_model_id, state_file=state_file, saved_steps=steps,
-               saved_at=utcnow())  # fmt: skip
-
-
-def mark_lost(engine: Engine, working_model_id: int, kept_steps: int) -> int:
-    """On loading a working model whose state file holds `kept_steps` steps: the steps recorded
-    beyond them were applied by an engine that died before autosaving them. Flag their training
-    events `lost`, add them to the row's count, record `kept_steps` as saved; how many."""
-    with engine.begin() as conn:
+        if not taken:
+            return Claim(
+                owner=conn.scalar(select(owner).where(WorkingModel.id == working_model_id))
+            )
         lost = conn.execute(
             update(TrainingEvent)
             .where(
@@ -100,12 +101,19 @@ def mark_lost(engine: Engine, working_model_id: int, kept_steps: int) -> int:
             )
             .values(lost=True)
         ).rowcount
-        conn.execute(
-            update(WorkingModel)
-            .where(WorkingModel.id == working_model_id)
-            .values(lost_steps=WorkingModel.lost_steps + lost, saved_steps=kept_steps)
-        )
-        return lost
+        if lost:
+            conn.execute(
+                update(WorkingModel)
+                .where(WorkingModel.id == working_model_id)
+                .values(lost_steps=WorkingModel.lost_steps + lost)
+            )
+        return Claim(lost=lost)
+
+
+def mark_saved(engine: Engine, working_model_id: int, *, state_file: str, steps: int) -> None:
+    """Record that `state_file` now holds the weights after optimizer step `steps`."""
+    update_row(engine, working_model_id, state_file=state_file, saved_steps=steps,
+               saved_at=utcnow())  # fmt: skip
 
 
 def latest_steps(engine: Engine, ids: list[int] | None = None) -> dict[int, int]:

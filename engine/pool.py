@@ -107,34 +107,35 @@ class ModelPool:
             if found is not None:
                 return found
             row = rows.get(self.db, working_model_id)
+            cfg, state, optimizer, kept = self._weights_of(row)
             alive = {e.id for e in engines.alive(self.db)}
-            owner = rows.claim(self.db, row.id, self.engine_id, alive)
-            if owner is not None:
+            found = rows.claim(self.db, row.id, self.engine_id, alive, kept_steps=kept)
+            if found.owner is not None:
                 raise WorkingModelElsewhere(
-                    f"working model {row.id} is trained by engine {owner}, which is running: "
-                    "one engine trains a working model at a time"
+                    f"working model {row.id} is trained by engine {found.owner}, which is "
+                    "running: one engine trains a working model at a time"
                 )
-            cfg, state, optimizer = self._weights_of(row)
-            model = WorkingModel(self.db, row, cfg, state, optimizer, self.lock_timeout_s)
-            # The file is the truth: a crash between writing it and updating the row leaves the
-            # row behind, never ahead.
-            lost = rows.mark_lost(self.db, row.id, kept_steps=model.runner.steps)
-            if lost:
+            if found.lost:
                 log.warning(
                     "working model %s lost %d training step(s) to a crash (kept: step %d)",
-                    row.id, lost, model.runner.steps,
+                    row.id, found.lost, kept,
                 )  # fmt: skip
+            model = WorkingModel(self.db, row, cfg, state, optimizer, self.lock_timeout_s)
             self._working[row.id] = model
         priority.settle_heap()
         return model
 
-    def _weights_of(self, row) -> tuple[ModelConfig, dict, dict | None]:
-        """Its state file if one was ever written (whatever the row says), else its base."""
+    def _weights_of(self, row) -> tuple[ModelConfig, dict, dict | None, int]:
+        """Config, weights, optimizer and step count of its state file if one was ever written
+        (the file is the truth: a crash between writing it and updating the row leaves the row
+        behind, never ahead), else of its base checkpoint."""
         path = checkpoints.resolve(state_file(row.id))
         if not path.exists():
-            return checkpoints.load(self.db, row.base_checkpoint_id)
+            cfg, state, optimizer = checkpoints.load(self.db, row.base_checkpoint_id)
+            return cfg, state, optimizer, checkpoint_rows.get(self.db, row.base_checkpoint_id).steps
         payload = checkpoints.read(path)
-        return ModelConfig.from_dict(payload["config"]), payload["model"], payload["optimizer"]
+        return (ModelConfig.from_dict(payload["config"]), payload["model"], payload["optimizer"],
+                payload["steps"])  # fmt: skip
 
     def retain(self, model: WorkingModel) -> None:
         """Something (a session, a job) trains `model` from now on."""

@@ -8,7 +8,7 @@ training lock every update holds, the published snapshot predictions read) and i
   most AUTOSAVE_STEPS updates or AUTOSAVE_S seconds after an update, right after each manual
   step, and whenever a checkpoint is saved from it — so a kill -9 loses less than either bound,
   and the file never lags a checkpoint made from it. After a crash the next engine loads the
-  file and marks the training events of the steps it lost (`db.working_models.mark_lost`);
+  file and marks the training events of the steps it lost (`db.working_models.claim`);
 - checkpoints: `save_checkpoint` writes a new child checkpoint (parent: the last one saved from
   this working model, else its base; `sources`: what trained it since) — when a job ends, a
   learning session stops, or a person asks.
@@ -34,7 +34,7 @@ from engine.trainer import Trainer
 
 log = logging.getLogger(__name__)
 AUTOSAVE_STEPS = 100  # updates between autosaves, at most
-AUTOSAVE_S = 10.0  # seconds between an update and the autosave that keeps it, at most
+AUTOSAVE_S = 5.0  # seconds between an update and the autosave that keeps it, at most
 STATE_DIR = "working"
 
 

@@ -80,6 +80,7 @@ def test_twenty_kills_lose_nothing_they_should_keep(annotated, engine_process):
     ts = candles.load(annotated, "SP500", "1d").ts
     replay = {"kind": "replay", "pace_s": 0.03, "start_ts": int(ts.iloc[-4000])}
     common = {"symbol": "SP500", "timeframe": "1d", "feed": replay}
+    killed_at = previous_kill = datetime.now(UTC)  # before anything trains
     engine = engine_process("--no-seed")
     learner = send(annotated, "session.start", {**common, "mode": "every_candle"})
     shared = learner["working_model_id"]
@@ -90,7 +91,6 @@ def test_twenty_kills_lose_nothing_they_should_keep(annotated, engine_process):
     sessions = [learner["session_id"], pivots["session_id"], manual["session_id"]]
     models = [shared, manual["working_model_id"]]
     lost_per_kill = []
-    killed_at = previous_kill = datetime.now(UTC)
     before: dict[int, int] = {}
     for round_ in range(KILLS + 1):
         if round_:

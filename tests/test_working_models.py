@@ -268,9 +268,10 @@ def test_a_backtest_whose_engine_dies_ends_interrupted_with_the_reason(annotated
                    "start": int(ts.iloc[-3000]), "train_mode": "every_candle"})  # fmt: skip
     wait_until(lambda: jobs.get(annotated, started["job_id"]).progress > 0, 60, 0.1, "progress")
     first.stop(signal.SIGKILL)
-    engine_process("--no-seed")
+    engine_process("--no-seed")  # its start-up finds the dead engine's work
+    job = wait_until(lambda: (j := jobs.get(annotated, started["job_id"])).status != "running"
+                     and j, 30, 0.1, "the job to be closed")  # fmt: skip
     report = backtests.get(annotated, started["backtest_id"])
-    job = jobs.get(annotated, started["job_id"])
     assert report.status == "interrupted" and report.finished_at is not None
     assert job.status == "interrupted" and "stopped without finishing" in job.message
     assert first.proc.pid and str(first.proc.pid) in job.message  # names the dead engine
