@@ -1,4 +1,4 @@
-"""The command bus: views submit requests, engines claim and answer them (DESIGN.md).
+"""The command bus: views submit requests, engines claim and answer them (docs/architecture.md).
 
 Life of a command: `pending` → `running` (claimed by exactly one engine) → `done` | `failed`,
 or `pending` → `cancelled`. Every function here is one short transaction; the SQLite /
@@ -15,11 +15,13 @@ from typing import Any
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
+from contract.vocab import COMMAND_FINAL
 from db import wake
 from db.connection import insert_ignoring_duplicates, readonly
 from db.models import Command, utcnow
 
-FINAL = ("done", "failed", "cancelled")
+FINAL = COMMAND_FINAL
+MAX_ERROR_CHARS = 2000  # a stored reason is read by a person: longer is an echo, not a reason
 
 
 class UnknownCommand(LookupError):
@@ -42,6 +44,10 @@ def submit(
     is stored as is, so a malformed one still reaches the engine and fails there with a reason.
     """
     request_id = request_id or uuid.uuid4().hex
+    for field, value, limit in (("kind", kind, 64), ("request_id", request_id, 64),
+                                ("created_by", created_by or "", 80)):  # fmt: skip
+        if len(value) > limit:
+            raise ValueError(f"{field} is {len(value)} characters; at most {limit} fit")
     text = payload if isinstance(payload, str) else json.dumps(payload or {})
     values = dict(
         request_id=request_id,
@@ -96,7 +102,10 @@ def finish(engine: Engine, command_id: int, result: dict[str, Any] | None = None
 
 
 def fail(engine: Engine, command_id: int, error: str) -> bool:
-    """Mark a running (or still pending) command failed with an `error` a person can act on."""
+    """Mark a running (or still pending) command failed with an `error` a person can act on
+    (cut to MAX_ERROR_CHARS)."""
+    if len(error) > MAX_ERROR_CHARS:
+        error = error[: MAX_ERROR_CHARS - 1] + "…"
     return _close(engine, command_id, ("running", "pending"), status="failed", error=error)
 
 

@@ -1,6 +1,6 @@
 """The SQLAlchemy engine factory: SQLite tuned for one writer and many readers, or PostgreSQL.
 
-SQLite setup (checked under load in shared/STREAMLIT_NOTES.md: zero "database is locked"):
+SQLite setup (zero "database is locked" under write load: bench/command_roundtrip.py counts them):
 WAL journal, `synchronous=NORMAL`, `busy_timeout`, and the driver's own transaction handling
 switched off so that every transaction starts with an explicit `BEGIN IMMEDIATE` (writers take
 the write lock up front and wait for it under busy_timeout, instead of failing when a read

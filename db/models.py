@@ -30,8 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-COMMAND_STATUSES = ("pending", "running", "done", "failed", "cancelled")
-JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+from contract.vocab import COMMAND_STATUSES, JOB_STATUSES, SESSION_MODES, SESSION_STATUSES
 
 
 def utcnow() -> datetime:
@@ -70,7 +69,7 @@ class Base(DeclarativeBase):
 
 
 class Command(Base):
-    """One request from a view to the engine (DESIGN.md, "The command bus")."""
+    """One request from a view to the engine (docs/architecture.md, "The command bus")."""
 
     __tablename__ = "commands"
     __table_args__ = (
@@ -279,10 +278,6 @@ class TrainingEvent(Base):
     lost: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-SESSION_MODES = ("none", "pivots_only", "every_candle", "manual")
-SESSION_STATUSES = ("running", "stopped", "finished", "failed", "interrupted")
 
 
 class LiveSession(Base):

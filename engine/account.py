@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from contract.vocab import CASH
+
 TARGET = {"BUY": 1, "SELL": -1}
 
 
@@ -21,7 +23,7 @@ TARGET = {"BUY": 1, "SELL": -1}
 class Account:
     fee_bps: float = 0.0
     long_only: bool = False
-    cash: float = 10_000.0
+    cash: float = CASH
     units: float = 0.0
     pending: int | None = None  # target position (-1, 0, 1) to fill at the next open
     entry_ts: int | None = None

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from contract.vocab import CASH
+
 ACTION_CODES = {"BUY": 0, "SELL": 1, "HOLD": 2}
 
 
@@ -54,7 +56,7 @@ def simulate(
     *,
     fee_bps: float = 0.0,
     long_only: bool = False,
-    cash: float = 10_000.0,
+    cash: float = CASH,
     slippage_bps: float = 0.0,
 ) -> Simulation:
     """Run the fill rule over a whole series at once. `actions` are codes (ACTION_CODES).

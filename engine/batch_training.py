@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from sqlalchemy import Engine
 
+from contract.vocab import ACTIONS
 from db import annotations as annotation_rows
 from db import candles
 from engine import features, labels
 from engine.lock import TrainingLockTimeout
-from engine.model import ACTIONS
 from engine.runner import IGNORE, Batch, loss_and_accuracy
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from contract.vocab import ACTIONS
 from engine import features
-from engine.model import ACTIONS, CandleTransformer, ModelConfig
+from engine.model import CandleTransformer, ModelConfig
 
 CHUNK = 4096
 

@@ -69,6 +69,7 @@ class JobRunner:
     def __init__(self, database: Engine, engine_id: str, stopping: threading.Event) -> None:
         self.db, self.engine_id, self.stopping = database, engine_id, stopping
         self._threads: dict[int, threading.Thread] = {}
+        self._lock = threading.Lock()
 
     def create(self, kind: str, cmd, *, message: str = "queued",
                working_model_id: int | None = None) -> Job:  # fmt: skip
@@ -89,7 +90,8 @@ class JobRunner:
             target=self._run, args=(job, work, on_stop, on_failure, on_end), name=f"job-{job.id}",
             daemon=True,
         )  # fmt: skip
-        self._threads[job.id] = thread
+        with self._lock:
+            self._threads[job.id] = thread
         thread.start()
         return job.id
 
@@ -103,6 +105,8 @@ class JobRunner:
                     on_end()
                 except Exception:
                     log.exception("%s job %s: on_end failed", job.kind, job.id)
+            with self._lock:  # an engine running for weeks keeps no trace of ended jobs
+                self._threads.pop(job.id, None)
 
     def _carry_out(self, job: Job, work: Work, on_stop: OnStop | None, on_failure) -> None:
         try:
@@ -126,11 +130,14 @@ class JobRunner:
 
     def running(self) -> list[int]:
         """Ids of the jobs whose thread still runs."""
-        return [j for j, t in self._threads.items() if t.is_alive()]
+        with self._lock:
+            return [j for j, t in self._threads.items() if t.is_alive()]
 
     def join(self, timeout: float) -> None:
         """Wait for the running jobs (shutdown: they see the stop flag and end interrupted)."""
-        for job_id, thread in list(self._threads.items()):
+        with self._lock:
+            threads = list(self._threads.items())
+        for job_id, thread in threads:
             if thread.is_alive():
                 log.info("waiting for job %s to stop", job_id)
                 thread.join(timeout)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.model import ACTIONS
+from contract.vocab import ACTIONS
 from engine.runner import IGNORE
 
 BUY, SELL, HOLD = (ACTIONS.index(a) for a in ("BUY", "SELL", "HOLD"))

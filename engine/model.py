@@ -17,9 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contract.vocab import ACTIONS
 from engine.features import N_FEATURES
-
-ACTIONS = ("BUY", "SELL", "HOLD")
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from contract.vocab import ACTIONS
 from engine import features, labels
 from engine.inference import context_size
-from engine.model import ACTIONS, ModelConfig
+from engine.model import ModelConfig
 from engine.runner import IGNORE, Batch
 
 

@@ -25,6 +25,7 @@ from collections import deque
 
 import numpy as np
 
+from contract.vocab import ACTIONS, FEE_BPS, PIVOT_LEFT, PIVOT_RIGHT
 from db import candles as candle_rows
 from db import sessions as session_rows
 from engine import features, pivots, priority
@@ -32,7 +33,6 @@ from engine.account import Account
 from engine.feeds import Bar, Feed, FeedError, ReplayFeed, SyntheticFeed
 from engine.feeds.exchange import ExchangeFeed, make_client
 from engine.inference import context_size
-from engine.model import ACTIONS
 from engine.online import OnlineLearner, Sample
 from engine.pool import FrozenModel
 from engine.working import WorkingModel
@@ -40,19 +40,19 @@ from engine.working import WorkingModel
 log = logging.getLogger(__name__)
 
 
-def make_feed(ctx, row) -> Feed:
-    """The feed a session row asks for."""
-    spec = row.feed or {}
+def make_feed(ctx, symbol: str, timeframe: str, spec: dict | None) -> Feed:
+    """The feed a session asks for (its row's `feed` spec); FeedError if it cannot be had."""
+    spec = spec or {}
     kind = spec.get("kind", "replay")
     if kind == "replay":
-        return ReplayFeed(ctx.db, row.symbol, row.timeframe, pace_s=spec.get("pace_s", 1.0),
+        return ReplayFeed(ctx.db, symbol, timeframe, pace_s=spec.get("pace_s", 1.0),
                           start_ts=spec.get("start_ts"))  # fmt: skip
     if kind == "synthetic":
-        return SyntheticFeed(row.symbol, row.timeframe, seed=spec.get("seed", 0),
+        return SyntheticFeed(symbol, timeframe, seed=spec.get("seed", 0),
                              count=spec.get("count"), pace_s=spec.get("pace_s", 1.0))  # fmt: skip
     if kind == "exchange":
         client = make_client(spec["exchange"], spec.get("options"))
-        return ExchangeFeed(client, row.symbol, row.timeframe, poll_s=spec.get("poll_s"))
+        return ExchangeFeed(client, symbol, timeframe, poll_s=spec.get("poll_s"))
     raise FeedError(f"unknown feed kind {kind!r}: use replay, exchange or synthetic")
 
 
@@ -62,12 +62,13 @@ class LiveSession:
         self.model, self.feed = model, feed
         self.mode, self.checkpoint_id, self.created_by = row.mode, row.checkpoint_id, row.created_by
         s = row.settings or {}
-        self.left, self.right = int(s.get("pivot_left", 5)), int(s.get("pivot_right", 5))
+        self.left = int(s.get("pivot_left", PIVOT_LEFT))
+        self.right = int(s.get("pivot_right", PIVOT_RIGHT))
         self.account = (
             Account.from_state(row.state)
             if row.state
             else Account(
-                fee_bps=float(s.get("fee_bps", 10)), long_only=bool(s.get("long_only", False))
+                fee_bps=float(s.get("fee_bps", FEE_BPS)), long_only=bool(s.get("long_only", False))
             )
         )
         self.context = context_size(model.config)
@@ -231,8 +232,10 @@ class SessionManager:
             return model
         return self.ctx.models.frozen(row.checkpoint_id)
 
-    def launch(self, row) -> LiveSession:
-        session = LiveSession(self.ctx, row, self.model_for(row), make_feed(self.ctx, row))
+    def launch(self, row, feed: Feed | None = None) -> LiveSession:
+        """Run session `row` here, on `feed` if one is made already."""
+        feed = feed or make_feed(self.ctx, row.symbol, row.timeframe, row.feed)
+        session = LiveSession(self.ctx, row, self.model_for(row), feed)
         if session.working is not None:
             self.ctx.models.retain(session.working)
         with self.lock:

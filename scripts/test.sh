@@ -11,7 +11,7 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "chromium is not installed (sudo apt-get install chromium): browser tests will be skipped" >&2
   fi
 fi
-# PostgreSQL for the tests that run the bus on it too (DESIGN.md: same code, DATABASE_URL).
+# PostgreSQL for the tests that run the bus on it too (same code, DATABASE_URL).
 if [ -z "${CANDLELAB_TEST_PG_URL:-}" ] && [ "$(id -u)" = 0 ]; then
   if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null

@@ -2,49 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field, model_validator
-
+from contract.payloads import BacktestStart
 from db import backtests, candles, training
 from db import checkpoints as checkpoint_rows
 from engine import backtest_run, checkpoints
 from engine.job_runner import JobStopped, Outcome
-from engine.registry import CommandError, Payload, command
+from engine.registry import CommandError, command
 from engine.runner import ModelRunner
 
 
-class BacktestArgs(Payload):
-    symbol: str
-    timeframe: str
-    start: int | str | None = None  # epoch ms or a date / ISO time; default: first candle
-    end: int | str | None = None
-    checkpoint_id: int | None = None  # default: the active checkpoint (unless signals given)
-    signals: list[tuple[int, Literal["BUY", "SELL", "HOLD"]]] | None = None
-    signals_name: str | None = Field(default=None, max_length=255)
-    fee_bps: float = Field(default=10.0, ge=0, le=1000)
-    slippage_bps: float = Field(default=0.0, ge=0, le=1000)
-    long_only: bool = False
-    cash: float = Field(default=10_000.0, gt=0)
-    name: str | None = Field(default=None, max_length=200)
-    # Train a private copy of the checkpoint while replaying the range (the active model and
-    # the checkpoint's live model are untouched); optionally keep the copy as a checkpoint.
-    train_mode: Literal["pivots_only", "every_candle"] | None = None
-    pivot_left: int = Field(default=5, ge=1, le=200)
-    pivot_right: int = Field(default=5, ge=1, le=200)
-    save_trained: bool = False
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if self.signals is not None and self.checkpoint_id is not None:
-            raise ValueError("give a checkpoint or signals, not both")
-        if self.signals is not None and self.train_mode is not None:
-            raise ValueError("training during a backtest needs a checkpoint, not signals")
-        return self
-
-
-@command("backtest.start", BacktestArgs)
-def start(ctx, args: BacktestArgs, cmd) -> dict:
+@command("backtest.start")
+def start(ctx, args: BacktestStart, cmd) -> dict:
     """Backtest a checkpoint (or signals) on a range of stored candles, as a background job."""
     try:
         lo, hi = backtest_run.to_ms(args.start), backtest_run.to_ms(args.end)
@@ -54,9 +22,7 @@ def start(ctx, args: BacktestArgs, cmd) -> dict:
         raise CommandError(f"end ({args.end}) is before start ({args.start})")
     stored = candles.load(ctx.db, args.symbol, args.timeframe, lo, hi)
     if len(stored) < 2:
-        raise CommandError(
-            f"fewer than 2 stored candles for {args.symbol} {args.timeframe} in that range"
-        )
+        raise CommandError(candles.too_few(ctx.db, args.symbol, args.timeframe, len(stored)))
     checkpoint_id = None
     if args.signals is None:
         checkpoint_id = args.checkpoint_id or ctx.models.active_id()
@@ -112,7 +78,7 @@ def start(ctx, args: BacktestArgs, cmd) -> dict:
     return {"backtest_id": bt_id, "job_id": job.id, "candles": len(stored)}
 
 
-def _private_copy(ctx, checkpoint_id: int, bt_id: int, job_id: int, args: BacktestArgs) -> dict:
+def _private_copy(ctx, checkpoint_id: int, bt_id: int, job_id: int, args: BacktestStart) -> dict:
     """A private trainable copy of the checkpoint for a backtest that learns: nobody else sees
     it, so it trains in step with the replay (reproducible) and the checkpoint stays as is."""
     cfg, state, optimizer = checkpoints.load(ctx.db, checkpoint_id)

@@ -8,40 +8,27 @@ import logging
 import threading
 import time
 
-from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from engine.registry import CommandError, Payload, command
+from contract.payloads import DebugFail, DebugLoad, DebugSleep
+from engine.registry import CommandError, command
 
 log = logging.getLogger(__name__)
 
 
-class SleepArgs(Payload):
-    seconds: float = Field(ge=0, le=3600)
-
-
-@command("debug.sleep", SleepArgs, debug=True)
-def sleep(ctx, args: SleepArgs, cmd) -> dict:
+@command("debug.sleep", debug=True)
+def sleep(ctx, args: DebugSleep, cmd) -> dict:
     """Hold the command loop for a while (stops early on shutdown)."""
     if ctx.stopping.wait(args.seconds):
         raise CommandError("engine shut down before the sleep ended")
     return {"slept_s": args.seconds}
 
 
-class FailArgs(Payload):
-    message: str = "deliberate failure"
-
-
-@command("debug.fail", FailArgs, debug=True)
-def fail(ctx, args: FailArgs, cmd) -> dict:
+@command("debug.fail", debug=True)
+def fail(ctx, args: DebugFail, cmd) -> dict:
     """Raise an unexpected exception inside a handler."""
     raise RuntimeError(args.message)
-
-
-class LoadArgs(Payload):
-    rows_per_s: float = Field(default=200, gt=0, le=100_000)
-    seconds: float = Field(default=30, gt=0, le=3600)
 
 
 class _WriteLoad:
@@ -76,8 +63,8 @@ class _WriteLoad:
 _load = _WriteLoad()
 
 
-@command("debug.load", LoadArgs, debug=True)
-def load(ctx, args: LoadArgs, cmd) -> dict:
+@command("debug.load", debug=True)
+def load(ctx, args: DebugLoad, cmd) -> dict:
     """Start writing rows_per_s rows a second for `seconds`, one commit per row."""
     if _load.thread and _load.thread.is_alive():
         raise CommandError("a write load is already running")

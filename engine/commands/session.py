@@ -2,70 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field, model_validator
-
+from contract.payloads import SessionManual, SessionMode, SessionRef, SessionStart
 from db import candles
 from db import checkpoints as checkpoint_rows
 from db import sessions as session_rows
 from db import working_models as working_rows
-from db.models import SESSION_MODES
+from engine.commands.train import working_model
 from engine.feeds import FeedError
 from engine.pool import WorkingModelElsewhere
-from engine.registry import CommandError, Payload, command
+from engine.registry import CommandError, command
+from engine.sessions import make_feed
 from market import symbols, timeframes
 
-Mode = Literal[SESSION_MODES]  # the one list of modes (db.models)
 
-
-class FeedSpec(Payload):
-    kind: Literal["replay", "exchange", "synthetic"] = "replay"
-    pace_s: float = Field(default=1.0, ge=0, le=86_400)
-    start_ts: int | None = None  # replay: first candle to play (default: the first stored)
-    exchange: str | None = None  # exchange: a ccxt id such as binance
-    poll_s: float | None = Field(default=None, gt=0)
-    seed: int = 0  # synthetic
-    count: int | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _exchange_named(self):
-        if self.kind == "exchange" and not self.exchange:
-            raise ValueError("an exchange feed needs 'exchange', e.g. binance")
-        return self
-
-
-class StartArgs(Payload):
-    symbol: str
-    timeframe: str
-    mode: Mode = "none"
-    # Which model: a checkpoint (default: the active one) — read frozen in mode `none`,
-    # trained as a new working model in the learning modes — or an existing working model.
-    checkpoint_id: int | None = None
-    working_model_id: int | None = None
-    frozen: bool | None = None  # default: frozen in mode none; False: a new working model
-    feed: FeedSpec = FeedSpec()
-    fee_bps: float = Field(default=10.0, ge=0, le=1000)
-    long_only: bool = False
-    pivot_left: int = Field(default=5, ge=1, le=200)
-    pivot_right: int = Field(default=5, ge=1, le=200)
-
-    @model_validator(mode="after")
-    def _one_model(self):
-        if self.working_model_id is not None and self.checkpoint_id is not None:
-            raise ValueError("give a checkpoint or a working model, not both")
-        if self.frozen and self.working_model_id is not None:
-            raise ValueError("a working model is trainable: leave out 'frozen'")
-        if self.frozen and self.mode != "none":
-            raise ValueError(
-                f"mode {self.mode!r} trains, and a frozen checkpoint never changes: use mode "
-                "none, or leave out 'frozen' to train a new working model from the checkpoint"
-            )
-        return self
-
-
-@command("session.start", StartArgs)
-def start(ctx, args: StartArgs, cmd) -> dict:
+@command("session.start")
+def start(ctx, args: SessionStart, cmd) -> dict:
     """Start a live session on a feed; returns its id."""
     try:
         symbols.check(args.symbol)
@@ -91,8 +42,14 @@ def start(ctx, args: StartArgs, cmd) -> dict:
                 f"no stored candles for {args.symbol} {args.timeframe} to replay: import them on "
                 "the Data page first"
             )
-    working_model_id = args.working_model_id
+    feed_spec = args.feed.model_dump(exclude_none=True)
+    try:  # everything that can refuse comes before the first row is written
+        feed = make_feed(ctx, args.symbol, args.timeframe, feed_spec)
+        shared = working_model(ctx, args.working_model_id) if args.working_model_id else None
+    except (FeedError, ValueError) as exc:
+        raise CommandError(f"session could not start: {exc}") from None
     frozen = args.frozen if args.frozen is not None else args.mode == "none"
+    working_model_id = shared.id if shared else None
     if working_model_id is None and not frozen:
         working_model_id = ctx.models.new_working(checkpoint_id, created_by=cmd.created_by).id
     sid = session_rows.create(
@@ -102,7 +59,7 @@ def start(ctx, args: StartArgs, cmd) -> dict:
         checkpoint_id=checkpoint_id,
         working_model_id=working_model_id,
         mode=args.mode,
-        feed=args.feed.model_dump(exclude_none=True),
+        feed=feed_spec,
         settings={
             "fee_bps": args.fee_bps,
             "long_only": args.long_only,
@@ -113,16 +70,12 @@ def start(ctx, args: StartArgs, cmd) -> dict:
         engine_id=ctx.instance_id,
     )
     try:
-        ctx.sessions.launch(session_rows.get(ctx.db, sid))
+        ctx.sessions.launch(session_rows.get(ctx.db, sid), feed)
     except (FeedError, KeyError, ValueError, WorkingModelElsewhere) as exc:
         session_rows.close(ctx.db, sid, "failed", str(exc))
         raise CommandError(f"session {sid} could not start: {exc}") from None
     return {"session_id": sid, "checkpoint_id": checkpoint_id, "mode": args.mode,
             "working_model_id": working_model_id}  # fmt: skip
-
-
-class SessionRef(Payload):
-    session_id: int
 
 
 def _live(ctx, session_id: int):
@@ -135,7 +88,7 @@ def _live(ctx, session_id: int):
     return session
 
 
-@command("session.stop", SessionRef)
+@command("session.stop")
 def stop(ctx, args: SessionRef, cmd) -> dict:
     """Stop a running session (it finishes the candle in hand)."""
     session = _live(ctx, args.session_id)
@@ -144,12 +97,8 @@ def stop(ctx, args: SessionRef, cmd) -> dict:
     return {"session_id": args.session_id, "stopped": not session.thread.is_alive()}
 
 
-class ModeArgs(SessionRef):
-    mode: Mode
-
-
-@command("session.set_mode", ModeArgs)
-def set_mode(ctx, args: ModeArgs, cmd) -> dict:
+@command("session.set_mode")
+def set_mode(ctx, args: SessionMode, cmd) -> dict:
     """Switch a running session's mode from the next candle on. A session reading a frozen
     checkpoint that switches to a learning mode gets a new working model from it."""
     session = _live(ctx, args.session_id)
@@ -164,12 +113,8 @@ def set_mode(ctx, args: ModeArgs, cmd) -> dict:
             "working_model_id": working.id if working else None}  # fmt: skip
 
 
-class ManualArgs(SessionRef):
-    action: Literal["BUY", "SELL", "HOLD"]
-
-
-@command("session.train_manual", ManualArgs)
-def train_manual(ctx, args: ManualArgs, cmd) -> dict:
+@command("session.train_manual")
+def train_manual(ctx, args: SessionManual, cmd) -> dict:
     """Train once on the session's latest completed candle with the chosen action.
 
     Accepted at once: the sample goes to the working model's trainer, which applies it when

@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from pydantic import Field, model_validator
-
+from contract.payloads import CheckpointRef, DebugHoldLock, ModelSave, TrainStart
 from db import annotations as annotation_rows
 from db import candles
 from db import checkpoints as checkpoint_rows
@@ -16,35 +15,10 @@ from engine import batch_training
 from engine.batch_training import TrainSettings
 from engine.job_runner import Outcome
 from engine.pool import WorkingModelElsewhere
-from engine.registry import CommandError, Payload, command
+from engine.registry import CommandError, command
 
 
-class DatasetRef(Payload):
-    symbol: str
-    timeframe: str
-
-
-class TrainArgs(Payload):
-    base_checkpoint: int | None = Field(default=None, description="default: the active one")
-    working_model_id: int | None = None  # train this working model instead of a new one
-    epochs: int = Field(default=5, ge=1, le=500)
-    batch_size: int = Field(default=8, ge=1, le=256)
-    learning_rate: float = Field(default=1e-3, gt=0, le=1)
-    datasets: list[DatasetRef] | None = None  # default: every dataset with annotations
-    validation_split: float = Field(default=0.2, ge=0, le=0.5)
-    seq_len: int = Field(default=512, ge=64, le=8192)
-    unannotated_as_hold: bool = False
-    activate: bool = False
-    name: str | None = Field(default=None, max_length=120)
-
-    @model_validator(mode="after")
-    def _one_model(self):
-        if self.base_checkpoint is not None and self.working_model_id is not None:
-            raise ValueError("give a base checkpoint or a working model, not both")
-        return self
-
-
-def _datasets(ctx, args: TrainArgs) -> list[tuple[str, str]]:
+def _datasets(ctx, args: TrainStart) -> list[tuple[str, str]]:
     """The (symbol, timeframe) pairs to train on, or CommandError saying why there are none."""
     stored = {(r.symbol, r.timeframe) for r in candles.datasets(ctx.db).itertuples()}
     if args.datasets:
@@ -69,7 +43,7 @@ def working_model(ctx, working_model_id: int):
         raise CommandError(str(exc)) from None
 
 
-def _working_model(ctx, args: TrainArgs, cmd):
+def _working_model(ctx, args: TrainStart, cmd):
     """The working model to train: the one named, or a new one from the base checkpoint."""
     if args.working_model_id is not None:
         return working_model(ctx, args.working_model_id)
@@ -81,8 +55,8 @@ def _working_model(ctx, args: TrainArgs, cmd):
     return ctx.models.new_working(base_id, created_by=cmd.created_by)
 
 
-@command("train.start", TrainArgs)
-def train_start(ctx, args: TrainArgs, cmd) -> dict:
+@command("train.start")
+def train_start(ctx, args: TrainStart, cmd) -> dict:
     """Start batch training on annotations in the background; returns the job id.
 
     It trains a working model (a new one from the base checkpoint unless one is named); the
@@ -133,12 +107,8 @@ METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_base
            "val_samples")  # fmt: skip
 
 
-class ActivateArgs(Payload):
-    checkpoint_id: int
-
-
-@command("checkpoint.activate", ActivateArgs)
-def activate(ctx, args: ActivateArgs, cmd) -> dict:
+@command("checkpoint.activate")
+def activate(ctx, args: CheckpointRef, cmd) -> dict:
     """Make a checkpoint the one live sessions and backtests use by default."""
     try:
         checkpoint_rows.activate(ctx.db, args.checkpoint_id)
@@ -147,14 +117,7 @@ def activate(ctx, args: ActivateArgs, cmd) -> dict:
     return {"active": args.checkpoint_id}
 
 
-class HoldArgs(Payload):
-    session_id: int | None = None  # the working model this session trains
-    working_model_id: int | None = None
-    checkpoint_id: int | None = None  # every working model loaded here that started from it
-    seconds: float = Field(ge=0, le=3600)
-
-
-def _models_to_hold(ctx, args: HoldArgs) -> list:
+def _models_to_hold(ctx, args: DebugHoldLock) -> list:
     if args.session_id is not None:
         session = ctx.sessions.get(args.session_id)
         if session is None or session.working is None:
@@ -169,8 +132,8 @@ def _models_to_hold(ctx, args: HoldArgs) -> list:
     return held
 
 
-@command("debug.hold_lock", HoldArgs, debug=True)
-def hold_lock(ctx, args: HoldArgs, cmd) -> dict:
+@command("debug.hold_lock", debug=True)
+def hold_lock(ctx, args: DebugHoldLock, cmd) -> dict:
     """Hold working models' training locks for a while on other threads (a hung trainer)."""
     models = _models_to_hold(ctx, args)
     held = threading.Barrier(len(models) + 1, timeout=5)
@@ -190,14 +153,8 @@ def hold_lock(ctx, args: HoldArgs, cmd) -> dict:
             "held_until": (since + timedelta(seconds=args.seconds)).isoformat()}  # fmt: skip
 
 
-class SaveArgs(Payload):
-    working_model_id: int
-    name: str | None = Field(default=None, max_length=120)
-    activate: bool = False
-
-
-@command("model.save", SaveArgs)
-def save(ctx, args: SaveArgs, cmd) -> dict:
+@command("model.save")
+def save(ctx, args: ModelSave, cmd) -> dict:
     """Save a working model as a new checkpoint, after the training already handed to it.
     Answers at once; the checkpoint appears when the trainer gets to it (the working model's
     last_checkpoint_id). Refused when it has learned nothing since its last checkpoint."""

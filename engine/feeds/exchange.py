@@ -26,7 +26,7 @@ def make_client(exchange_id: str, options: dict | None = None):
         import ccxt
     except ModuleNotFoundError:
         raise FeedError("the exchange feed needs the ccxt package: pip install ccxt") from None
-    cls = getattr(ccxt, exchange_id, None)
+    cls = getattr(ccxt, exchange_id, None) if exchange_id in ccxt.exchanges else None
     if cls is None:
         raise FeedError(f"ccxt has no exchange {exchange_id!r} (e.g. binance, kraken, coinbase)")
     return cls({"enableRateLimit": True, **(options or {})})

@@ -1,0 +1,41 @@
+"""The shared vocabularies and defaults: every list of modes, actions and statuses, and every
+default a page shows and the engine applies, defined once.
+
+Imported by `db/`, `engine/` and `pages/` alike, so it imports nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+ACTIONS = ("BUY", "SELL", "HOLD")  # the model's three outputs, in its output order
+SIDES = ("long", "short")  # an annotated trade
+
+SESSION_MODES = ("none", "pivots_only", "every_candle", "manual")
+LEARNING_MODES = tuple(m for m in SESSION_MODES if m != "none")
+MODE_TITLES = {
+    "none": "Live Inference (No Training)",
+    "pivots_only": "Live Inference + Pivot Training",
+    "every_candle": "Live Inference + Per-Candle Training",
+    "manual": "Manual mode (Train on Current Candle)",
+}
+MODE_SHORT = {"none": "Inference only", "pivots_only": "Pivot training",
+              "every_candle": "Per-candle training", "manual": "Manual"}  # fmt: skip
+BACKTEST_TRAIN_MODES = ("pivots_only", "every_candle")
+FEED_KINDS = ("replay", "exchange", "synthetic")
+
+COMMAND_STATUSES = ("pending", "running", "done", "failed", "cancelled")
+COMMAND_FINAL = ("done", "failed", "cancelled")
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+SESSION_STATUSES = ("running", "stopped", "finished", "failed", "interrupted")
+
+# Trading defaults, the same for live sessions and backtests.
+FEE_BPS = 10.0
+SLIPPAGE_BPS = 0.0
+CASH = 10_000.0
+PIVOT_LEFT = 5
+PIVOT_RIGHT = 5
+
+# Times a command accepts, epoch ms: 1900-01-01 to 2200-01-01. Older or later times are typing
+# errors or unit mix-ups (seconds read as ms), not market data. Imported files are held to the
+# same floor and to a few years from now (market/times.py).
+EARLIEST_MS = -2_208_988_800_000
+LATEST_MS = 7_258_118_400_000
