@@ -3,6 +3,9 @@ export and import use one flat record shape (JSON or CSV)."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,10 +13,13 @@ import pandas as pd
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from contract.vocab import SIDES
+from db import candles
 from db.connection import readonly
 from db.models import Annotation, utcnow
+from market import timeframes, times
+from market.files import CsvLayoutError, clip, load_text
 
-SIDES = ("long", "short")
 EXPORT_COLUMNS = ["start", "end", "label", "symbol", "timeframe", "author", "note"]
 
 
@@ -163,42 +169,137 @@ def to_frame(rows: list[Annotation]) -> pd.DataFrame:
     )
 
 
+def read_file(data: bytes, name: str) -> pd.DataFrame:
+    """The rows of an exported annotations file (name ending .json: a list of records; else
+    CSV), values as text. Raises BadAnnotation for anything that is not such a file: too large,
+    binary, broken CSV or JSON, no rows; never another error, whatever the bytes."""
+    try:
+        text, short = load_text(data, name)
+    except CsvLayoutError as exc:
+        raise BadAnnotation(str(exc)) from None
+    if name.lower().endswith(".json"):
+        try:
+            records = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise BadAnnotation(f"{short} is not JSON: {str(exc)[:100]}") from None
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise BadAnnotation(f"{short}: expected a list of records like the JSON export")
+        frame = pd.DataFrame(records)
+    else:
+        try:
+            frame = pd.read_csv(io.StringIO(text), dtype=str)
+        except (ValueError, csv.Error, OverflowError) as exc:  # ParserError is a ValueError
+            raise BadAnnotation(f"{short} cannot be read as CSV: {str(exc)[:120]}") from None
+    if frame.empty:
+        raise BadAnnotation(f"{short} has no annotations in it")
+    return frame
+
+
 def import_frame(engine: Engine, frame: pd.DataFrame, author: str | None) -> list[int]:
     """Store annotations from an exported frame, all or none; rows already stored (same
-    dataset, entry, exit and side) are skipped. Raises BadAnnotation naming the bad row."""
+    dataset, entry, exit and side) are skipped. Raises BadAnnotation naming the bad row (rows
+    count from 1, as a spreadsheet shows them under the header).
+
+    Every imported row is authored by `author`, the person importing: an author column in the
+    file is ignored, so a file cannot put words in someone else's name. Each row must name a
+    dataset with stored candles (the annotation is drawn on them), and start and end must be
+    times (ISO text or epoch numbers, market/times.py) from 1900 to a few years ahead.
+    """
     missing = [c for c in ("start", "end", "label", "symbol", "timeframe") if c not in frame]
     if missing:
         raise BadAnnotation(f"missing columns {missing}; expected {EXPORT_COLUMNS}")
+    frame = frame.reset_index(drop=True)
+    start_ms, end_ms = _times(frame, "start"), _times(frame, "end")
+    stored = _stored_datasets(engine)
     parsed = []
     for i, row in enumerate(frame.to_dict("records"), start=1):
-        try:
-            start = pd.Timestamp(row["start"])
-            end = pd.Timestamp(row["end"])
-        except (ValueError, TypeError) as exc:
-            raise BadAnnotation(f"row {i}: start/end are not times: {exc}") from None
-        start = start.tz_localize("UTC") if start.tzinfo is None else start
-        end = end.tz_localize("UTC") if end.tzinfo is None else end
         label = str(row["label"]).strip().lower()
         note = row.get("note")
         try:
+            symbol, timeframe = _dataset(row["symbol"], row["timeframe"], stored)
             ann = AnnotationIn(
-                str(row["symbol"]),
-                str(row["timeframe"]),
-                int(start.value // 1_000_000),
-                int(end.value // 1_000_000),
+                symbol,
+                timeframe,
+                _time_at(start_ms, i, row["start"], "start"),
+                _time_at(end_ms, i, row["end"], "end"),
                 label,
-                None if note is None or pd.isna(note) else str(note),
+                None if note is None or (isinstance(note, float) and pd.isna(note)) else str(note),
             ).check()
         except BadAnnotation as exc:
             raise BadAnnotation(f"row {i}: {exc}") from None
-        parsed.append((ann, row.get("author") if isinstance(row.get("author"), str) else author))
+        parsed.append(ann)
     existing = {(r.symbol, r.timeframe, r.entry_ts, r.exit_ts, r.side) for r in list_for(engine)}
     ids = []
     with engine.begin() as conn:
-        for ann, who in parsed:
+        for ann in parsed:
             key = (ann.symbol, ann.timeframe, ann.entry_ts, ann.exit_ts, ann.side)
             if key in existing:
                 continue
             existing.add(key)
-            ids.append(_insert(conn, ann, who))
+            ids.append(_insert(conn, ann, author))
     return ids
+
+
+def _times(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A column of times as epoch ms (Int64, NA where unreadable), read as every reader does."""
+    text = frame[column].map(lambda v: None if v is None or v is pd.NA else str(v))
+    return times.parse(text.astype("string"))[0]
+
+
+def _time_at(ms: pd.Series, row: int, raw: Any, what: str) -> int:
+    value = ms.iloc[row - 1]
+    shown = _clip(raw)
+    if raw is None or (isinstance(raw, float) and pd.isna(raw)) or str(raw).strip() == "":
+        raise BadAnnotation(f"{what} is empty: every row needs a start and an end time")
+    if pd.isna(value):
+        raise BadAnnotation(
+            f"{what} {shown} is not a time: use ISO text (2024-01-01T00:00Z) or epoch ms"
+        )
+    if times.implausible(pd.Series([value], dtype="Int64")).iloc[0]:
+        raise BadAnnotation(f"{what} {shown} is not {times.bounds_text()}")
+    return int(value)
+
+
+def _stored_datasets(engine: Engine) -> dict[str, list[str]]:
+    """Timeframes with stored candles, by symbol."""
+    sets = candles.datasets(engine)
+    out: dict[str, list[str]] = {}
+    for symbol, timeframe in zip(sets["symbol"], sets["timeframe"], strict=True):
+        out.setdefault(symbol, []).append(timeframe)
+    return out
+
+
+def _dataset(symbol: Any, timeframe: Any, stored: dict[str, list[str]]) -> tuple[str, str]:
+    """The row's symbol and timeframe if candles are stored for them; else says what is."""
+    symbol, timeframe = str(symbol).strip(), str(timeframe).strip()
+    try:
+        timeframes.parse(timeframe)
+    except timeframes.BadTimeframe as exc:
+        raise BadAnnotation(str(exc)[:200]) from None
+    if symbol not in stored:
+        have = ", ".join(sorted(stored)[:10]) or "none yet"
+        raise BadAnnotation(
+            f"no candles are stored for symbol {_clip(symbol)} (stored: {have}); import its "
+            "candles on the Data page first"
+        )
+    if timeframe not in stored[symbol]:
+        raise BadAnnotation(
+            f"{_clip(symbol)} has no {timeframe} candles (stored: {', '.join(stored[symbol])})"
+        )
+    return symbol, timeframe
+
+
+def _clip(value: Any, limit: int = 40) -> str:
+    """A value for a message: quoted if text, cut so a huge field is never echoed whole."""
+    return clip(repr(value) if isinstance(value, str) else value, limit)
+
+
+def restore(engine: Engine, annotation_id: int) -> bool:
+    """Bring back one deleted annotation (an undo); False if it was not deleted."""
+    with engine.begin() as conn:
+        res = conn.execute(
+            update(Annotation)
+            .where(Annotation.id == annotation_id, Annotation.deleted_at.is_not(None))
+            .values(deleted_at=None, deleted_by=None)
+        )
+        return res.rowcount == 1

@@ -30,7 +30,8 @@ class ImportOutcome:
         skipped = self.report.rows_in_file - self.report.valid_rows
         if skipped:
             parts.append(f"{skipped} bad rows skipped")
-        return ", ".join(parts) + "."
+        gaps = self.report.gaps_note()
+        return ", ".join(parts) + "." + (f" Imported with {gaps}." if gaps else "")
 
 
 def import_candles(
@@ -41,11 +42,14 @@ def import_candles(
     *,
     name: str | None = None,
     skip_bad_rows: bool = False,
-    allow_gaps: bool = False,
+    strict_gaps: bool = False,
     adjust: bool = False,
     created_by: str | None = None,
 ) -> ImportOutcome:
     """Check and store a candle file, whole or not at all.
+
+    Gaps (missing candles: holidays, closures) are reported and imported as gaps; with
+    `strict_gaps` they refuse the file.
 
     Raises BadSymbol / BadTimeframe / CsvLayoutError for unusable input and ImportRejected
     (carrying the full report) when the file has problems the options do not allow; in each
@@ -58,7 +62,7 @@ def import_candles(
         if isinstance(source, CandleFile)
         else read_candles(source, timeframe, name=name, adjust=adjust)
     )
-    rows = parsed.candles(skip_bad_rows=skip_bad_rows, allow_gaps=allow_gaps)
+    rows = parsed.candles(skip_bad_rows=skip_bad_rows, strict_gaps=strict_gaps)
     report = parsed.report
     result = candle_store.store(
         engine,
@@ -70,7 +74,7 @@ def import_candles(
         format=report.format,
         rows_in_file=report.rows_in_file,
         rows_skipped=report.rows_in_file - len(rows),
-        options={"skip_bad_rows": skip_bad_rows, "allow_gaps": allow_gaps, "adjust": adjust},
+        options={"skip_bad_rows": skip_bad_rows, "strict_gaps": strict_gaps, "adjust": adjust},
         report=report.to_dict(),
         created_by=created_by,
     )
@@ -79,7 +83,7 @@ def import_candles(
 
 def seed_samples(engine: Engine, created_by: str = "seed") -> list[ImportOutcome]:
     """Import the packaged real datasets that are not stored yet. Market holidays show up as
-    gaps in daily index data, so gaps are allowed here, and recorded in the import's report."""
+    gaps in daily index data: imported, and recorded in the import's report."""
     have = set(map(tuple, candle_store.datasets(engine)[["symbol", "timeframe"]].to_numpy()))
     out = []
     for sample in SAMPLES:
@@ -92,7 +96,6 @@ def seed_samples(engine: Engine, created_by: str = "seed") -> list[ImportOutcome
                 sample.symbol,
                 sample.timeframe,
                 name=sample.source,
-                allow_gaps=True,
                 created_by=created_by,
             )
         )

@@ -11,6 +11,11 @@ of the same date all land on that candle; a row timed in a gap lands on the cand
 gap. That is causal: a row's time is never after the close it is acted on, so it fills at the
 next open as every other signal does. HOLD rows are "do nothing" and never cancel a BUY or SELL;
 when several BUY / SELL rows land on one candle the last one wins.
+
+Anything wrong with a file raises SignalsError, the one error a file's content can cause, with
+a short message naming the row: no rows, an unknown action, a time that does not read (inf,
+text) or cannot be a market's (before 1900, years ahead; market/times.py). Files over the
+upload limit, broken .gz files and binary data are refused as the candle reader refuses them.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from market import times
+from market.files import CsvLayoutError, clip, load_text
 
 ACTIONS = ("BUY", "SELL", "HOLD")
 _TIME_COLUMNS = ("timestamp", "time", "datetime", "date")
@@ -36,43 +42,67 @@ class SignalsError(ValueError):
 
 def read(source: str | Path | bytes) -> pd.DataFrame:
     """Rows of a signals CSV as a DataFrame (ts: epoch ms UTC, action), sorted by time (rows
-    with equal times keep their file order)."""
+    with equal times keep their file order). Raises SignalsError (see above); OSError for a
+    path that cannot be opened."""
     try:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        head = data[:4096].decode("utf-8", errors="replace")
-        try:
-            sep = csv.Sniffer().sniff(head, delimiters=",;\t|").delimiter
-        except csv.Error:
-            sep = ","
+        text, _ = load_text(source, "the signals file")
+    except CsvLayoutError as exc:
+        raise SignalsError(str(exc)) from None
+    try:
         df = pd.read_csv(
-            io.BytesIO(data), sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True
+            io.StringIO(text),
+            sep=_delimiter(text),
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
         )
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise SignalsError(f"cannot read the signals file: {exc}") from None
+    except (ValueError, csv.Error, OverflowError) as exc:  # pandas' ParserError is a ValueError
+        raise SignalsError(f"cannot read the signals file: {clip(exc, 200)}") from None
     cols = {str(c).lower().strip().lstrip("\ufeff"): c for c in df.columns}
     t_col = next((cols[c] for c in _TIME_COLUMNS if c in cols), None)
     a_col = next((cols[c] for c in _ACTION_COLUMNS if c in cols), None)
     if t_col is None or a_col is None:
         raise SignalsError(
-            f"a signals file needs columns timestamp,action; it has {list(df.columns)}"
+            f"a signals file needs columns timestamp,action; it has {clip(list(df.columns), 120)}"
         )
-    actions = df[a_col].str.strip().str.upper()
+    if df.empty:
+        raise SignalsError("no signals in file: it has a header but no rows")
+    actions = df[a_col].fillna("").str.strip().str.upper()
     bad = ~actions.isin(ACTIONS)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise SignalsError(f"row {i + 2}: action {df[a_col].iloc[i]!r} is not BUY, SELL or HOLD")
-    ts = to_epoch_ms(df[t_col].str.strip())
+        raise SignalsError(
+            f"row {i + 2}: action {clip(df[a_col].iloc[i], 40)!r} is not BUY, SELL or HOLD"
+        )
+    ts = to_epoch_ms(df[t_col].fillna("").str.strip())
     out = pd.DataFrame({"ts": ts, "action": actions.to_numpy()})
     return out.sort_values("ts", kind="stable", ignore_index=True)
 
 
 def to_epoch_ms(raw: pd.Series) -> np.ndarray:
-    """Times as epoch milliseconds (market/times.py); the first unreadable row is an error."""
+    """Times as epoch milliseconds (market/times.py); the first row that does not read, or
+    reads as a time no market has (before 1900, years ahead), is an error."""
     ms, _ = times.parse(raw.astype("string"))
     if ms.isna().any():
         i = int(np.flatnonzero(ms.isna().to_numpy())[0])
-        raise SignalsError(f"row {i + 2}: {raw.iloc[i]!r} is not a date or time")
+        raise SignalsError(f"row {i + 2}: {clip(raw.iloc[i], 40)!r} is not a date or time")
+    odd = times.implausible(ms)
+    if odd.any():
+        i = int(np.flatnonzero(odd.to_numpy())[0])
+        raise SignalsError(
+            f"row {i + 2}: {clip(raw.iloc[i], 40)!r} reads as {times.fmt(ms.iloc[i])}, not "
+            f"{times.bounds_text()}: a wrong unit or a typo?"
+        )
     return ms.astype("int64").to_numpy()
+
+
+def _delimiter(text: str) -> str:
+    """`,` `;` tab or `|`, sniffed from the first lines."""
+    try:
+        found = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+    return found if found and found in ",;\t|" else ","
 
 
 @dataclass

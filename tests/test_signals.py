@@ -80,11 +80,34 @@ def test_no_row_ever_lands_on_a_candle_that_opened_after_it():
         ("timestamp,action\n2018-01-04,FLY\n", "row 2: action 'FLY'"),
         ("timestamp,action\n2018-01-04,BUY\nnot a time,SELL\n", "row 3: 'not a time'"),
         ("timestamp,action\n,BUY\n", "row 2"),
+        ("timestamp,action\n", "no signals in file"),
+        ("timestamp,action\n2018-01-04,BUY\ninf,SELL\n", "row 3: 'inf' is not a date or time"),
+        ("timestamp,action\n1e400,SELL\n", "row 2: '1e400' is not a date or time"),
+        ("timestamp,action\n1700-01-01,BUY\n", "row 2: '1700-01-01' reads as 1700-01-01 00:00"),
+        ("timestamp,action\n2018-01-04,BUY\n9998-12-31,SELL\n", "row 3: '9998-12-31' reads as"),
+        ("timestamp,action\n2018-01-04," + "B" * 200_000 + "\n", "row 2: action 'BBBB"),
+        ("", "is empty|cannot read"),
     ],
 )
 def test_bad_files_are_refused_with_the_row_and_the_reason(text, says):
-    with pytest.raises(signals.SignalsError, match=says):
+    with pytest.raises(signals.SignalsError, match=says) as err:
         signals.read(text.encode())
+    assert len(str(err.value)) <= 300  # a huge field is never echoed whole
+
+
+def test_implausible_times_say_the_range_allowed():
+    with pytest.raises(signals.SignalsError, match="not between 1900-01-01 and 20"):
+        signals.read(b"timestamp,action\n-2208988800001,BUY\n")  # 1899-12-31 in epoch ms
+
+
+def test_cr_line_endings_and_gzip_read_the_same():
+    import gzip
+
+    plain = signals.read(b"timestamp,action\n2018-01-04,BUY\n2018-01-05,SELL\n")
+    cr = signals.read(b"timestamp,action\r2018-01-04,BUY\r2018-01-05,SELL\r")
+    packed = signals.read(gzip.compress(b"timestamp,action\n2018-01-04,BUY\n2018-01-05,SELL\n"))
+    pd.testing.assert_frame_equal(cr, plain)
+    pd.testing.assert_frame_equal(packed, plain)
 
 
 def test_a_byte_order_mark_and_extra_columns_are_fine():
