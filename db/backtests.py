@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
@@ -73,3 +74,105 @@ def predictions(engine: Engine, backtest_id: int) -> pd.DataFrame:
     )
     with readonly(engine).begin() as conn:
         return pd.DataFrame(conn.execute(q).mappings().all())
+
+
+def training_note(settings: dict | None) -> str | None:
+    """How a report's model trained while the backtest ran, in words, or None if it did not.
+    Such a report scores a model that learned from the candles it is scored on (each one
+    after predicting it), so every view of the report says so."""
+    settings = settings or {}
+    mode = settings.get("train_mode")
+    if not mode:
+        return None
+    how = [str(mode).replace("_", " ")]
+    if mode == "pivots_only":
+        how.append(f"pivots {settings.get('pivot_left', 5)}/{settings.get('pivot_right', 5)}")
+    if settings.get("training_steps") is not None:
+        how.append(f"the copy ended at step {settings['training_steps']:,}")
+    kept = settings.get("trained_checkpoint_id")
+    return (
+        f"trained while backtesting: a private copy of the checkpoint learned candle by candle "
+        f"({', '.join(how)})"
+        + (f"; kept as checkpoint #{kept}" if kept else "; the trained copy was not kept")
+    )
+
+
+def _iso(value) -> str | None:
+    """Epoch ms or a datetime as ISO text (UTC); None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return pd.Timestamp(int(value), unit="ms", tz="UTC").isoformat()
+    return value.isoformat()
+
+
+def report_dict(row: Backtest, preds: pd.DataFrame | None) -> dict[str, Any]:
+    """A report in the one layout both the app's JSON download and the CLI (`backtest --json`,
+    `show backtest ID --json`) write, so a script reads either the same way. `row` may be
+    unsaved (a `--no-save` run); `preds` has columns ts, action, p_buy, p_sell, p_hold.
+    Per-candle data are arrays per column: a 100k-candle report stays cheap to build."""
+    none = preds is None or preds.empty
+    return {
+        "id": row.id, "name": row.name, "status": row.status,
+        "symbol": row.symbol, "timeframe": row.timeframe,
+        "start": _iso(row.start_ts), "end": _iso(row.end_ts),
+        "checkpoint_id": row.checkpoint_id, "signals": row.signals_name,
+        "trained_during_run": training_note(row.settings),
+        "settings": row.settings, "created_by": row.created_by,
+        "created_at": _iso(row.created_at), "finished_at": _iso(row.finished_at),
+        "metrics": row.metrics, "trades": (row.trades or {}).get("rows", []),
+        "equity": row.equity or {"ts": [], "equity": []},
+        "predictions": None if none else {c: preds[c].tolist() for c in preds.columns},
+    }  # fmt: skip
+
+
+def report(engine: Engine, backtest_id: int) -> dict[str, Any]:
+    """A stored report with its predictions, in `report_dict`'s layout."""
+    row = get(engine, backtest_id)
+    if row is None:
+        raise LookupError(
+            f"no backtest with id {backtest_id}: `python -m engine list backtests` lists them"
+        )
+    return report_dict(row, predictions(engine, backtest_id))
+
+
+def report_json(report: dict[str, Any]) -> str:
+    """`report_dict`'s output as the JSON file people download or the CLI writes."""
+    return json.dumps(report, indent=1, default=str)
+
+
+def summary(engine: Engine, backtest_id: int) -> dict[str, Any]:
+    """A report as `python -m engine show backtest ID` prints it: what ran on what, how it
+    did, and counts instead of the per-candle arrays (`--json` prints those)."""
+    row = get(engine, backtest_id)
+    if row is None:
+        raise LookupError(
+            f"no backtest with id {backtest_id}: `python -m engine list backtests` lists them"
+        )
+    with readonly(engine).begin() as conn:
+        n_pred = conn.scalar(
+            select(sa.func.count()).where(BacktestPrediction.backtest_id == backtest_id)
+        )
+    out = report_dict(row, None)
+    for key in ("trades", "equity", "predictions"):
+        del out[key]
+    metrics = row.metrics or {}
+    return {
+        **out,
+        "source": source(row),
+        "return_pct": metrics.get("Return [%]"),
+        "trades": len((row.trades or {}).get("rows", [])),
+        "candles": len((row.equity or {}).get("ts", [])),
+        "predictions": n_pred,
+        "job_id": row.job_id,
+        "report_page": f"/report?id={row.id}",
+    }
+
+
+def source(row: Backtest) -> str:
+    """What a report traded: "checkpoint #3", "checkpoint #3, trained while running" or
+    "signals name.csv"."""
+    if row.checkpoint_id is None:
+        return f"signals {row.signals_name or '(unnamed)'}"
+    trained = ", trained while running" if (row.settings or {}).get("train_mode") else ""
+    return f"checkpoint #{row.checkpoint_id}{trained}"

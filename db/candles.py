@@ -193,3 +193,32 @@ def imports(engine: Engine, limit: int = 50) -> list[DataImport]:
     """Recent imports, newest first."""
     with Session(readonly(engine), expire_on_commit=False) as s:
         return list(s.scalars(select(DataImport).order_by(DataImport.id.desc()).limit(limit)))
+
+
+def too_few(engine: Engine, symbol: str, timeframe: str, found: int, listed: int = 12) -> str:
+    """Why a range of (symbol, timeframe) has fewer than 2 candles, for a person: a dataset
+    that is not stored at all names the ones that are, so a typo or a missing import shows."""
+    sets = datasets(engine)
+    mine = sets[(sets.symbol == symbol) & (sets.timeframe == timeframe)]
+    if not mine.empty:
+        r = mine.iloc[0]
+        return (
+            f"only {found} stored candle{'' if found == 1 else 's'} for {symbol} {timeframe} in "
+            f"that range; its {r.candles:,} candles run from {r['first']:%Y-%m-%d %H:%M} to "
+            f"{r['last']:%Y-%m-%d %H:%M} UTC: pick a range inside that"
+        )
+    where = "import a CSV (`python -m engine import-csv` or the Data page)"
+    if sets.empty:
+        return (
+            f"no candles are stored for {symbol!r} {timeframe!r}, nor for anything else yet: "
+            f"{where}, or load the samples with `python -m engine seed`"
+        )
+    shown = [
+        f"{r.symbol} {r.timeframe} ({r.candles:,} candles, {r.first:%Y-%m-%d} → {r.last:%Y-%m-%d})"
+        for r in sets.head(listed).itertuples()
+    ]
+    more = f" and {len(sets) - listed} more" if len(sets) > listed else ""
+    return (
+        f"no candles are stored for {symbol!r} {timeframe!r}. Stored: {'; '.join(shown)}{more}. "
+        f"Check the symbol and timeframe, or {where}"
+    )

@@ -57,3 +57,36 @@ def activate(engine: Engine, checkpoint_id: int) -> None:
         conn.execute(
             update(Checkpoint).where(Checkpoint.id == checkpoint_id).values(is_active=True)
         )
+
+
+def summary(engine: Engine, checkpoint_id: int) -> dict[str, Any]:
+    """A checkpoint as `python -m engine show checkpoint ID` prints it: lineage, steps, whether
+    it is the active one, what it was trained on and how it scored."""
+    with Session(readonly(engine), expire_on_commit=False) as s:
+        row = s.get(Checkpoint, checkpoint_id)
+        if row is None:
+            raise UnknownCheckpoint(
+                f"no checkpoint with id {checkpoint_id}: "
+                "`python -m engine list checkpoints` lists them"
+            )
+        parent = s.get(Checkpoint, row.parent_id) if row.parent_id is not None else None
+        children = list(
+            s.scalars(select(Checkpoint.id).where(Checkpoint.parent_id == checkpoint_id))
+        )
+    return {
+        "id": row.id,
+        "name": row.name,
+        "active": row.is_active,
+        "parent": None if parent is None else {"id": parent.id, "name": parent.name},
+        "children": children,
+        "steps": row.steps,
+        "created_by": row.created_by,
+        "created_at": row.created_at.isoformat(),
+        "working_model_id": row.working_model_id,
+        "job_id": row.job_id,
+        "sources": row.sources,
+        "metrics": row.metrics,
+        "feature_version": row.feature_version,
+        "config": row.config,
+        "file": row.file,
+    }

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
+from contract.vocab import ACTIONS, CASH, EARLIEST_MS, FEE_BPS, LATEST_MS
 from db import candles
 from engine import backtest, backtest_stats, pivots
 from engine.inference import CHUNK, context_size, predict_all
-from engine.model import ACTIONS
 from engine.online import OnlineLearner
 from market import signals as market_signals
 from market import timeframes
@@ -29,17 +29,23 @@ class BacktestError(ValueError):
 
 
 def to_ms(value: str | int | None) -> int | None:
-    """A date, ISO time or epoch milliseconds as epoch ms (UTC)."""
+    """A date, ISO time, year ("2030", "20300101") or epoch milliseconds as epoch ms (UTC),
+    between 1900 and 2200."""
     if value is None or value == "":
         return None
-    if isinstance(value, int) or str(value).isdigit():
-        return int(value)
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise BacktestError(f"{value!r} is not a date or time: {exc}") from None
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(ts.value // 1_000_000)
+    text = str(value).strip()
+    if isinstance(value, int) or (text.lstrip("-").isdigit() and len(text) > 8):
+        ms = int(value)
+    else:
+        try:
+            ts = pd.Timestamp(text)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise BacktestError(f"{text[:40]!r} is not a date or time: {exc}") from None
+        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        ms = int(ts.value // 1_000_000)
+    if not EARLIEST_MS <= ms <= LATEST_MS:
+        raise BacktestError(f"{text[:40]!r} is outside 1900–2200: give a date or epoch ms")
+    return ms
 
 
 def signals_frame(signals: str | Path | list | pd.DataFrame) -> pd.DataFrame:
@@ -105,10 +111,10 @@ def run(
     end: str | int | None = None,
     model=None,
     signals: str | Path | list | None = None,
-    fee_bps: float = 10.0,
+    fee_bps: float = FEE_BPS,
     slippage_bps: float = 0.0,
     long_only: bool = False,
-    cash: float = 10_000.0,
+    cash: float = CASH,
     progress=None,
     chunk: int = CHUNK,
     learn: dict | None = None,
@@ -131,7 +137,7 @@ def run(
         raise BacktestError("give exactly one of a checkpoint or a signals file")
     in_range = candles.load(database, symbol, timeframe, lo, hi)
     if len(in_range) < 2:
-        raise BacktestError(f"fewer than 2 stored candles for {symbol} {timeframe} in that range")
+        raise BacktestError(candles.too_few(database, symbol, timeframe, len(in_range)))
     ts = in_range.ts.to_numpy()
     note: dict = {}
     predictions = None

@@ -1,4 +1,4 @@
-"""`python -m engine [serve|status|submit|import-csv|migrate|seed]`."""
+"""`python -m engine [serve|status|submit|import-csv|backtest|list|show|migrate|seed]`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import db
+from contract import vocab
 from db import bus, candles, engines, jobs, sessions, settings
 
 
@@ -81,7 +82,13 @@ def _submit(args) -> int:
                 file=sys.stderr,
             )
             return 2
-    cid = bus.submit(engine, args.kind, payload, request_id=args.request_id, created_by=args.user)
+    try:
+        cid = bus.submit(
+            engine, args.kind, payload, request_id=args.request_id, created_by=args.user
+        )
+    except ValueError as exc:  # a field longer than its column
+        print(f"not submitted: {exc}", file=sys.stderr)
+        return 2
     if args.wait is None:
         print(json.dumps({"id": cid}))
         return 0
@@ -106,7 +113,7 @@ def _import_csv(args) -> int:
             args.symbol,
             args.timeframe,
             skip_bad_rows=args.skip_bad_rows,
-            allow_gaps=args.allow_gaps,
+            strict_gaps=args.strict,
             adjust=args.adjust,
             created_by=args.user,
         )
@@ -114,13 +121,14 @@ def _import_csv(args) -> int:
         print(
             str(exc)
             .replace("'skip bad rows'", "--skip-bad-rows")
-            .replace("'allow gaps'", "--allow-gaps"),
+            .replace("turn off 'refuse gaps (strict)'", "leave out --strict"),
             file=sys.stderr,
         )
         if args.json:
             print(json.dumps({"imported": False, "report": exc.report.to_dict()}, indent=2))
         return 1
-    except (CsvLayoutError, BadSymbol, BadTimeframe, FileNotFoundError, IsADirectoryError) as exc:
+    except (CsvLayoutError, BadSymbol, BadTimeframe, OSError, ValueError) as exc:
+        # OSError: a path that cannot be read; ValueError: CANDLELAB_MAX_UPLOAD_MB unreadable
         print(f"not imported: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -148,16 +156,24 @@ def _import_csv(args) -> int:
 
 
 def _show(args) -> int:
-    from db import sessions, working_models
+    from db import backtests, checkpoints, sessions, working_models
 
     engine = db.init()
-    summary = {"session": sessions.summary, "model": working_models.summary}[args.what]
+    summary = {
+        "session": sessions.summary,
+        "model": working_models.summary,
+        "checkpoint": checkpoints.summary,
+        "backtest": backtests.report if args.json else backtests.summary,
+    }[args.what]
     try:
         out = summary(engine, args.id)
     except LookupError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    print(json.dumps(out, indent=2, default=str))
+    if args.what == "backtest" and args.json:  # byte for byte the app's download
+        print(backtests.report_json(out))
+    else:
+        print(json.dumps(out, indent=2, default=str))
     return 0
 
 
@@ -177,17 +193,22 @@ def _checkpoint_id(engine, ref: str) -> int:
     return named[0].id
 
 
-def _keep_report(engine, args, report: dict, checkpoint_id: int | None) -> int:
-    """Store a finished headless backtest as a report row (as the backtest job does)."""
-    from db import backtests
-
+def _report_fields(args, report: dict, checkpoint_id: int | None) -> dict:
+    """A headless run's report row fields, as the backtest job stores them."""
     ts = report["equity"]["ts"]
-    bid = backtests.create(
-        engine, name=args.name, symbol=args.symbol, timeframe=args.timeframe,
+    return dict(
+        name=args.name, symbol=args.symbol, timeframe=args.timeframe,
         start_ts=ts[0] if ts else None, end_ts=ts[-1] if ts else None,
         checkpoint_id=checkpoint_id, signals_name=Path(args.signals).name if args.signals else None,
         settings={**report["settings"], "headless": True}, created_by=args.user or "cli",
     )  # fmt: skip
+
+
+def _keep_report(engine, fields: dict, report: dict) -> int:
+    """Store a finished headless backtest as a report row (as the backtest job does)."""
+    from db import backtests
+
+    bid = backtests.create(engine, **fields)
     if report["predictions"] is not None:
         backtests.add_predictions(engine, bid, report["predictions"])
     backtests.finish(
@@ -236,16 +257,148 @@ def _backtest(args) -> int:
         print(f"note: {report['settings']['signals_warning']}", file=sys.stderr)
     for key, value in report["metrics"].items():
         print(f"{key:<24}{value:>14.4f}" if isinstance(value, float) else f"{key:<24}{value!s:>14}")
+    fields = _report_fields(args, report, cid if args.checkpoint is not None else None)
+    bid = None
     if not args.no_save:  # kept as a report page like the app's backtests
-        bid = _keep_report(engine, args, report, cid if args.checkpoint is not None else None)
+        bid = _keep_report(engine, fields, report)
         print(f"kept as report #{bid}: the app's Report page, /report?id={bid}")
     if args.json:
-        preds = report["predictions"]
-        if preds is not None:  # columns as arrays, like the equity curve
-            report["predictions"] = {c: preds[c].tolist() for c in preds.columns}
-        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+        Path(args.json).write_text(_report_json(engine, bid, fields, report))
         print(f"report written to {args.json}")
     return 0
+
+
+def _report_json(engine, bid: int | None, fields: dict, report: dict) -> str:
+    """The report in the layout of the app's 'Download report (JSON)': read back when kept, so
+    the two files match; built from the run when --no-save kept nothing."""
+    from db import backtests
+    from db.models import Backtest
+
+    if bid is not None:
+        return backtests.report_json(backtests.report(engine, bid))
+    row = Backtest(**fields, status=report["status"], metrics=report["metrics"],
+                   trades={"rows": report["trades"]}, equity=report["equity"])  # fmt: skip
+    return backtests.report_json(backtests.report_dict(row, report["predictions"]))
+
+
+def _backtest_rows(engine, limit: int) -> list[dict]:
+    from db import backtests
+
+    def when(ms):
+        return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+    return [
+        {"id": r.id, "name": r.name, "status": r.status, "source": backtests.source(r),
+         "symbol": r.symbol, "timeframe": r.timeframe, "from": when(r.start_ts), "to": when(r.end_ts),
+         "return_pct": (r.metrics or {}).get("Return [%]"), "trades": (r.metrics or {}).get("# Trades"),
+         "trained_during_run": bool(backtests.training_note(r.settings)),
+         "by": r.created_by, "created": r.created_at}
+        for r in backtests.all_(engine, limit)
+    ]  # fmt: skip
+
+
+def _checkpoint_rows(engine, limit: int) -> list[dict]:
+    from db import checkpoints
+
+    return [
+        {"id": c.id, "name": c.name, "parent": c.parent_id, "steps": c.steps,
+         "active": c.is_active, "by": c.created_by, "created": c.created_at}
+        for c in checkpoints.all_(engine)[:limit]
+    ]  # fmt: skip
+
+
+def _dataset_rows(engine, limit: int) -> list[dict]:
+    sets = candles.datasets(engine).head(limit)
+    return [
+        {"symbol": r.symbol, "timeframe": r.timeframe, "candles": int(r.candles),
+         "first": r.first.to_pydatetime(), "last": r.last.to_pydatetime()}
+        for r in sets.itertuples()
+    ]  # fmt: skip
+
+
+def _session_rows(engine, limit: int) -> list[dict]:
+    return [
+        {"id": r.id, "status": r.status, "mode": r.mode, "symbol": r.symbol,
+         "timeframe": r.timeframe, "model": f"checkpoint #{r.checkpoint_id}"
+         if r.working_model_id is None else f"W{r.working_model_id}",
+         "candles": r.candles, "by": r.created_by, "created": r.created_at, "stopped": r.stopped_at}
+        for r in sessions.all_(engine, limit)
+    ]  # fmt: skip
+
+
+def _model_rows(engine, limit: int) -> list[dict]:
+    from db import working_models
+
+    return [
+        {"id": m["id"], "name": m["name"], "base_checkpoint": m["base_checkpoint_id"],
+         "steps": m["steps"], "trained_now_by": m["trained_now_by"],
+         "last_checkpoint": m["last_checkpoint_id"], "lost_steps": m["lost_steps"],
+         "by": m["created_by"]}
+        for m in working_models.overview(engine, limit)
+    ]  # fmt: skip
+
+
+LISTS = {"backtests": _backtest_rows, "checkpoints": _checkpoint_rows, "datasets": _dataset_rows,
+         "sessions": _session_rows, "models": _model_rows}  # fmt: skip
+
+
+def _list(args) -> int:
+    rows = LISTS[args.what](db.init(), args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=_json_value))
+    elif rows:
+        print(_table(rows))
+    else:
+        print(f"no {args.what} yet")
+    return 0
+
+
+def _json_value(value):
+    """Times as ISO text (UTC) in --json output."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _cell(value) -> str:
+    """One table cell: short times and figures, and names cut to 40 characters without control
+    characters (anyone can name a report; a name must not drive the terminal)."""
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return "yes"
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M}"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, list):
+        value = ", ".join(map(str, value))
+    text = "".join(ch if ch.isprintable() else "?" for ch in str(value))
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _table(rows: list[dict]) -> str:
+    """Rows as aligned columns under their keys; numbers right-aligned."""
+    columns = list(rows[0])
+    cells = [[_cell(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    numeric = [
+        all(isinstance(r[c], int | float) and not isinstance(r[c], bool) or r[c] is None
+            for r in rows)
+        for c in columns
+    ]  # fmt: skip
+
+    def line(values) -> str:
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(columns), *(line(c) for c in cells)])
+
+
+def _limit(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"give a whole number of rows, 1 or more, not {value!r}")
+    return int(value)
 
 
 def _migrate(args) -> int:
@@ -324,7 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--skip-bad-rows", action="store_true", help="import the good rows of a file with bad ones"
     )
-    s.add_argument("--allow-gaps", action="store_true", help="import even if candles are missing")
+    s.add_argument(
+        "--strict", action="store_true", help="refuse a file with gaps (missing candles)"
+    )
+    s.add_argument(  # gaps are imported by default now; kept so old scripts still run
+        "--allow-gaps", action="store_true", help=argparse.SUPPRESS
+    )
     s.add_argument(
         "--adjust", action="store_true", help="scale OHLC by Adj Close / Close (Yahoo files)"
     )
@@ -342,14 +500,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", help='checkpoint whose predictions to trade: an id, a name or "active"'
     )
     which.add_argument("--signals", help="CSV with columns timestamp,action (BUY/SELL/HOLD)")
-    s.add_argument("--fee-bps", type=float, default=10.0, help="fee per fill in basis points")
     s.add_argument(
-        "--slippage-bps", type=float, default=0.0, help="price moved against each fill, in bps"
+        "--fee-bps", type=float, default=vocab.FEE_BPS, help="fee per fill in basis points"
+    )
+    s.add_argument(
+        "--slippage-bps",
+        type=float,
+        default=vocab.SLIPPAGE_BPS,
+        help="price moved against each fill, in bps",
     )
     s.add_argument(
         "--long-only", action="store_true", help="SELL closes a long instead of shorting"
     )
-    s.add_argument("--cash", type=float, default=10_000.0)
+    s.add_argument("--cash", type=float, default=vocab.CASH)
     s.add_argument("--json", help="write the report (metrics, trades, equity) to this file")
     s.add_argument("--name", help="a name for the report")
     s.add_argument("--user", default=os.environ.get("USER"), help="recorded as created_by")
@@ -359,10 +522,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_backtest)
 
     s = sub.add_parser(
-        "show", help="print an object as JSON: show session ID, show model ID (a working model)"
-    )
-    s.add_argument("what", choices=["session", "model"])
+        "list", help="a table of the newest backtests, checkpoints, sessions, working models, or "
+        "the stored datasets (by symbol)",
+    )  # fmt: skip
+    s.add_argument("what", choices=list(LISTS))
+    s.add_argument("--limit", type=_limit, default=50, help="at most this many rows (default 50)")
+    s.add_argument("--json", action="store_true", help="print the rows as JSON")
+    s.set_defaults(fn=_list)
+
+    s = sub.add_parser(
+        "show", help="print an object as JSON: show session|model|checkpoint|backtest ID "
+        "(model: a working model)",
+    )  # fmt: skip
+    s.add_argument("what", choices=["session", "model", "checkpoint", "backtest"])
     s.add_argument("id", type=int)
+    s.add_argument(
+        "--json", action="store_true", help="backtest: the whole report (trades, equity, "
+        "predictions) as the app's 'Download report (JSON)' has it; the others print JSON anyway",
+    )  # fmt: skip
     s.set_defaults(fn=_show)
 
     s = sub.add_parser("migrate", help="create or upgrade the database schema")
@@ -387,4 +564,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.Formatter.converter = lambda *a: datetime.now(UTC).timetuple()
     settings.home()
-    return args.fn(args)
+    if args.cmd == "serve":
+        return args.fn(args)
+    try:
+        code = args.fn(args)
+        sys.stdout.flush()  # a closed pipe fails here, not in the interpreter's flush at exit
+    except BrokenPipeError:
+        # `... | head -1` closed stdout: the reader has what it wanted. Point stdout at /dev/null
+        # so the flush at exit does not fail again, and exit as a program killed by SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    return code

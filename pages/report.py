@@ -9,17 +9,18 @@ import streamlit as st
 
 from db import annotations as annotation_rows
 from db import backtests, candles
-from pages.common import annotation_frame, annotation_layers, candle_layers, database
+from pages.common import annotation_frame, annotation_layers, candle_layers, database, md_text
 from pages.reporting import (
     HEADLINE,
+    TIME_LABELS,
     equity_chart,
     equity_frame,
     label,
     report_html,
-    report_json,
     table_labels,
     thin,
     trades_frame,
+    trades_table,
 )
 
 engine = database()
@@ -29,35 +30,50 @@ if not rows:
     st.title("Backtest report")
     st.info("No backtests yet: start one on the Backtest page or with 'Backtest Visible Chart'.")
     st.stop()
-ids = [r.id for r in rows]
-try:
-    wanted = int(raw) if raw is not None else ids[0]
-except ValueError:
-    st.error(f"?id={raw!r} is not a backtest id.")
-    st.stop()
-if wanted not in ids:
-    st.error(f"There is no backtest {wanted}.")
-    st.stop()
+by_id = {r.id: r for r in rows}
+wanted = int(raw) if raw is not None and raw.strip().isdigit() else None
+if wanted is not None and wanted not in by_id:  # older than the newest 500: still its own URL
+    older = backtests.get(engine, wanted)
+    by_id.update({wanted: older} if older is not None else {})
+if raw is not None and wanted not in by_id:
+    # Shown as text: the parameter is whatever the link said (Markdown in it must not render).
+    st.error(f"No report with id {md_text(raw)}: pick one below.")
+    wanted = None
+ids = sorted(by_id, reverse=True)
 chosen = st.selectbox(
-    "Report", ids, index=ids.index(wanted), format_func=lambda i: label(backtests.get(engine, i))
+    "Report", ids, index=ids.index(wanted or ids[0]), format_func=lambda i: label(by_id[i])
 )
-if chosen != wanted:
+if str(chosen) != raw:
     st.query_params["id"] = str(chosen)
-row = backtests.get(engine, chosen)
-st.title(f"Backtest #{row.id}" + (f" · {row.name}" if row.name else ""))
-st.caption(
-    f"{row.symbol} {row.timeframe} · {pd.Timestamp(row.start_ts, unit='ms', tz='UTC'):%Y-%m-%d} → "
-    f"{pd.Timestamp(row.end_ts, unit='ms', tz='UTC'):%Y-%m-%d} · "
-    + (f"checkpoint #{row.checkpoint_id}" if row.checkpoint_id else f"signals {row.signals_name}")
-    + f" · fee {row.settings.get('fee_bps')} bps, slippage {row.settings.get('slippage_bps', 0)} bps"
-    + (" · long only" if row.settings.get("long_only") else "")
-    + f" · by {row.created_by} · status **{row.status}**"
+row = by_id[chosen]
+
+
+def day(ms) -> str:
+    return "?" if ms is None else f"{pd.Timestamp(ms, unit='ms', tz='UTC'):%Y-%m-%d}"
+
+
+settings = row.settings or {}
+source = (
+    f"checkpoint #{row.checkpoint_id}"
+    if row.checkpoint_id
+    else f"signals {md_text(row.signals_name or '')}"
 )
+st.title(f"Backtest #{row.id}" + (f" · {md_text(row.name)}" if row.name else ""))
+st.caption(
+    f"{md_text(row.symbol)} {md_text(row.timeframe)} · {day(row.start_ts)} → {day(row.end_ts)} · "
+    + source
+    + f" · fee {settings.get('fee_bps')} bps, slippage {settings.get('slippage_bps', 0)} bps"
+    + (" · long only" if settings.get("long_only") else "")
+    + f" · by {md_text(row.created_by or 'unknown')} · status **{md_text(row.status)}**"
+)
+trained = backtests.training_note(settings)
+if trained:  # the model learned from the candles it is scored on: say so before any figure
+    st.info(md_text(trained[:1].upper() + trained[1:] + "."), icon=":material/model_training:")
 if row.status == "running":
     st.info("Still running: see the Backtest page for progress.")
     st.stop()
-if row.settings.get("signals_warning"):
-    st.warning(row.settings["signals_warning"])
+if settings.get("signals_warning"):
+    st.warning(md_text(settings["signals_warning"]))
 if not row.metrics:
     st.error("This backtest produced no report (it failed or was cancelled before any candle).")
     st.stop()
@@ -113,7 +129,8 @@ if not trades.empty:
 st.altair_chart(
     alt.layer(*layers)
     .properties(height=380, width="container", title="Candles with entries and exits")
-    .interactive(bind_y=False),
+    .interactive(bind_y=False)
+    .configure_axisTemporal(labelExpr=TIME_LABELS),  # ticks with the year
     width="stretch",
 )
 
@@ -130,7 +147,8 @@ st.table(
     )
 )
 st.subheader(f"Trades ({len(trades)})")
-st.dataframe(trades, hide_index=True, width="stretch")
+shown, columns = trades_table(trades)
+st.dataframe(shown, hide_index=True, width="stretch", column_config=columns)
 d1, d2, d3 = st.columns(3)
 d1.download_button(
     "Download trades (CSV)",
@@ -142,7 +160,7 @@ d1.download_button(
 # Built when clicked, not on every rerun: at 100k+ candles the JSON is several MB.
 d2.download_button(
     "Download report (JSON)",
-    lambda: report_json(row),
+    lambda: backtests.report_json(backtests.report(engine, row.id)),  # as the CLI writes it
     f"backtest-{row.id}.json",
     "application/json",
     on_click="ignore",

@@ -8,8 +8,10 @@ import json
 import altair as alt
 import numpy as np
 import pandas as pd
+import streamlit as st
 
 from db import backtests
+from pages.common import md_text
 
 HEADLINE = ["Return [%]", "Buy & Hold Return [%]", "Max. Drawdown [%]", "# Trades", "Win Rate [%]",
             "Sharpe Ratio"]  # fmt: skip
@@ -63,8 +65,22 @@ def label(row) -> str:
     return f"#{row.id} {row.name or ''} {row.symbol} {row.timeframe} · {source}".replace("  ", " ")
 
 
+# Tick labels that always carry the year ("Mar 2024", "05 Mar 2024", "2024"); Vega's default
+# ("March", "Fri 05") drops it, and a chart over months cannot be placed in time. Sub-day ticks
+# show day and hour. Local-time functions, as the time scale places the ticks in local time.
+TIME_LABELS = (
+    "hours(datum.value) || minutes(datum.value) ? timeFormat(datum.value, '%d %b %H:%M')"
+    " : date(datum.value) != 1 ? timeFormat(datum.value, '%d %b %Y')"
+    " : month(datum.value) ? timeFormat(datum.value, '%b %Y') : timeFormat(datum.value, '%Y')"
+)
+
+
+def time_axis() -> alt.Axis:
+    return alt.Axis(labelExpr=TIME_LABELS)
+
+
 def equity_chart(df: pd.DataFrame) -> alt.VConcatChart:
-    base = alt.Chart(df).encode(x=alt.X("time:T", title=None, axis=alt.Axis(format="%Y-%m-%d")))
+    base = alt.Chart(df).encode(x=alt.X("time:T", title=None, axis=time_axis()))
     eq = base.mark_line(color="#1e88e5").encode(
         y=alt.Y("equity:Q", scale=alt.Scale(zero=False), title="equity")
     )
@@ -78,17 +94,104 @@ def equity_chart(df: pd.DataFrame) -> alt.VConcatChart:
     ).resolve_scale(x="shared")
 
 
-def report_json(row) -> str:
-    return json.dumps(
-        {
-            "id": row.id, "name": row.name, "symbol": row.symbol, "timeframe": row.timeframe,
-            "checkpoint_id": row.checkpoint_id, "signals": row.signals_name, "settings": row.settings,
-            "status": row.status, "created_by": row.created_by, "created_at": row.created_at.isoformat(),
-            "metrics": row.metrics, "trades": (row.trades or {}).get("rows", []),
-            "equity": row.equity,
-        },
-        indent=1, default=str,
+def comparison_chart(rows) -> alt.Chart | None:
+    """Equity of several reports on one axis (start = 100), one clearly different colour each
+    (tableau10: Vega's default range gave two reports near-identical blues), None when no
+    report has a curve."""
+    curves = []
+    for r in rows:
+        eq = thin(equity_frame(r))
+        if not eq.empty:
+            curves.append(eq.assign(report=label(r), growth=eq.equity / eq.equity.iloc[0] * 100))
+    if not curves:
+        return None
+    return (
+        alt.Chart(pd.concat(curves))
+        .mark_line()
+        .encode(
+            x=alt.X("time:T", title=None, axis=time_axis()),
+            y=alt.Y("growth:Q", title="equity (start = 100)"),
+            color=alt.Color(
+                "report:N",
+                scale=alt.Scale(scheme="tableau10"),
+                legend=alt.Legend(orient="bottom", title=None, labelLimit=420, columns=2),
+            ),
+            tooltip=[
+                "report:N",
+                alt.Tooltip("time:T", format="%Y-%m-%d %H:%M"),
+                alt.Tooltip("growth:Q", format=",.2f"),
+            ],  # fmt: skip
+        )
+        .properties(height=320, width="container")
+    )
+
+
+def comparison_table(rows) -> pd.DataFrame:
+    """Metrics side by side, one column per report, for st.table (which reads headers and
+    labels as Markdown: report names are escaped)."""
+    table = pd.DataFrame({md_text(label(r)): (r.metrics or {}) for r in rows}).map(
+        lambda v: "—" if v is None else (f"{v:,.3f}" if isinstance(v, float) else str(v))
+    )
+    table.index = table_labels(table.index)
+    return table
+
+
+def reports_frame(rows) -> pd.DataFrame:
+    """The reports list: one row per report, few enough columns to fit a page without
+    scrolling sideways (`REPORTS_TABLE` hides `id` and says how wide each is)."""
+    return pd.DataFrame(
+        [
+            {"report": f"report?id={r.id}", "id": r.id, "name": r.name, "by": r.created_by,
+             "symbol": r.symbol, "timeframe": r.timeframe,
+             "range": f"{_day(r.start_ts)} → {_day(r.end_ts)}", "source": backtests.source(r),
+             "status": r.status, "return %": (r.metrics or {}).get("Return [%]"),
+             "trades": (r.metrics or {}).get("# Trades")}
+            for r in rows
+        ],
+        columns=["report", "id", "name", "by", "symbol", "timeframe", "range", "source", "status",
+                 "return %", "trades"],
     )  # fmt: skip
+
+
+def _day(ms) -> str:
+    return "?" if ms is None else f"{pd.Timestamp(ms, unit='ms', tz='UTC'):%Y-%m-%d}"
+
+
+REPORTS_TABLE = {
+    "column_order": ["report", "name", "by", "symbol", "timeframe", "range", "source", "status",
+                     "return %", "trades"],
+    "column_config": {
+        "report": st.column_config.LinkColumn("report", display_text=r"report\?id=(\d+)", width=70),
+        "name": st.column_config.TextColumn(width="medium"),
+        "by": st.column_config.TextColumn(width="small"),
+        "symbol": st.column_config.TextColumn(width="small"),
+        "timeframe": st.column_config.TextColumn("tf", width=40),
+        "range": st.column_config.TextColumn(width="medium"),
+        "source": st.column_config.TextColumn(width="medium"),
+        "status": st.column_config.TextColumn(width="small"),
+        "return %": st.column_config.NumberColumn(format="%.2f", width="small"),
+        "trades": st.column_config.NumberColumn(width="small"),
+    },
+}  # fmt: skip
+
+
+def trades_table(trades: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The trades as the report page shows them: times as times (the ISO text with its zone
+    made the table scroll sideways) and short figures; returns (frame, column_config)."""
+    shown = trades.assign(
+        entry_time=pd.to_datetime(trades.entry_time, utc=True),
+        exit_time=pd.to_datetime(trades.exit_time, utc=True),
+    )
+    when = st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm", width="small")
+    price = st.column_config.NumberColumn(format="%.4f", width="small")
+    return shown, {
+        "entry_time": when, "exit_time": when, "side": st.column_config.TextColumn(width=50),
+        "entry_price": price, "exit_price": price,
+        "pnl": st.column_config.NumberColumn(format="%.2f", width="small"),
+        "return_pct": st.column_config.NumberColumn("return %", format="%.2f", width="small"),
+        "fees": st.column_config.NumberColumn(format="%.2f", width="small"),
+        "open_at_end": st.column_config.CheckboxColumn("open", width=50),
+    }  # fmt: skip
 
 
 def _svg_line(values: np.ndarray, width: int, height: int, color: str) -> str:

@@ -74,7 +74,7 @@ def test_changing_later_candles_never_changes_earlier_predictions_or_fills(store
     changed.rename(columns={"ts": "timestamp"})[
         ["timestamp", "open", "high", "low", "close", "volume"]
     ].to_csv(path, index=False)
-    import_candles(stored, path, "SP500X", "1d", allow_gaps=True)
+    import_candles(stored, path, "SP500X", "1d")
     model = model_of(stored)
     kw = dict(timeframe="1d", start=int(df.ts.iloc[-600]), model=model, fee_bps=10)
     a = backtest_run.run(stored, symbol="SP500", **kw)
@@ -123,7 +123,7 @@ def test_cancel_stops_promptly_keeps_a_partial_report_and_progress_is_monotone(s
     [
         ({"checkpoint_id": 42}, "unknown checkpoint 42"),
         ({"start": "2018-01-01", "end": "2017-01-01"}, "before start"),
-        ({"symbol": "NOPE"}, "fewer than 2 stored candles for NOPE"),
+        ({"symbol": "NOPE"}, "no candles are stored for 'NOPE'"),
         ({"checkpoint_id": 1, "signals": [[0, "BUY"]]}, "not both"),
         ({"signals": [[0, "LEAP"]]}, "signals"),
     ],
