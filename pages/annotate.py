@@ -1,9 +1,12 @@
 """Annotate: mark trades on the chart (click the entry candle, then the exit candle), list,
-edit, delete with undo, export and import them."""
+edit (side, note, entry and exit), delete, undo, export and import them.
+
+The chart and the entry / exit / save controls are one fragment: a click on a candle reruns
+that fragment alone, not the page. A save, an edit or an undo reruns the page so the list and
+the chart's annotations show it."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import altair as alt
@@ -24,7 +27,8 @@ from pages.common import (
 engine = database()
 st.title("Annotate")
 st.write(
-    "Click a candle to set the **entry**, then another to set the **exit**; choose long or short and save. A third click starts over."
+    "Click a candle to set the **entry**, then another to set the **exit**; choose long or "
+    "short and save (**Ctrl+Enter**). A third click starts over; **Esc** clears."
 )
 
 row, df = pick_candles("ann", default_range="last 100")
@@ -34,136 +38,215 @@ symbol, timeframe = row.symbol, row.timeframe
 state = st.session_state
 key = f"{symbol}|{timeframe}"
 if state.get("ann_current") != key:
-    state.ann_current, state.ann_entry, state.ann_exit, state.ann_last_click = key, None, None, None
-
-existing = annotation_rows.list_for(engine, symbol, timeframe)
-ann = annotation_frame(existing, df)
-
-pick = alt.selection_point(name="candle", fields=["ts"], on="click", nearest=True, empty=False)
-wick, bars = candle_layers(
-    df, stroke=alt.condition(pick, alt.value("black"), alt.value(None)), strokeWidth=alt.value(2)
-)
-bars = bars.add_params(pick)
-layers = [*annotation_layers(ann), wick, bars]
-marks = [(state.ann_entry, "entry"), (state.ann_exit, "exit")]
-picked = pd.DataFrame(
-    [
-        {"time": pd.Timestamp(ts, unit="ms", tz="UTC"), "what": what}
-        for ts, what in marks
-        if ts is not None
-    ]
-)
-if not picked.empty:
-    layers.append(
-        alt.Chart(picked)
-        .mark_rule(color="#1e88e5", strokeWidth=2)
-        .encode(x="time:T", tooltip=["what:N"])
-    )
-    layers.append(
-        alt.Chart(picked)
-        .mark_text(color="#1e88e5", dy=-6, baseline="bottom")
-        .encode(x="time:T", y=alt.value(0), text="what:N")
-    )
-chart = alt.layer(*layers).properties(height=420, width="container", title=f"{symbol} {timeframe}")
-event = st.altair_chart(
-    chart, on_select="rerun", key=f"ann_chart_{key}", selection_mode="candle", width="stretch"
-)
-
-backtest_visible_chart(row, df, "ann")
-clicked = (event.get("selection", {}) if isinstance(event, dict) else event.selection).get(
-    "candle"
-) or []
-if clicked:
-    ts = int(clicked[0]["ts"])
-    if ts != state.ann_last_click:
-        state.ann_last_click = ts
-        if state.ann_entry is None or state.ann_exit is not None:
-            state.ann_entry, state.ann_exit = ts, None
-        elif ts != state.ann_entry:
-            state.ann_exit = ts
-        st.rerun()
+    state.ann_current, state.ann_entry, state.ann_exit = key, None, None
+state.setdefault("ann_saves", 0)  # part of the side / note keys: new widgets start blank
+state.setdefault("ann_clicks", 0)  # part of the chart's key: a new chart forgets the last click
+state.setdefault("ann_undo", [])  # what Undo reverses, newest last: (what, id, before)
+who = current_user()
 
 
 def fmt(ts: int | None) -> str:
     return "—" if ts is None else f"{pd.Timestamp(ts, unit='ms', tz='UTC'):%Y-%m-%d %H:%M}"
 
 
-c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
-c1.metric("Entry", fmt(state.ann_entry))
-c2.metric("Exit", fmt(state.ann_exit))
-side = c3.radio("Side", ["long", "short"], horizontal=True, key="ann_side")
-if c4.button("Clear"):
-    state.ann_entry = state.ann_exit = None
-    st.rerun()
-note = st.text_input("Note", key="ann_note", placeholder="why this trade?")
-who = current_user()
-ready = state.ann_entry is not None and state.ann_exit is not None
-if st.button(
-    "Save annotation",
-    type="primary",
-    disabled=not (ready and who),
-    help=None if who else "Enter your name in the sidebar first.",
-):
+def flash(message: str) -> None:
+    """A message shown once, after the rerun that follows a change."""
+    state.ann_flash = message
+
+
+def save_new() -> None:
+    """Store the marked trade; reset the marks, side and note for the next one."""
+    side = state[f"ann_side_{state.ann_saves}"]
+    note = state[f"ann_note_{state.ann_saves}"]
     try:
         aid = annotation_rows.create(
             engine,
-            annotation_rows.AnnotationIn(
-                symbol, timeframe, state.ann_entry, state.ann_exit, side, note or None
-            ),
+            annotation_rows.AnnotationIn(symbol, timeframe, state.ann_entry, state.ann_exit,
+                                         side, note or None),
             author=who,
-        )
+        )  # fmt: skip
     except annotation_rows.BadAnnotation as exc:
-        st.error(str(exc))
-    else:
-        state.ann_entry = state.ann_exit = None
-        state.ann_flash = f"Saved annotation {aid}: {side} {fmt(min(marks[0][0], marks[1][0]))} → {fmt(max(marks[0][0], marks[1][0]))}."
-        st.rerun()
-if flash := state.pop("ann_flash", None):
-    st.success(flash)
+        state.ann_error = str(exc)
+        return
+    lo, hi = sorted((state.ann_entry, state.ann_exit))
+    state.ann_undo.append(("create", aid, None))
+    flash(f"Saved annotation {aid}: {side} {fmt(lo)} → {fmt(hi)}.")
+    state.ann_entry = state.ann_exit = None
+    state.ann_saves += 1
+    state.ann_changed = True
+
+
+def clear_marks() -> None:
+    state.ann_entry = state.ann_exit = None
+
+
+def marking_chart(existing) -> alt.LayerChart:
+    """Candles, stored annotations, and the entry / exit marked so far."""
+    pick = alt.selection_point(name="candle", fields=["ts"], on="click", nearest=True, empty=False)
+    wick, bars = candle_layers(
+        df,
+        stroke=alt.condition(pick, alt.value("black"), alt.value(None)),
+        strokeWidth=alt.value(2),
+    )
+    layers = [*annotation_layers(annotation_frame(existing, df)), wick, bars.add_params(pick)]
+    picked = pd.DataFrame(
+        [{"time": pd.Timestamp(ts, unit="ms", tz="UTC"), "what": what}
+         for ts, what in ((state.ann_entry, "entry"), (state.ann_exit, "exit")) if ts is not None]
+    )  # fmt: skip
+    if not picked.empty:
+        layers.append(alt.Chart(picked).mark_rule(color="#1e88e5", strokeWidth=2)
+                      .encode(x="time:T", tooltip=["what:N"]))  # fmt: skip
+        layers.append(alt.Chart(picked).mark_text(color="#1e88e5", dy=-6, baseline="bottom")
+                      .encode(x="time:T", y=alt.value(0), text="what:N"))  # fmt: skip
+    return alt.layer(*layers).properties(
+        height=420, width="container", title=f"{symbol} {timeframe}"
+    )
+
+
+def take_click(event) -> None:
+    """Entry on the first click, exit on the second, a new entry on the third."""
+    selection = event.get("selection", {}) if isinstance(event, dict) else event.selection
+    clicked = selection.get("candle") or []
+    if not clicked:
+        return
+    ts = int(clicked[0]["ts"])
+    state.ann_clicks += (
+        1  # the next chart starts with no selection: the same candle can be clicked again
+    )
+    if state.ann_entry is None or state.ann_exit is not None:
+        state.ann_entry, state.ann_exit = ts, None
+    elif ts != state.ann_entry:
+        state.ann_exit = ts
+    st.rerun(scope="fragment")
+
+
+@st.fragment
+def marker() -> None:
+    if state.pop("ann_changed", False):
+        st.rerun(scope="app")  # the list below and other pages' views show the new annotation
+    existing = annotation_rows.list_for(engine, symbol, timeframe)
+    event = st.altair_chart(marking_chart(existing), on_select="rerun", key=f"ann_chart_{key}_{state.ann_clicks}",
+                            selection_mode="candle", width="stretch")  # fmt: skip
+    take_click(event)
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
+    c1.metric("Entry", fmt(state.ann_entry))
+    c2.metric("Exit", fmt(state.ann_exit))
+    c3.radio("Side", ["long", "short"], horizontal=True, key=f"ann_side_{state.ann_saves}")
+    c4.button("Clear", on_click=clear_marks, shortcut="Esc")
+    st.text_input("Note", key=f"ann_note_{state.ann_saves}", placeholder="why this trade?")
+    ready = state.ann_entry is not None and state.ann_exit is not None
+    st.button("Save annotation", type="primary", disabled=not (ready and who), on_click=save_new,
+              shortcut="Ctrl+Enter",
+              help=None if who else "Enter your name in the sidebar first.")  # fmt: skip
+    if error := state.pop("ann_error", None):
+        st.error(error)
+
+
+marker()
+backtest_visible_chart(row, df, "ann")
+if message := state.pop("ann_flash", None):
+    st.success(message)
+
+
+def editable(rows) -> pd.DataFrame:
+    """The list as the editor shows it: entry and exit as times a person can change."""
+    table = annotation_rows.to_frame(rows)
+    for col in ("start", "end"):
+        table[col] = pd.to_datetime(table[col], utc=True)
+    return table
+
+
+def to_ms(value) -> int:
+    """An editor cell's time (aware or naive UTC) as epoch ms."""
+    ts = pd.Timestamp(value)
+    return int((ts.tz_localize("UTC") if ts.tzinfo is None else ts).value // 1_000_000)
+
+
+def changes_of(before, after) -> dict:
+    """The fields of one row a person changed in the editor, as `annotation_rows.edit` takes."""
+    out = {}
+    if before.label != after.label:
+        out["side"] = after.label
+    if (before.note or "") != (after.note or ""):
+        out["note"] = after.note or None
+    if to_ms(before.start) != to_ms(after.start):
+        out["entry_ts"] = to_ms(after.start)
+    if to_ms(before.end) != to_ms(after.end):
+        out["exit_ts"] = to_ms(after.end)
+    return out
+
+
+def save_edits(table: pd.DataFrame, edited: pd.DataFrame) -> None:
+    changed = []
+    for before, after in zip(table.itertuples(), edited.itertuples(), strict=True):
+        if fields := changes_of(before, after):
+            prior = annotation_rows.get(engine, int(before.id))
+            annotation_rows.edit(engine, int(before.id), **fields)
+            state.ann_undo.append(("edit", int(before.id), {
+                "side": prior.side, "note": prior.note,
+                "entry_ts": prior.entry_ts, "exit_ts": prior.exit_ts}))  # fmt: skip
+            changed.append(str(before.id))
+    flash(f"Updated annotation(s) {', '.join(changed)}." if changed else "Nothing was changed.")
+
+
+def undo() -> None:
+    """Reverse this browser's latest save, edit or delete."""
+    if not state.ann_undo:
+        flash("Nothing to undo.")
+        return
+    what, aid, before = state.ann_undo.pop()
+    try:
+        if what == "create":
+            annotation_rows.delete(engine, aid, by=who)
+        elif what == "edit":
+            annotation_rows.edit(engine, aid, **before)
+        else:
+            annotation_rows.restore(engine, aid)
+    except annotation_rows.BadAnnotation as exc:
+        flash(f"Could not undo the {what} of annotation {aid}: {exc}")
+        return
+    flash(f"Undid the {what} of annotation {aid}.")
+
 
 st.subheader(f"Annotations · {symbol} {timeframe}")
-table = annotation_rows.to_frame(existing)
-if table.empty:
+existing = annotation_rows.list_for(engine, symbol, timeframe)
+if not existing:
     st.caption("None yet.")
 else:
+    table = editable(existing)
     edited = st.data_editor(
         table,
         hide_index=True,
         width="stretch",
-        disabled=["id", "start", "end", "symbol", "timeframe", "author"],
+        disabled=["id", "symbol", "timeframe", "author"],
         column_config={
-            "label": st.column_config.SelectboxColumn(
-                "label", options=["long", "short"], required=True
-            )
+            "label": st.column_config.SelectboxColumn("label", options=["long", "short"],
+                                                      required=True),
+            "start": st.column_config.DatetimeColumn("entry", format="YYYY-MM-DD HH:mm",
+                                                     timezone="UTC", required=True),
+            "end": st.column_config.DatetimeColumn("exit", format="YYYY-MM-DD HH:mm",
+                                                   timezone="UTC", required=True),
         },
         key=f"ann_editor_{key}",
-    )
+    )  # fmt: skip
     e1, e2, e3 = st.columns(3)
     if e1.button("Save edits", disabled=not who):
-        changed = 0
-        for before, after in zip(table.itertuples(), edited.itertuples(), strict=True):
-            if (before.label, before.note or "") != (after.label, after.note or ""):
-                annotation_rows.edit(
-                    engine, int(before.id), side=after.label, note=after.note or None
-                )
-                changed += 1
-        st.success(f"{changed} annotation(s) updated.")
+        try:
+            save_edits(table, edited)
+        except annotation_rows.BadAnnotation as exc:
+            flash(f"Not saved: {exc}")
         st.rerun()
-    to_delete = e2.selectbox(
-        "Delete annotation",
-        table["id"].tolist(),
-        index=None,
-        placeholder="id…",
-        label_visibility="collapsed",
-    )
+    to_delete = e2.selectbox("Delete annotation", table["id"].tolist(), index=None,
+                             placeholder="id…", label_visibility="collapsed")  # fmt: skip
     if e2.button("Delete", disabled=to_delete is None or not who):
         annotation_rows.delete(engine, int(to_delete), by=who)
-        state.ann_flash = f"Deleted annotation {to_delete}. Use Undo to bring it back."
+        state.ann_undo.append(("delete", int(to_delete), None))
+        flash(f"Deleted annotation {to_delete}. Undo brings it back.")
         st.rerun()
-    if e3.button("Undo last delete", disabled=not who):
-        restored = annotation_rows.undo_delete(engine, by=who)
-        state.ann_flash = f"Restored annotation {restored}." if restored else "Nothing to undo."
-        st.rerun()
+if st.button("Undo", disabled=not who or not state.ann_undo,
+             help="Reverse your latest save, edit or delete on this page."):  # fmt: skip
+    undo()
+    st.rerun()
 
 st.subheader("Export / import")
 everything = annotation_rows.to_frame(annotation_rows.list_for(engine)).drop(columns=["id"])
@@ -186,14 +269,10 @@ upload = st.file_uploader(
     "Import annotations (CSV or JSON exported here)", type=["csv", "json"], key="ann_import"
 )
 if upload is not None and st.button("Import", disabled=not who):
-    try:
-        frame = (
-            pd.DataFrame(json.loads(upload.getvalue()))
-            if upload.name.endswith(".json")
-            else pd.read_csv(io.BytesIO(upload.getvalue()))
-        )
+    try:  # every file problem is a BadAnnotation naming the row; authored by who imports
+        frame = annotation_rows.read_file(upload.getvalue(), upload.name)
         ids = annotation_rows.import_frame(engine, frame, author=who)
-    except (annotation_rows.BadAnnotation, ValueError) as exc:
+    except annotation_rows.BadAnnotation as exc:
         st.error(f"Nothing imported: {exc}")
     else:
         st.success(

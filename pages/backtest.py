@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
-from db import backtests, bus, candles, jobs
+from contract import vocab
+from db import backtests, candles, jobs
 from market import signals as signals_file
-from pages.common import checkpoint_labels, current_user, database, rerun_when_job_ends
-from pages.reporting import HEADLINE, equity_frame, label, table_labels, thin
+from pages.commands import answer, send
+from pages.common import (
+    backtest_started,
+    checkpoint_labels,
+    current_user,
+    database,
+    rerun_when_job_ends,
+    watch_backtest,
+)
+from pages.reporting import REPORTS_TABLE, comparison_chart, comparison_table, label, reports_frame
 
 engine = database()
 st.title("Backtest")
@@ -52,7 +60,8 @@ with st.expander("New backtest", expanded=not backtests.all_(engine, limit=1)):
         t1, t2 = st.columns(2)
         learn = t1.selectbox(
             "Train while backtesting",
-            ["no", "pivots_only", "every_candle"],
+            ["no", *vocab.BACKTEST_TRAIN_MODES],
+            format_func=lambda m: "no" if m == "no" else vocab.MODE_SHORT[m],
             help="Replay the range candle by candle as a live session would, training a copy of "
             "the checkpoint; the checkpoint itself is untouched.",
         )
@@ -87,9 +96,9 @@ with st.expander("New backtest", expanded=not backtests.all_(engine, limit=1)):
                     + ". A row acts on the candle its time falls in; HOLD rows change nothing."
                 )
     c1, c2, c3, c4, c5 = st.columns(5)
-    fee = c1.number_input("Fee (bps per fill)", 0.0, 1000.0, 10.0, 1.0)
-    slip = c2.number_input("Slippage (bps)", 0.0, 1000.0, 0.0, 1.0)
-    cash = c3.number_input("Initial cash", 1.0, 1e12, 10_000.0, 1000.0)
+    fee = c1.number_input("Fee (bps per fill)", 0.0, 1000.0, vocab.FEE_BPS, 1.0)
+    slip = c2.number_input("Slippage (bps)", 0.0, 1000.0, vocab.SLIPPAGE_BPS, 1.0)
+    cash = c3.number_input("Initial cash", 1.0, 1e12, vocab.CASH, 1000.0)
     long_only = c4.checkbox("Long only")
     name = c5.text_input("Name (optional)")
     ready = who and (source == "A checkpoint" or "signals" in payload)
@@ -100,14 +109,8 @@ with st.expander("New backtest", expanded=not backtests.all_(engine, limit=1)):
             end=int(datetime.combine(end, time.max, UTC).timestamp() * 1000),
             fee_bps=fee, slippage_bps=slip, cash=cash, long_only=long_only, name=name or None,
         )  # fmt: skip
-        done = bus.wait(engine, bus.submit(engine, "backtest.start", payload, created_by=who), 15)
-        if done.status == "done":
-            st.session_state.bt_job = done.result["job_id"]
-            st.success(
-                f"Backtest #{done.result['backtest_id']} started on {done.result['candles']:,} candles."
-            )
-        else:
-            st.error(done.error or "The engine did not answer: is it online?")
+        send("backtest.start", payload, key="backtest")
+    answer("backtest", done=backtest_started, on_done=watch_backtest)
     if not who:
         st.caption("Enter your name in the sidebar to run backtests.")
 
@@ -142,27 +145,7 @@ rows = backtests.all_(engine)
 if not rows:
     st.caption("None yet.")
     st.stop()
-table = pd.DataFrame(
-    [
-        {
-            "report": f"report?id={r.id}",
-            "id": r.id,
-            "name": r.name,
-            "by": r.created_by,
-            "when": r.created_at,
-            "symbol": r.symbol,
-            "timeframe": r.timeframe,
-            "from": pd.Timestamp(r.start_ts, unit="ms", tz="UTC"),
-            "to": pd.Timestamp(r.end_ts, unit="ms", tz="UTC"),
-            "source": f"checkpoint #{r.checkpoint_id}"
-            if r.checkpoint_id
-            else f"signals {r.signals_name}",
-            "status": r.status,
-            **{k: (r.metrics or {}).get(k) for k in HEADLINE},
-        }
-        for r in rows
-    ]
-)
+table = reports_frame(rows)
 f1, f2 = st.columns(2)
 symbols = f1.multiselect("Filter by symbol", sorted(table.symbol.unique()))
 people = f2.multiselect("Filter by person", sorted(table.by.dropna().unique()))
@@ -172,14 +155,7 @@ if symbols:
 if people:
     mask &= table.by.isin(people)
 shown = table[mask]
-st.dataframe(
-    shown,
-    hide_index=True,
-    width="stretch",
-    column_config={
-        "report": st.column_config.LinkColumn("report", display_text=r"report\?id=(\d+)")
-    },
-)
+st.dataframe(shown, hide_index=True, width="stretch", **REPORTS_TABLE)
 
 st.subheader("Compare")
 picked = st.multiselect(
@@ -189,32 +165,8 @@ picked = st.multiselect(
     format_func=lambda i: label(backtests.get(engine, i)),
 )
 if len(picked) >= 2:
-    curves = []
-    for bid in picked:
-        r = backtests.get(engine, bid)
-        eq = thin(equity_frame(r))
-        if not eq.empty:
-            curves.append(eq.assign(report=label(r), growth=eq.equity / eq.equity.iloc[0] * 100))
-    if curves:
-        both = pd.concat(curves)
-        st.altair_chart(
-            alt.Chart(both)
-            .mark_line()
-            .encode(
-                x=alt.X("time:T", title=None),
-                y=alt.Y("growth:Q", title="equity (start = 100)"),
-                color=alt.Color(
-                    "report:N", legend=alt.Legend(orient="bottom", title=None, labelLimit=420)
-                ),
-            )
-            .properties(height=320, width="container"),
-            width="stretch",
-        )
-    metrics = {
-        label(backtests.get(engine, b)): (backtests.get(engine, b).metrics or {}) for b in picked
-    }
-    table = pd.DataFrame(metrics).map(
-        lambda v: "—" if v is None else (f"{v:,.3f}" if isinstance(v, float) else str(v))
-    )
-    table.index = table_labels(table.index)
-    st.table(table)
+    compared = [backtests.get(engine, b) for b in picked]
+    chart = comparison_chart(compared)
+    if chart is not None:
+        st.altair_chart(chart, width="stretch")
+    st.table(comparison_table(compared))

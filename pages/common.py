@@ -212,25 +212,32 @@ def pick_candles(key: str, default_range: str = "last 250"):
 
 def backtest_visible_chart(row, df: pd.DataFrame, key: str) -> None:
     """'Backtest Visible Chart': backtest exactly the candles shown, with the active checkpoint."""
-    from db import bus
+    from pages.commands import answer, send  # it imports this module
 
     who = current_user()
     if st.button("Backtest Visible Chart", key=f"{key}_backtest", disabled=not who or df.empty,
                  help="Backtest the candles in this chart's range with the active checkpoint."):  # fmt: skip
         payload = {"symbol": row.symbol, "timeframe": row.timeframe,
                    "start": int(df.ts.iloc[0]), "end": int(df.ts.iloc[-1])}  # fmt: skip
-        done = bus.wait(
-            database(), bus.submit(database(), "backtest.start", payload, created_by=who), 15
-        )
-        if done.status == "done":
-            bid = done.result["backtest_id"]
-            st.session_state.bt_job = done.result["job_id"]
-            st.success(f"Backtest #{bid} started on {done.result['candles']:,} candles.")
-            st.page_link("pages/backtest.py", label="Watch it on the Backtest page")
-            st.page_link("pages/report.py", label=f"Open report #{bid} (when it is done)",
-                         query_params={"id": bid})  # fmt: skip
-        else:
-            st.error(done.error or "The engine did not answer: is it online?")
+        send("backtest.start", payload, key=f"{key}_backtest")
+    answer(f"{key}_backtest", done=backtest_started, on_done=watch_backtest, then=report_links)
+
+
+def report_links(result: dict) -> None:
+    """Where to follow a backtest just started."""
+    st.page_link("pages/backtest.py", label="Watch it on the Backtest page")
+    st.page_link("pages/report.py", label=f"Open report #{result['backtest_id']} (when it is done)",
+                 query_params={"id": result["backtest_id"]})  # fmt: skip
+
+
+def backtest_started(result: dict) -> str:
+    """What a person reads when a backtest job has started."""
+    return f"Backtest #{result['backtest_id']} started on {result['candles']:,} candles."
+
+
+def watch_backtest(row) -> None:
+    """Follow the backtest job this browser just started (the Backtest page shows it)."""
+    st.session_state.bt_job = row.result["job_id"]
 
 
 def checkpoint_labels(engine) -> tuple[dict[int, str], int | None]:
@@ -258,3 +265,16 @@ def rerun_when_job_ends(job) -> None:
     st.session_state[key] = job.status
     if seen in jobs.UNFINISHED and job.status not in jobs.UNFINISHED:
         st.rerun(scope="app")
+
+
+_MARKDOWN_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+def md_text(value) -> str:
+    """`value` (a name, a file name, a URL parameter: anything a person typed) as Markdown that
+    shows exactly those characters: every ASCII punctuation mark is backslash-escaped, which
+    CommonMark shows as itself, so `![x](http://…)` is not an image the browser fetches, and
+    `<b>`, backticks, `*_[]`, `:red[…]` and `$…$` stay text. Line breaks become spaces (a new
+    line could start a heading or a list)."""
+    text = " ".join(str(value).splitlines())
+    return "".join("\\" + ch if ch in _MARKDOWN_PUNCTUATION else ch for ch in text)

@@ -16,6 +16,7 @@ from market.csv_import import (
     ImportRejected,
     guess_timeframe,
     read_candles,
+    upload_limit_mb,
 )
 from market.importer import import_candles
 from pages.common import candle_chart, current_user, database
@@ -26,10 +27,16 @@ st.write(
     "Import candles from a CSV: a generic OHLCV file with a header, a Yahoo-style export "
     "(with Adj Close), a Binance kline export, or exports from MetaTrader, Investing.com, "
     "TradingView and the like (the notes say how the file was read). Every row is checked "
-    "first; a file goes in whole, or not at all unless you choose to skip its bad rows."
+    "first; a file goes in whole, or not at all unless you choose to skip its bad rows. Gaps "
+    "(holidays, closures) are listed and imported as gaps unless you refuse them."
 )
 
-upload = st.file_uploader("Candle file", type=["csv", "txt", "gz"], key="upload")
+upload = st.file_uploader(
+    "Candle file",
+    type=["csv", "txt", "gz"],
+    key="upload",
+    help=f"Up to {upload_limit_mb():g} MB; a .gz file up to that size unpacked.",
+)
 
 
 @st.cache_data(max_entries=8, show_spinner="Checking the file…")
@@ -100,13 +107,16 @@ if upload is not None:
     skip_bad = o1.checkbox(
         "Skip bad rows", help="Import only the good rows; out-of-order rows are sorted into place."
     )
-    allow_gaps = o2.checkbox(
-        "Allow gaps",
-        help="Import even though candles are missing between some rows (market closures are never counted as gaps).",
+    strict_gaps = o2.checkbox(
+        "Refuse gaps (strict)",
+        help="Refuse the file if candles are missing between some rows. Off, gaps are imported "
+        "as gaps and listed above (market closures are never counted as gaps).",
     )
-    blocking = report.blocking(skip_bad, allow_gaps)
+    blocking = report.blocking(skip_bad, strict_gaps)
     if blocking:
-        st.warning(report.message(skip_bad, allow_gaps))
+        st.warning(report.message(skip_bad, strict_gaps))
+    elif report.gaps_note():
+        st.info(f"Imports with {report.gaps_note()}.")
     preview = parsed.rows.loc[~parsed.rows["bad"]].sort_values("ts").tail(1000)
     if len(preview):
         preview = preview.assign(
@@ -130,7 +140,7 @@ if upload is not None:
                 symbol,
                 timeframe,
                 skip_bad_rows=skip_bad,
-                allow_gaps=allow_gaps,
+                strict_gaps=strict_gaps,
                 adjust=adjust,
                 created_by=who,
             )

@@ -7,12 +7,14 @@ import streamlit as st
 
 from db import annotations as annotation_rows
 from db import bus, candles, engines, jobs
+from pages.commands import answer, send
 from pages.common import (
     annotation_frame,
     backtest_visible_chart,
     candle_chart,
     current_user,
     database,
+    md_text,
     pick_candles,
 )
 
@@ -34,7 +36,7 @@ def status_panel() -> None:
     elif s.instance is None:
         st.warning("No engine has run on this database yet. Start one: `python -m engine`.")
     else:
-        why = s.instance.stop_reason or "heartbeat lost"
+        why = md_text(s.instance.stop_reason or "heartbeat lost")  # may quote an error's text
         st.warning(f"Engine offline: `{s.instance.id}` — {why}. Start it: `python -m engine`.")
 
 
@@ -67,15 +69,10 @@ c1, c2 = st.columns([1, 4])
 if c1.button(
     "Ping engine", disabled=not current_user(), help="Send a ping through the command bus"
 ):
-    cid = bus.submit(engine, "ping", {}, created_by=current_user())
-    done = bus.wait(engine, cid, timeout_s=5)
-    if done.status == "done":
-        ms = (done.finished_at - done.created_at).total_seconds() * 1000
-        c2.success(f"pong from `{done.result['engine_id']}` in {ms:.0f} ms")
-    elif done.status == "failed":
-        c2.error(done.error)
-    else:
-        c2.warning("No answer within 5 s: is the engine running? (`python -m engine status`)")
+    send("ping", {}, key="ping")
+with c2:
+    answer("ping", done=lambda r: f"pong from {md_text(r['engine_id'])} (its time in the "
+           "table below)")  # fmt: skip
 recent = bus.recent(engine, limit=20)
 if recent:
     st.dataframe(

@@ -8,13 +8,16 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from contract.vocab import ACTIONS, FEE_BPS
+from contract.vocab import MODE_SHORT as SHORT
+from contract.vocab import MODE_TITLES as MODES
 from db import annotations as annotation_rows
-from db import bus, candles, training
+from db import candles, training
 from db import checkpoints as checkpoint_rows
 from db import sessions as session_rows
 from db import working_models as working_rows
-from db.models import SESSION_MODES
 from market import timeframes
+from pages.commands import answer, send
 from pages.common import (
     DOWN,
     UP,
@@ -29,25 +32,8 @@ from pages.common import (
 
 engine = database()
 st.title("Live")
-MODES = {  # titles for the one list of modes (db.models.SESSION_MODES)
-    "none": "Live Inference (No Training)",
-    "pivots_only": "Live Inference + Pivot Training",
-    "every_candle": "Live Inference + Per-Candle Training",
-    "manual": "Manual mode (Train on Current Candle)",
-}
-assert tuple(MODES) == SESSION_MODES
-SHORT = {"none": "Inference only", "pivots_only": "Pivot training",
-         "every_candle": "Per-candle training", "manual": "Manual"}  # fmt: skip
-ACTION_COLORS = alt.Scale(domain=["BUY", "SELL", "HOLD"], range=[UP, DOWN, "#9e9e9e"])
+ACTION_COLORS = alt.Scale(domain=list(ACTIONS), range=[UP, DOWN, "#9e9e9e"])
 who = current_user()
-
-
-def command(kind: str, payload: dict) -> dict | None:
-    row = bus.wait(engine, bus.submit(engine, kind, payload, created_by=who), 15)
-    if row.status == "done":
-        return row.result
-    st.error(row.error if row.status == "failed" else "The engine did not answer: is it online?")
-    return None
 
 
 def model_choice(col) -> dict:
@@ -119,18 +105,16 @@ with st.expander("Start a session", expanded=not session_rows.running(engine)):
         feed = {"kind": "exchange", "exchange": exchange.strip()}
     model = model_choice(c2)
     d2, d3 = st.columns(2)
-    fee = d2.number_input("Fee (bps per fill)", 0.0, 1000.0, 10.0, 1.0)
+    fee = d2.number_input("Fee (bps per fill)", 0.0, 1000.0, FEE_BPS, 1.0)
     long_only = d3.checkbox("Long only")
     cols = [c for _ in range(2) for c in st.columns(2)]  # 2 × 2: the full names fit
     for col, (mode, title) in zip(cols, MODES.items(), strict=True):
         if col.button(title, key=f"start_{mode}", disabled=not who or not model, width="stretch"):
-            result = command(
-                "session.start",
-                {"symbol": symbol, "timeframe": timeframe, "mode": mode, **model,
-                 "feed": feed, "fee_bps": fee, "long_only": long_only},
-            )  # fmt: skip
-            if result:
-                st.session_state.live_session = result["session_id"]
+            send("session.start",
+                 {"symbol": symbol.strip(), "timeframe": timeframe.strip(), "mode": mode, **model,
+                  "feed": feed, "fee_bps": fee, "long_only": long_only}, key="start")  # fmt: skip
+    answer("start", done=lambda r: f"Session #{r['session_id']} started.",
+           on_done=lambda row: st.session_state.update(live_session=row.result["session_id"]))  # fmt: skip
     if not who:
         st.caption("Enter your name in the sidebar to start sessions.")
 
@@ -149,101 +133,242 @@ chosen = st.selectbox(
 st.session_state.live_session = chosen
 
 
-def chart(sess, preds, pivots, trades) -> alt.LayerChart | None:
+# -- the chart: a view the person chooses, kept while candles arrive -----------------------------
+#
+# How the zoom survives the panel's redraw every second (Streamlit 1.67, read in its source:
+# elements/vega_charts.py and the ArrowVegaLiteChart frontend): st.altair_chart sends the spec
+# with each dataframe as a named dataset; the browser renames the datasets by position, and when
+# only data changed it swaps the data of the Vega view it has, re-creating the view only when
+# the spec itself changed (another domain, a new layer). On each data swap it clears the zoom
+# of every interval selection bound to the scales that the chart does not report (`on_select`):
+# that is why a plain `.interactive()` chart jumped back every second. A reported selection is
+# kept on data swaps, saved under the chart's `key` and put back when the view is re-created,
+# and it reaches Python as st.session_state[key].selection.zoom = {"time": [lo_ms, hi_ms]}.
+# So: the zoom is a named interval selection reported with on_select. Its callback turns
+# Follow off and keeps the range, which Python then draws as the x domain (fitting y and the
+# candles it loads to it), so the chosen view holds even when the browser re-creates the view.
+# Following, the domains come from the data, so the spec is the same every candle and only the
+# data is swapped. Follow on again = a chart under a new key (no zoom to put back); a double
+# click (Vega-Lite's zoom reset) clears the selection, which follows again too.
+
+FOLLOW_SHOWN = 120  # candles drawn (and shown) when following the latest one
+MAX_DRAWN = 1500  # candles drawn at most for a chosen view
+DARK = "#263238"
+
+
+def _views() -> dict[int, tuple[float, float]]:
+    """Per session: the x range (ms) the person chose; absent while following."""
+    return st.session_state.setdefault("live_view", {})
+
+
+def _chart_key(session_id: int) -> str:
+    """The chart's widget key: a new one (no zoom kept) each time Follow is turned on."""
+    gen = st.session_state.setdefault("live_chart_gen", {}).get(session_id, 0)
+    return f"live_chart_{session_id}_{gen}"
+
+
+def _follow_key(session_id: int) -> str:
+    return f"live_follow_{session_id}"
+
+
+def _chose_view(session_id: int, key: str) -> None:
+    """The chart's zoom changed (wheel, drag, double click)."""
+    if key != _chart_key(session_id):
+        return  # the chart that Follow replaced, flushing its last zoom as it goes
+    zoom = ((st.session_state.get(key) or {}).get("selection") or {}).get("zoom") or {}
+    span = zoom.get("time")
+    if span and len(span) == 2:
+        _views()[session_id] = (float(span[0]), float(span[1]))
+        st.session_state[_follow_key(session_id)] = False
+    else:  # the zoom was reset (double click): follow the latest candle again
+        _views().pop(session_id, None)
+        st.session_state[_follow_key(session_id)] = True
+
+
+def _follow_changed(session_id: int) -> None:
+    if st.session_state[_follow_key(session_id)]:
+        _views().pop(session_id, None)
+        gens = st.session_state.setdefault("live_chart_gen", {})
+        gens[session_id] = gens.get(session_id, 0) + 1  # a new chart: no zoom to put back
+    else:  # keep the view as it was last drawn
+        drawn = st.session_state.get("live_drawn", {}).get(session_id)
+        if drawn is not None:
+            _views()[session_id] = drawn
+
+
+def _in_view(ch: alt.Chart, x_scale: alt.Scale, y_scale: alt.Scale | None) -> alt.Chart:
+    """`ch` clipped to the plot, on the shared x (and y) domain: with explicit domains, marks
+    outside them would otherwise be drawn over the axes."""
+    ch = ch.copy()
+    ch.mark = alt.MarkDef(type=ch.mark) if isinstance(ch.mark, str) else ch.mark
+    ch.mark.clip = True
+    enc = ch.encoding
+    if enc.x is not alt.Undefined:
+        enc.x = alt.X(**{**enc.x.to_dict(), "scale": x_scale})
+    if y_scale is not None and enc.y is not alt.Undefined:
+        enc.y = alt.Y(**{**enc.y.to_dict(), "scale": y_scale, "title": "price"})
+    return ch
+
+
+def _times(frame: pd.DataFrame, column: str = "ts") -> pd.DataFrame:
+    frame = frame.copy()
+    frame["time"] = pd.to_datetime(frame[column].astype("int64"), unit="ms", utc=True)
+    return frame
+
+
+def _window(sess, view) -> tuple[pd.DataFrame, float, float, str]:
+    """The candles to draw, the x range they are shown in (ms) and a note on what is shown:
+    the last FOLLOW_SHOWN when following (`view` None), else those around the chosen view."""
+    step = timeframes.interval_ms(sess.timeframe)
+    if view is None:
+        df = candles.load(
+            engine, sess.symbol, sess.timeframe, end_ms=sess.last_ts, last=FOLLOW_SHOWN
+        )
+        lo, hi = (df.ts.iloc[0] - step / 2, sess.last_ts + step * 5.5) if len(df) else (0, 0)
+        return df, lo, hi, "following the latest candle"
+    lo, hi = view
+    width = max(hi - lo, step)
+    df = candles.load(engine, sess.symbol, sess.timeframe, int(lo - width / 2), int(hi + width / 2))
+    df = df[df.ts <= sess.last_ts]  # a live feed's newer candle: not the session's yet
+    note = "your view: it stays while candles arrive"
+    if len(df) > MAX_DRAWN:
+        df = df[(df.ts >= lo) & (df.ts <= hi)].iloc[-MAX_DRAWN:]
+        note += f"; the newest {MAX_DRAWN:,} candles of it drawn"
+    return df.reset_index(drop=True), lo, hi, note
+
+
+def _iso(ms: float) -> str:
+    """A time for a time scale's domain (this Vega-Lite reads numbers there as NaN)."""
+    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
+
+
+def chart(sess, kept, view) -> tuple[alt.LayerChart | None, str]:
+    """The session's candles with what it predicted, confirmed, filled and was taught, and a
+    line saying what is shown. Following (`view` None), the spec stays the same from candle to
+    candle (the domains follow the data), so the browser only swaps the data of the view it
+    has: a wheel or a drag is never lost to a view being re-created."""
     if sess.last_ts is None:
-        return None
-    df = candles.load(engine, sess.symbol, sess.timeframe, end_ms=sess.last_ts, last=120)
+        return None, ""
+    df, lo, hi, note = _window(sess, view)
     if df.empty:
-        return None
-    lo = int(df.ts.iloc[0])
-    layers = [
-        *annotation_layers(
-            annotation_frame(annotation_rows.list_for(engine, sess.symbol, sess.timeframe), df)
-        ),
-        *candle_layers(df, body=5),
-    ]
-    if not preds.empty:
-        p = preds[preds.ts >= lo].merge(df[["ts", "time", "close", "high", "low"]], on="ts")
-        p = p[p.action != "HOLD"]
-        if not p.empty:
-            p["y"] = p.apply(
-                lambda r: r.low * 0.995 if r.action == "BUY" else r.high * 1.005, axis=1
-            )
-            layers.append(
-                alt.Chart(p)
-                .mark_point(filled=True, size=60)
-                .encode(
-                    x="time:T",
-                    y="y:Q",
-                    color=alt.Color("action:N", scale=ACTION_COLORS, title="prediction"),
-                    shape=alt.Shape(
-                        "action:N",
-                        scale=alt.Scale(
-                            domain=["BUY", "SELL"], range=["triangle-up", "triangle-down"]
-                        ),
-                        legend=None,
-                    ),
-                    opacity=alt.Opacity(
-                        "confidence:Q",
-                        scale=alt.Scale(domain=[0.33, 1], range=[0.15, 1]),
-                        legend=None,
-                    ),
-                    tooltip=[
-                        "action:N",
-                        alt.Tooltip("confidence:Q", format=".2f"),
-                        alt.Tooltip("p_buy:Q", format=".2f"),
-                        alt.Tooltip("p_sell:Q", format=".2f"),
-                        alt.Tooltip("p_hold:Q", format=".2f"),
-                    ],
-                )
-            )
-        latest = preds.iloc[-1]
-        step = timeframes.interval_ms(sess.timeframe)
-        ghost = pd.DataFrame(latest.ghost["ohlc"], columns=["open", "high", "low", "close"])
-        ghost["time"] = pd.to_datetime(
-            int(latest.ts) + step * (ghost.index + 1), unit="ms", utc=True
-        )
-        layers += candle_layers(ghost, body=5, opacity=0.35)  # the model's next candles
-    if not pivots.empty:
-        pv = pivots[pivots.ts >= lo].copy()
-        if not pv.empty:
-            pv["time"] = pd.to_datetime(pv.ts, unit="ms", utc=True)
-            pv["y"] = pv.apply(lambda r: r.price * (1.012 if r.kind == "H" else 0.988), axis=1)
-            layers.append(
-                alt.Chart(pv)
-                .mark_text(fontWeight="bold", fontSize=12)
-                .encode(
-                    x="time:T",
-                    y="y:Q",
-                    text="kind:N",
-                    color=alt.value("#6a1b9a"),
-                    tooltip=["kind:N", "price:Q"],
-                )
-            )
-    if not trades.empty:
-        t = trades[trades.exit_ts >= lo]
-        marks = pd.concat(
-            [
-                pd.DataFrame({"ts": t.entry_ts, "price": t.entry_price, "what": "entry " + t.side}),
-                pd.DataFrame({"ts": t.exit_ts, "price": t.exit_price, "what": "exit " + t.side}),
-            ]
-        )
-        marks = marks[marks.ts >= lo]
-        if not marks.empty:
-            marks["time"] = pd.to_datetime(marks.ts, unit="ms", utc=True)
-            layers.append(
-                alt.Chart(marks)
-                .mark_point(shape="diamond", size=80, filled=True, color="#1e88e5")
-                .encode(x="time:T", y="price:Q", tooltip=["what:N", "price:Q"])
-            )
-    return (
-        alt.layer(*layers)
-        .properties(height=420, width="container", title=f"{sess.symbol} {sess.timeframe}")
-        .interactive(bind_y=False)
+        return None, ""
+    st.session_state.setdefault("live_drawn", {})[sess.id] = (lo, hi)
+    step = timeframes.interval_ms(sess.timeframe)
+    latest = kept.latest
+    ghost = pd.DataFrame(
+        latest["ghost"]["ohlc"] if latest else [], columns=["open", "high", "low", "close"]
     )
+    ghost["ts"] = (int(latest["ts"]) if latest else 0) + step * (ghost.index + 1)
+    ghost = _times(ghost)
+    seen = pd.concat([df[["ts", "high", "low"]], ghost[["ts", "high", "low"]]])
+    seen = seen[(seen.ts >= lo) & (seen.ts <= hi)]
+    if seen.empty:
+        seen = df[["ts", "high", "low"]]
+    top, bottom = float(seen.high.max()), float(seen.low.min())
+    gap = (top - bottom) * 0.04 or abs(top) * 0.004 or 1.0  # a mark's distance from its candle
+    if view is None:  # domains from the data: the same spec every candle
+        x_scale, y_scale = alt.Scale(nice=False), alt.Scale(zero=False, padding=16)
+        body = max(1.0, min(14.0, 700.0 / (FOLLOW_SHOWN + 6)))
+    else:  # the chosen view; y fitted to the candles in it, with room for the labels
+        x_scale = alt.Scale(domain=[_iso(lo), _iso(hi)])
+        y_scale = alt.Scale(domain=[bottom - 2.5 * gap, top + 2.5 * gap], zero=False)
+        body = max(1.0, min(14.0, 700.0 / max((hi - lo) / step, 1.0)))
+    first, last = int(df.ts.iloc[0]), int(df.ts.iloc[-1])
+    candle_cols = ["ts", "time", "high", "low"]
+
+    preds = kept.predictions
+    p = preds[(preds.ts >= first) & (preds.ts <= last) & (preds.action != "HOLD")]
+    p = p.merge(df[candle_cols], on="ts")
+    p["y"] = p.low.where(p.action == "BUY", p.high) + gap * p.action.map(
+        {"BUY": -1, "SELL": 1}
+    ).astype(float)
+    piv = _times(kept.pivots[(kept.pivots.ts >= first) & (kept.pivots.ts <= last)])
+    piv["y"] = piv.price + 1.8 * gap * piv.kind.map({"H": 1, "L": -1}).astype(float)
+    fills = kept.trades
+    marks = pd.concat(
+        [
+            pd.DataFrame({"ts": fills[f"{end}_ts"], "price": fills[f"{end}_price"],
+                          "what": f"{end} " + fills.side})
+            for end in ("entry", "exit")
+        ]
+    )  # fmt: skip
+    marks = _times(marks[(marks.ts >= first) & (marks.ts <= last)])
+    manual = kept.manual[(kept.manual.ts >= first) & (kept.manual.ts <= last)]
+    manual = manual.merge(df[candle_cols], on="ts")
+    manual["y"] = (manual.high + manual.low) / 2
+    manual["letter"] = manual.label.str[0]
+
+    zoom = alt.selection_interval(name="zoom", bind="scales", encodings=["x"])
+    wick, bars = candle_layers(df, body=body)
+    g_wick, g_bars = candle_layers(ghost, body=body, opacity=0.35)  # the model's next candles
+    ann = annotation_frame(annotation_rows.list_for(engine, sess.symbol, sess.timeframe), df)
+    layers = [
+        *annotation_layers(ann),
+        wick,
+        bars.add_params(zoom),
+        g_wick,
+        g_bars,
+        alt.Chart(p)
+        .mark_point(filled=True, opacity=1, stroke=DARK, strokeWidth=0.8)
+        .encode(
+            x="time:T",
+            y="y:Q",
+            color=alt.Color("action:N", scale=ACTION_COLORS, title="prediction"),
+            shape=alt.Shape(
+                "action:N",
+                scale=alt.Scale(domain=["BUY", "SELL"], range=["triangle-up", "triangle-down"]),
+                legend=None,
+            ),
+            size=alt.Size(
+                "confidence:Q", scale=alt.Scale(domain=[0.33, 1], range=[40, 260]), legend=None
+            ),
+            tooltip=[
+                "action:N",
+                alt.Tooltip("confidence:Q", format=".2f"),
+                alt.Tooltip("p_buy:Q", format=".2f"),
+                alt.Tooltip("p_sell:Q", format=".2f"),
+                alt.Tooltip("p_hold:Q", format=".2f"),
+            ],
+        ),
+        alt.Chart(piv)
+        .mark_text(fontWeight="bold", fontSize=12, color="#6a1b9a")
+        .encode(x="time:T", y="y:Q", text="kind:N", tooltip=["kind:N", "price:Q"]),
+        alt.Chart(marks)
+        .mark_point(shape="diamond", size=80, filled=True, color="#1e88e5", opacity=1)
+        .encode(x="time:T", y="price:Q", tooltip=["what:N", "price:Q"]),
+        alt.Chart(manual)
+        .mark_point(shape="circle", filled=False, size=420, strokeWidth=2.5, opacity=1)
+        .encode(
+            x="time:T",
+            y="y:Q",
+            color=alt.Color("label:N", scale=ACTION_COLORS, legend=None),
+            tooltip=[alt.Tooltip("label:N", title="manual label")],
+        ),
+        alt.Chart(manual)
+        .mark_text(fontWeight="bold", fontSize=12, dx=15, align="left")
+        .encode(
+            x="time:T",
+            y="y:Q",
+            text="letter:N",
+            color=alt.Color("label:N", scale=ACTION_COLORS, legend=None),
+        ),
+    ]
+    shown = (
+        f"{pd.Timestamp(lo, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} → "
+        f"{pd.Timestamp(hi, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} UTC"
+    )
+    return (
+        alt.layer(*(_in_view(layer, x_scale, y_scale) for layer in layers)).properties(
+            height=420,
+            width="container",
+            title=f"{sess.symbol} {sess.timeframe}",
+            # SVG: a few hundred marks, and axes a test can read
+            usermeta={"embedOptions": {"renderer": "svg"}},
+        )
+    ), f"Showing {shown} · {note}"
 
 
-def model_line(sess) -> str:
+def model_line(sess, model_step: int | None) -> str:
     """What the session's predictions come from, in one line."""
     ckpt = checkpoint_rows.get(engine, sess.checkpoint_id)
     if sess.working_model_id is None:
@@ -254,9 +379,15 @@ def model_line(sess) -> str:
         return (
             f"Model: {trained}. What the session learned was saved as a checkpoint when it ended."
         )
-    step = working_rows.step_count(w, working_rows.latest_step(engine, w.id))
+    step = working_rows.step_count(w, model_step)
     saved = f"; last saved as checkpoint #{w.last_checkpoint_id}" if w.last_checkpoint_id else ""
     return f"Model: {trained} · now at step {step}{saved}. Save it on the Training page."
+
+
+def remember_manual(row) -> None:
+    """Follow an accepted Train on Current Candle request in the panel."""
+    requests = st.session_state.setdefault("manual_requests", {})
+    requests[row.result["session_id"]] = (row.id, row.result["action"], row.result["candle_ts"])
 
 
 def manual_status(session_id: int) -> None:
@@ -282,26 +413,48 @@ def manual_status(session_id: int) -> None:
 
 @st.fragment(run_every=1)
 def panel(session_id: int) -> None:
-    sess = session_rows.get(engine, session_id)
+    # What this browser has read of the session stays in its session state: each refresh
+    # reads only the rows written since (db.sessions.keep_up).
+    kept_all = st.session_state.setdefault("live_kept", {})
+    kept = kept_all[session_id] = session_rows.keep_up(engine, session_id, kept_all.get(session_id))
+    sess = kept.session
+    statuses = st.session_state.setdefault("live_status", {})
+    was, statuses[session_id] = statuses.get(session_id), sess.status
+    if was == "running" and sess.status != "running":
+        st.rerun(scope="app")  # the controls below the panel change: draw them again
     state = sess.state or {}
-    preds = session_rows.predictions(engine, session_id)
-    pivots = session_rows.pivots(engine, session_id)
-    trades = session_rows.trades(engine, session_id)
-    steps = training.count(engine, session_id=session_id, skipped=False)
+    ended = sess.status != "running"
     pos = {1: "long", -1: "short", 0: "flat"}[state.get("position", 0)]
+    last_candle = (
+        f"{pd.Timestamp(sess.last_ts, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} UTC"
+        if sess.last_ts is not None
+        else "—"
+    )
     m = st.columns(6)
     m[0].metric("Status", sess.status)
     m[1].metric("Candles", sess.candles)
-    m[2].metric("Position", pos)
+    m[2].metric(
+        "Position",
+        f"{pos} (at stop)" if ended else pos,
+        help=f"As the session left it at its last candle ({last_candle}): a session that has "
+        "ended holds nothing and trades no more."
+        if ended
+        else None,
+    )
     m[3].metric("Realized PnL", f"{state.get('realized', 0):,.2f}")
-    m[4].metric("Unrealized PnL", f"{state.get('unrealized', 0):,.2f}")
+    m[4].metric(
+        "Unrealized PnL",
+        f"{state.get('unrealized', 0):,.2f}",
+        help=f"The open position marked at the close of the last candle ({last_candle})"
+        + (", when the session ended: it does not move after that." if ended else "."),
+    )
     m[5].metric("Equity", f"{state.get('equity', 0):,.2f}")
     m = st.columns(6)
     n_trades = state.get("trades", 0)
     m[0].metric("Mode", SHORT[sess.mode], help=MODES[sess.mode])
     m[1].metric("Trades", n_trades)
     m[2].metric("Win rate", f"{state.get('wins', 0) / n_trades:.0%}" if n_trades else "—")
-    m[3].metric("Training steps", steps)
+    m[3].metric("Training steps", kept.steps)
     m[4].metric(
         "Training queue",
         f"{sess.samples_waiting} waiting"
@@ -312,17 +465,39 @@ def panel(session_id: int) -> None:
         help="Samples handed to the working model's trainer and not applied yet; when the queue "
         "overflows (a long-held training lock) the oldest are dropped and counted.",
     )
-    last = preds.iloc[-1] if not preds.empty else None
-    m[5].metric("Prediction", f"{last.action} {last.confidence:.0%}" if last is not None else "—")
-    st.caption(model_line(sess))
+    last = kept.latest
+    m[5].metric(
+        "Prediction", f"{last['action']} {last['confidence']:.0%}" if last is not None else "—"
+    )
+    st.caption(model_line(sess, kept.model_step))
     manual_status(session_id)
     if sess.error:
         st.error(sess.error)
-    c = chart(sess, preds, pivots, trades)
+    follow_key = _follow_key(session_id)
+    st.session_state.setdefault(follow_key, True)
+    follow = st.toggle(
+        "Follow the latest candle",
+        key=follow_key,
+        on_change=_follow_changed,
+        args=(session_id,),
+        help=f"On: the last {FOLLOW_SHOWN} candles, moving with each new one. Zooming (mouse "
+        "wheel) or panning (drag) the chart turns it off and keeps your view while candles "
+        "arrive; a double click on the chart, or this switch, follows again.",
+    )
+    c, shown = chart(sess, kept, None if follow else _views().get(session_id))
     if c is not None:
-        st.altair_chart(c, width="stretch")
+        key = _chart_key(session_id)
+        st.altair_chart(
+            c,
+            width="stretch",
+            key=key,
+            on_select=lambda: _chose_view(session_id, key),
+            selection_mode=["zoom"],
+        )
         st.caption(
-            "Triangles: predictions (shade = confidence) · L / H: confirmed pivots · diamonds: fills · faded candles after the last one: ghost candles (the model's next 5)."
+            f"{shown} · Triangles: predictions (size = confidence) · L / H: confirmed pivots · "
+            "diamonds: fills · rings with B / S / H: manual training labels · faded candles "
+            "after the last one: ghost candles (the model's next 5)."
         )
     else:
         st.caption("Waiting for the first candle…")
@@ -340,12 +515,12 @@ if sess.status == "running":
         format_func=MODES.get,
         key=f"mode_{chosen}",
     )
-    apply = c2.button("Apply mode", disabled=not who or new_mode in (None, sess.mode))
-    if apply and command("session.set_mode", {"session_id": chosen, "mode": new_mode}):
-        st.rerun()
-    stop = c3.button("Stop session", type="primary", disabled=not who)
-    if stop and command("session.stop", {"session_id": chosen}):
-        st.rerun()
+    if c2.button("Apply mode", disabled=not who or new_mode in (None, sess.mode)):
+        send("session.set_mode", {"session_id": chosen, "mode": new_mode}, key=f"mode_{chosen}")
+    if c3.button("Stop session", type="primary", disabled=not who):
+        send("session.stop", {"session_id": chosen}, key=f"stop_{chosen}")
+    answer(f"mode_{chosen}", done=lambda r: f"Session #{r['session_id']} is now in mode "
+           f"{MODES[r['mode']]} from the next candle.")  # fmt: skip
     if sess.mode == "manual":
         st.write(
             "**Train on Current Candle** — the latest completed candle, with the action you choose:"
@@ -353,10 +528,9 @@ if sess.status == "running":
         b1, b2, b3 = st.columns(3)
         for col, action in zip((b1, b2, b3), ("BUY", "SELL", "HOLD"), strict=True):
             if col.button(action, key=f"manual_{action}", disabled=not who, width="stretch"):
-                row = bus.wait(engine, bus.submit(engine, "session.train_manual",
-                               {"session_id": chosen, "action": action}, created_by=who), 15)  # fmt: skip
-                if row.status == "done":  # applied by the trainer: the panel shows when
-                    requests = st.session_state.setdefault("manual_requests", {})
-                    requests[chosen] = (row.id, action, row.result["candle_ts"])
-                    st.rerun()
-                st.error(row.error or "The engine did not answer: is it online?")
+                send("session.train_manual", {"session_id": chosen, "action": action},
+                     key=f"manual_{chosen}")  # fmt: skip
+        # Accepted means queued for the trainer: the panel above says when it is applied.
+        answer(f"manual_{chosen}", done=lambda r: None, on_done=remember_manual)
+answer(f"stop_{chosen}", done=lambda r: f"Session #{r['session_id']} stopped."
+       if r.get("stopped") else f"Session #{r['session_id']} is stopping.")  # fmt: skip

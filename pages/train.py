@@ -3,16 +3,15 @@ the history of runs and the checkpoints they made."""
 
 from __future__ import annotations
 
-import time
-
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from db import annotations as annotation_rows
-from db import bus, candles, jobs, training
+from db import candles, jobs, training
 from db import checkpoints as checkpoint_rows
 from db import working_models as working_rows
+from pages.commands import answer, send
 from pages.common import (
     checkpoint_labels,
     current_user,
@@ -98,20 +97,15 @@ if submitted:
     }
     if name.strip():
         payload["name"] = name.strip()
-    cid = bus.submit(engine, "train.start", payload, created_by=who)
-    row = bus.wait(engine, cid, timeout_s=10)
-    if row.status == "done":
-        st.session_state.train_job = row.result["job_id"]
-        st.success(
-            f"Training job {row.result['job_id']} started on {', '.join(row.result['datasets'])}, "
-            f"training working model W{row.result['working_model_id']}."
-        )
-    elif row.status == "failed":
-        st.error(row.error)
-    else:
-        st.warning(
-            "The engine has not picked the request up yet: is it online? It will start when the engine runs."
-        )
+    send("train.start", payload, key="train")
+answer(
+    "train",
+    done=lambda r: (
+        f"Training job {r['job_id']} started on {', '.join(r['datasets'])}, "
+        f"training working model W{r['working_model_id']}."
+    ),
+    on_done=lambda row: st.session_state.update(train_job=row.result["job_id"]),
+)
 
 
 def curves(job) -> list:
@@ -224,14 +218,14 @@ if runs:
     )
 
 
-def saved_checkpoint(working_model_id: int, before: int | None, wait_s: float = 5.0) -> bool:
-    """Wait a little for a requested save to land (a new last checkpoint)."""
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if working_rows.get(engine, working_model_id).last_checkpoint_id != before:
-            return True
-        time.sleep(0.2)
-    return False
+@st.fragment(run_every=1)
+def saving() -> None:
+    """While a save this browser asked for is not written yet, watch for it; then rerun the
+    page so the lists show the new checkpoint."""
+    pending = st.session_state.get("pending_save")
+    if pending and working_rows.get(engine, pending[0]).last_checkpoint_id != pending[1]:
+        del st.session_state["pending_save"]
+        st.rerun(scope="app")
 
 
 def trained_on(sources: dict | None) -> str:
@@ -271,18 +265,11 @@ else:
     if s3.button("Save", disabled=not current_user(), width="stretch"):
         payload = {"working_model_id": to_save, **({"name": save_name} if save_name else {})}
         before = working_rows.get(engine, to_save).last_checkpoint_id
-        row = bus.wait(
-            engine, bus.submit(engine, "model.save", payload, created_by=current_user()), 10
-        )
-        if row.status != "done":
-            st.error(row.error or "the engine did not answer: is it online?")
-        elif saved_checkpoint(to_save, before):
-            st.rerun()  # the lists below show it
-        else:
-            st.info(
-                f"W{to_save} will be saved as “{row.result['name']}” once the training already "
-                "handed to it is applied (its training lock is busy)."
-            )
+        if send("model.save", payload, key="save") is not None:
+            st.session_state.pending_save = (to_save, before)
+    answer("save", done=lambda r: f"W{r['working_model_id']} is saved as “{r['name']}” once the "
+           "training already handed to it is applied; the list below shows it then.")  # fmt: skip
+    saving()
 
 st.subheader("Checkpoints")
 names = {c.id: c.name for c in ckpts}
@@ -318,13 +305,5 @@ target = a1.selectbox(
     label_visibility="collapsed",
 )
 if a2.button("Activate", disabled=not current_user() or target == active):
-    row = bus.wait(
-        engine,
-        bus.submit(
-            engine, "checkpoint.activate", {"checkpoint_id": target}, created_by=current_user()
-        ),
-        10,
-    )
-    if row.status == "done":
-        st.rerun()
-    st.error(row.error or "the engine did not answer: is it online?")
+    send("checkpoint.activate", {"checkpoint_id": target}, key="activate")
+answer("activate", done=lambda r: f"Checkpoint #{r['active']} is now the active one.")

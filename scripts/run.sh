@@ -5,5 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+# Install only when requirements.txt changed since the last install, and say what is going on:
+# the first install takes a couple of minutes (torch).
+stamp=.venv/.requirements.sha256
+if ! sha256sum -c --status "$stamp" 2>/dev/null; then
+  echo "Installing Candle Lab's requirements into .venv (first time: a couple of minutes)..."
+  .venv/bin/pip install --disable-pip-version-check -r requirements.txt \
+    | grep -v '^Requirement already satisfied' || true
+  .venv/bin/python -c 'import streamlit, torch, sqlalchemy' # fail here, not in the app
+  sha256sum requirements.txt > "$stamp"
+  echo "Installed."
+fi
 exec .venv/bin/python scripts/start.py "$@"

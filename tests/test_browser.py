@@ -103,11 +103,20 @@ def test_home_shows_engine_online_real_candles_then_offline_when_engine_stops(ap
     expect(page.get_by_text("250 candles, 2018-01-03 00:00 → 2018-12-31 00:00 UTC")).to_be_visible()
     expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
     assert page.get_by_test_id("stException").count() == 0
+    page.get_by_role("textbox", name="Your name").fill("ana")
+    page.get_by_role("textbox", name="Your name").press("Enter")
+    page.get_by_role("button", name="Ping engine").click()
+    expect(page.get_by_text("pong from")).to_be_visible()
 
     live = engines.alive(database)
     os.kill(live[0].pid, signal.SIGKILL)  # a crash, not a polite stop
     expect(engine_metric.get_by_test_id("stMetricValue")).to_have_text("offline", timeout=15_000)
     expect(page.get_by_text("● engine offline")).to_be_visible()  # the sidebar badge
+    # A command to a dead engine: the page stays usable and says why nothing answers.
+    page.get_by_role("button", name="Ping engine").click()
+    expect(page.get_by_text("has not answered yet: is it online?")).to_be_visible()
+    page.get_by_role("link", name="Data").click()  # nothing waits: the person can move on
+    expect(page.get_by_role("heading", name="Data")).to_be_visible()
 
 
 def test_data_page_reports_a_bad_file_and_imports_a_good_one(app, page):
@@ -147,8 +156,29 @@ def test_annotate_by_clicking_two_candles_then_train_to_a_new_checkpoint(app, pa
         expect(metrics.nth(filled)).not_to_have_text("—")
     entry, exit_ = metrics.nth(0).inner_text(), metrics.nth(1).inner_text()
     assert entry < exit_
+    page.get_by_role("textbox", name="Note").fill("first try")
+    page.get_by_text("short", exact=True).click()
     page.get_by_role("button", name="Save annotation").click()
-    expect(page.get_by_text("Saved annotation")).to_be_visible()
+    expect(page.get_by_text("Saved annotation 1: short")).to_be_visible()
+    # ready for the next trade: marks, note and side reset; Undo takes the save back
+    expect(page.get_by_role("textbox", name="Note")).to_have_value("")
+    expect(page.get_by_role("radio", name="long")).to_be_checked()
+    expect(metrics.nth(0)).to_have_text("—")
+    page.get_by_role("button", name="Undo").click()
+    expect(page.get_by_text("Undid the create of annotation 1.")).to_be_visible()
+    from db import annotations
+
+    assert annotations.list_for(database) == []
+    for fraction, filled in ((0.35, 0), (0.6, 1)):
+        chart = page.get_by_test_id("stVegaLiteChart").first
+        chart.scroll_into_view_if_needed()  # Undo is further down the page
+        page.wait_for_timeout(800)
+        box = chart.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * fraction, box["y"] + box["height"] * 0.5)
+        expect(metrics.nth(filled)).not_to_have_text("—")
+    page.keyboard.press("Control+Enter")  # the Save shortcut
+    expect(page.get_by_text("Saved annotation 2: long")).to_be_visible()
+    assert [a.side for a in annotations.list_for(database)] == ["long"]
 
     page.goto(url + "/train")
     page.get_by_role("textbox", name="Your name").fill("ana")
@@ -171,16 +201,26 @@ def test_annotate_by_clicking_two_candles_then_train_to_a_new_checkpoint(app, pa
     assert page.get_by_test_id("stException").count() == 0
 
 
+def start_live_session(page, url: str, mode_title: str, pace_s: float, double_click=False):
+    """Open the Live page as "ana" and start a replay session in the mode titled so."""
+    from playwright.sync_api import expect
+
+    page.goto(url + "/live")
+    page.get_by_role("textbox", name="Your name").fill("ana")
+    page.get_by_role("textbox", name="Your name").press("Enter")
+    page.get_by_role("spinbutton", name="Seconds per candle").fill(str(pace_s))
+    page.get_by_role("spinbutton", name="Seconds per candle").press("Enter")
+    button = page.get_by_role("button", name=mode_title)
+    button.dblclick() if double_click else button.click()
+    expect(page.get_by_text("Session #1 started.")).to_be_attached()  # the form may fold
+
+
 def test_live_page_runs_a_pivot_training_session_and_stops_it(app, page):
     from playwright.sync_api import expect
 
     url, database = app
-    page.goto(url + "/live")
-    page.get_by_role("textbox", name="Your name").fill("ana")
-    page.get_by_role("textbox", name="Your name").press("Enter")
-    page.get_by_role("spinbutton", name="Seconds per candle").fill("0.2")
-    page.get_by_role("spinbutton", name="Seconds per candle").press("Enter")
-    page.get_by_role("button", name="Live Inference + Pivot Training").click()
+    # A double click starts one session: the click's request id makes the second one a no-op.
+    start_live_session(page, url, "Live Inference + Pivot Training", 0.2, double_click=True)
     metric = page.get_by_test_id("stMetric")
     status = metric.filter(has_text="Status").get_by_test_id("stMetricValue")
     expect(status).to_have_text("running")
@@ -214,10 +254,71 @@ def test_live_page_runs_a_pivot_training_session_and_stops_it(app, page):
     expect(
         page.get_by_text(__import__("re").compile(r"as BUY: applied .* \(step \d+\)"))
     ).to_be_visible()
+    # …and marked on the chart: a ring at that candle, in the chosen action's color
+    chart = page.get_by_test_id("stVegaLiteChart").first
+    expect(chart.locator("[aria-label*='manual label: BUY']").first).to_be_attached()
     second = sessions.all_(database)[0]
     assert second.mode == "manual" and second.working_model_id == row.working_model_id
     page.get_by_role("button", name="Stop session").click()
     expect(status).to_have_text("stopped", timeout=15_000)
+    assert page.get_by_test_id("stException").count() == 0
+
+
+def test_live_chart_keeps_a_chosen_view_while_candles_arrive_and_a_stop_freezes_the_panel(
+    app, page
+):
+    import re
+
+    from playwright.sync_api import expect
+
+    url, _ = app
+    start_live_session(page, url, "Live Inference (No Training)", 0.3)
+    metric = page.get_by_test_id("stMetric")
+    candles_seen = metric.filter(has_text="Candles").get_by_test_id("stMetricValue")
+    expect(candles_seen).to_have_text(re.compile(r"^([2-9]\d|\d{3,})$"), timeout=30_000)  # ≥ 20
+    follow = page.get_by_test_id("stCheckbox").filter(has_text="Follow the latest candle")
+    expect(follow).to_have_attribute("data-selected", "true")  # following by default
+    chart = page.get_by_test_id("stVegaLiteChart").first
+    # The x axis's accessible description names its domain ("… values from <date> to <date>").
+    x_axis = chart.locator("g.role-axis[aria-label^='X-axis']")
+    following = x_axis.get_attribute("aria-label")
+    expect(x_axis).not_to_have_attribute("aria-label", following, timeout=10_000)  # it moves
+
+    page.wait_for_timeout(500)  # let Vega attach its listeners
+    box = chart.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    page.mouse.wheel(0, -400)  # zoom in: the person chose a view
+    expect(follow).not_to_have_attribute("data-selected", "true")  # following stops by itself
+    expect(page.get_by_text("your view: it stays while candles arrive")).to_be_visible()
+    chosen = x_axis.get_attribute("aria-label")
+    for _ in range(10):  # until the zoom's rerun has drawn the chosen view: it stops moving
+        page.wait_for_timeout(1500)
+        chosen, settled = x_axis.get_attribute("aria-label"), chosen
+        if chosen == settled:
+            break
+    assert chosen == settled and chosen != following
+    shown = page.get_by_text(re.compile(r"^Showing .* UTC · your view")).inner_text()
+    before = int(candles_seen.inner_text())
+    page.wait_for_timeout(5000)
+    assert int(candles_seen.inner_text()) >= before + 5  # candles kept arriving…
+    assert x_axis.get_attribute("aria-label") == chosen  # …and the view stayed where it was put
+    assert page.get_by_text(re.compile(r"^Showing .* UTC · your view")).inner_text() == shown
+
+    follow.locator("label").click()  # follow again: the view jumps to the newest candles
+    expect(follow).to_have_attribute("data-selected", "true")
+    expect(page.get_by_text(re.compile(r"^Showing .* following the latest candle"))).to_be_visible()
+    expect(x_axis).not_to_have_attribute("aria-label", chosen)
+
+    page.get_by_role("button", name="Stop session").click()
+    status = metric.filter(has_text="Status").get_by_test_id("stMetricValue")
+    expect(status).to_have_text("stopped", timeout=15_000)
+    position = metric.filter(has_text="Position").get_by_test_id("stMetricValue")
+    expect(position).to_have_text(re.compile(r"^(long|short|flat) \(at stop\)$"))
+    unrealized = metric.filter(has_text="Unrealized PnL").get_by_test_id("stMetricValue")
+    value, n = unrealized.inner_text(), candles_seen.inner_text()
+    page.wait_for_timeout(2500)
+    assert (unrealized.inner_text(), candles_seen.inner_text()) == (value, n)  # nothing moves
+    expect(page.get_by_role("button", name="Stop session")).to_have_count(0)  # controls redrawn
     assert page.get_by_test_id("stException").count() == 0
 
 
