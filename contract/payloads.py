@@ -10,30 +10,56 @@ one short message naming the field (`describe`), never an echo of the input.
 from __future__ import annotations
 
 import json
+import reprlib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from contract import vocab
 
-MAX_ID = 2**63 - 1  # a BIGINT
-MAX_PAYLOAD_BYTES = 32 * 1024 * 1024  # a million signals fit; nothing bigger is a command
-MAX_SIGNALS = 2_000_000
+MAX_ID = 2**31 - 1  # ids are INTEGER columns, on SQLite and PostgreSQL alike
+MAX_SIGNALS = 1_000_000
+MAX_PAYLOAD_BYTES = 32 * 1024 * 1024  # MAX_SIGNALS signals fit (≈ 27 bytes each as JSON)
+NAME_SUFFIX_CHARS = 40  # room the engine adds to a given name: " (stopped by engine shutdown)"
 MAX_PROBLEMS_SHOWN = 3
 MAX_INPUT_SHOWN = 60  # characters of an offending value quoted back
+_REPR = reprlib.Repr()  # reprs of big lists and strings stop early (attributes: Python 3.11)
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 3, 4, 4
+_REPR.maxstring = _REPR.maxother = MAX_INPUT_SHOWN
 
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 TimeMs = Annotated[int, Field(ge=vocab.EARLIEST_MS, le=vocab.LATEST_MS)]
 TimeText = Annotated[str, Field(min_length=1, max_length=40)]  # a date or ISO time
-Symbol = Annotated[str, Field(min_length=1, max_length=40)]
-Timeframe = Annotated[str, Field(min_length=1, max_length=10)]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+Symbol = Annotated[str, Field(min_length=1, max_length=vocab.SYMBOL_CHARS)]
+Timeframe = Annotated[str, Field(min_length=1, max_length=vocab.TIMEFRAME_CHARS)]
+ModelName = Annotated[
+    str, Field(min_length=1, max_length=vocab.MODEL_NAME_CHARS - NAME_SUFFIX_CHARS)
+]
+ReportName = Annotated[str, Field(min_length=1, max_length=vocab.REPORT_NAME_CHARS)]
 Bps = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
 Pivot = Annotated[int, Field(ge=1, le=200)]
 Seconds = Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]
 Action = Literal[vocab.ACTIONS]
 Mode = Literal[vocab.SESSION_MODES]
+
+
+def _signals(items: list) -> list[tuple[int, str]]:
+    """[[epoch ms, action], …], checked by hand so a million bad signals are one refusal, not a
+    million validation errors (seconds and a gigabyte of them)."""
+    for i, item in enumerate(items):
+        if not (
+            type(item) is list and len(item) == 2 and type(item[0]) is int
+            and vocab.EARLIEST_MS <= item[0] <= vocab.LATEST_MS and item[1] in vocab.ACTIONS
+        ):  # fmt: skip
+            raise ValueError(
+                f"signal {i} must be [epoch ms between 1900 and 2200, one of "
+                f"{'/'.join(vocab.ACTIONS)}], got {quote(item)}"
+            )
+    return [(t, a) for t, a in items]
+
+
+Signals = Annotated[list, Field(max_length=MAX_SIGNALS), AfterValidator(_signals)]
 
 
 class Payload(BaseModel):
@@ -111,13 +137,13 @@ class BacktestStart(Payload):
     start: TimeMs | TimeText | None = None  # epoch ms or a date / ISO time; default: first
     end: TimeMs | TimeText | None = None
     checkpoint_id: Id | None = None  # default: the active checkpoint (unless signals given)
-    signals: list[tuple[TimeMs, Action]] | None = Field(default=None, max_length=MAX_SIGNALS)
+    signals: Signals | None = None
     signals_name: Annotated[str, Field(max_length=255)] | None = None
     fee_bps: Bps = vocab.FEE_BPS
     slippage_bps: Bps = vocab.SLIPPAGE_BPS
     long_only: bool = False
     cash: float = Field(default=vocab.CASH, gt=0, le=1e15, allow_inf_nan=False)
-    name: Name | None = None
+    name: ReportName | None = None
     # Train a private copy of the checkpoint while replaying the range (the checkpoint itself
     # never changes); optionally keep the copy as a checkpoint.
     train_mode: Literal[vocab.BACKTEST_TRAIN_MODES] | None = None
@@ -153,7 +179,7 @@ class TrainStart(Payload):
     seq_len: int = Field(default=512, ge=64, le=8192)
     unannotated_as_hold: bool = False
     activate: bool = False
-    name: Name | None = None
+    name: ModelName | None = None
 
     @model_validator(mode="after")
     def _one_model(self):
@@ -168,7 +194,7 @@ class CheckpointRef(Payload):
 
 class ModelSave(Payload):
     working_model_id: Id
-    name: Name | None = None
+    name: ModelName | None = None
     activate: bool = False
 
 
@@ -222,15 +248,16 @@ class PayloadError(ValueError):
 
 
 def quote(value: Any) -> str:
-    """`value` as repr, cut to a length a message can carry."""
-    text = repr(value)
+    """`value` as repr, cut to a length a message can carry (without building the repr of a
+    million-item list first)."""
+    text = _REPR.repr(value)
     return text if len(text) <= MAX_INPUT_SHOWN else text[: MAX_INPUT_SHOWN - 1] + "…"
 
 
 def describe(err: ValidationError) -> str:
     """The first few problems, each naming its field, quoting at most a little of the input."""
     parts = []
-    errors = err.errors(include_url=False)
+    errors = err.errors(include_url=False)  # a handful: every list field is bounded or hand-checked
     for e in errors[:MAX_PROBLEMS_SHOWN]:
         where = ".".join(str(p) for p in e["loc"]) or "payload"
         msg = e["msg"].removeprefix("Value error, ")
@@ -270,4 +297,15 @@ def parse(kind: str, raw: str | bytes | None) -> Payload:
 def check(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     """What a page is about to submit, checked against the contract: the payload as JSON-ready
     data with nothing the engine would refuse for its shape. Raises PayloadError."""
-    return json.loads(parse(kind, json.dumps(payload)).model_dump_json(exclude_unset=True))
+    try:
+        text = json.dumps(payload, default=_plain)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"payload of {kind!r} cannot be sent as JSON: {exc}") from None
+    return json.loads(parse(kind, text).model_dump_json(exclude_unset=True))
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (a page's number_input, a frame's cell) as the Python numbers they hold."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON")

@@ -27,6 +27,13 @@ COMMAND_FINAL = ("done", "failed", "cancelled")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 SESSION_STATUSES = ("running", "stopped", "finished", "failed", "interrupted")
 
+# Lengths of what people name, as the database columns store them.
+SYMBOL_CHARS = 64
+TIMEFRAME_CHARS = 16
+PERSON_CHARS = 80
+MODEL_NAME_CHARS = 120  # a checkpoint's or working model's name
+REPORT_NAME_CHARS = 200  # a backtest report's name
+
 # Trading defaults, the same for live sessions and backtests.
 FEE_BPS = 10.0
 SLIPPAGE_BPS = 0.0

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from contract.vocab import PIVOT_LEFT, PIVOT_RIGHT
 from db.connection import readonly
 from db.models import Backtest, BacktestPrediction, utcnow
 
@@ -86,7 +87,9 @@ def training_note(settings: dict | None) -> str | None:
         return None
     how = [str(mode).replace("_", " ")]
     if mode == "pivots_only":
-        how.append(f"pivots {settings.get('pivot_left', 5)}/{settings.get('pivot_right', 5)}")
+        how.append(
+            f"pivots {settings.get('pivot_left', PIVOT_LEFT)}/{settings.get('pivot_right', PIVOT_RIGHT)}"
+        )
     if settings.get("training_steps") is not None:
         how.append(f"the copy ended at step {settings['training_steps']:,}")
     kept = settings.get("trained_checkpoint_id")

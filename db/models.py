@@ -30,7 +30,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from contract.vocab import COMMAND_STATUSES, JOB_STATUSES, SESSION_MODES, SESSION_STATUSES
+from contract.vocab import (
+    COMMAND_STATUSES,
+    JOB_STATUSES,
+    MODEL_NAME_CHARS,
+    PERSON_CHARS,
+    REPORT_NAME_CHARS,
+    SESSION_MODES,
+    SESSION_STATUSES,
+    SIDES,
+    SYMBOL_CHARS,
+    TIMEFRAME_CHARS,
+)
 
 
 def utcnow() -> datetime:
@@ -84,7 +95,7 @@ class Command(Base):
     # with a message, not vanish in a driver error.
     payload: Mapped[str] = mapped_column(Text, default="{}")
     status: Mapped[str] = mapped_column(String(16), default="pending")
-    created_by: Mapped[str | None] = mapped_column(String(80))
+    created_by: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -127,7 +138,7 @@ class Job(Base):
     # The working model a training job trains (None for backtests). No foreign key: jobs,
     # checkpoints and working models would refer to each other in a cycle.
     working_model_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    created_by: Mapped[str | None] = mapped_column(String(80))
+    created_by: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -141,8 +152,8 @@ class DataImport(Base):
     __tablename__ = "imports"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    symbol: Mapped[str] = mapped_column(String(64))
-    timeframe: Mapped[str] = mapped_column(String(16))
+    symbol: Mapped[str] = mapped_column(String(SYMBOL_CHARS))
+    timeframe: Mapped[str] = mapped_column(String(TIMEFRAME_CHARS))
     source: Mapped[str] = mapped_column(String(500))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     format: Mapped[str] = mapped_column(String(32))
@@ -152,7 +163,7 @@ class DataImport(Base):
     rows_skipped: Mapped[int] = mapped_column(Integer)
     options: Mapped[dict[str, Any] | None]
     report: Mapped[dict[str, Any] | None]
-    created_by: Mapped[str | None] = mapped_column(String(80))
+    created_by: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -163,8 +174,8 @@ class Candle(Base):
     __table_args__ = (UniqueConstraint("symbol", "timeframe", "ts"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    symbol: Mapped[str] = mapped_column(String(64))
-    timeframe: Mapped[str] = mapped_column(String(16))
+    symbol: Mapped[str] = mapped_column(String(SYMBOL_CHARS))
+    timeframe: Mapped[str] = mapped_column(String(TIMEFRAME_CHARS))
     ts: Mapped[int] = mapped_column(BigInteger)
     open: Mapped[float] = mapped_column(Double)
     high: Mapped[float] = mapped_column(Double)
@@ -180,9 +191,9 @@ class Checkpoint(Base):
     __tablename__ = "checkpoints"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(120))
+    name: Mapped[str] = mapped_column(String(MODEL_NAME_CHARS))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
-    created_by: Mapped[str | None] = mapped_column(String(80))
+    created_by: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     feature_version: Mapped[int] = mapped_column(Integer)
     config: Mapped[dict[str, Any]]
@@ -209,9 +220,9 @@ class WorkingModel(Base):
     __tablename__ = "working_models"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(120))
+    name: Mapped[str] = mapped_column(String(MODEL_NAME_CHARS))
     base_checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"))
-    created_by: Mapped[str | None] = mapped_column(String(80))
+    created_by: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     engine_id: Mapped[str | None] = mapped_column(String(80))  # the engine that has it loaded
     # Relative to the data directory; None until the first autosave.
@@ -227,24 +238,24 @@ class Annotation(Base):
 
     __tablename__ = "annotations"
     __table_args__ = (
-        CheckConstraint("side IN ('long', 'short')", name="side"),
+        CheckConstraint(f"side IN {SIDES}", name="side"),
         CheckConstraint("entry_ts < exit_ts", name="order"),
         Index("ix_annotations_symbol_timeframe", "symbol", "timeframe"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    symbol: Mapped[str] = mapped_column(String(64))
-    timeframe: Mapped[str] = mapped_column(String(16))
+    symbol: Mapped[str] = mapped_column(String(SYMBOL_CHARS))
+    timeframe: Mapped[str] = mapped_column(String(TIMEFRAME_CHARS))
     entry_ts: Mapped[int] = mapped_column(BigInteger)
     exit_ts: Mapped[int] = mapped_column(BigInteger)
     side: Mapped[str] = mapped_column(String(5))
     note: Mapped[str | None] = mapped_column(Text)
-    author: Mapped[str | None] = mapped_column(String(80))
+    author: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime | None]
     # Deletes are soft so they can be undone.
     deleted_at: Mapped[datetime | None]
-    deleted_by: Mapped[str | None] = mapped_column(String(80))
+    deleted_by: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
 
 
 class TrainingEvent(Base):
@@ -265,7 +276,7 @@ class TrainingEvent(Base):
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
     session_id: Mapped[int | None] = mapped_column(Integer)
     command_id: Mapped[int | None] = mapped_column(Integer)  # a manual request's command
-    requested_by: Mapped[str | None] = mapped_column(String(80))  # who asked (manual)
+    requested_by: Mapped[str | None] = mapped_column(String(PERSON_CHARS))  # who asked (manual)
     step: Mapped[int | None] = mapped_column(Integer)  # optimizer step count after it
     samples: Mapped[int] = mapped_column(Integer, default=0)
     loss: Mapped[float | None] = mapped_column(Double)
@@ -290,8 +301,8 @@ class LiveSession(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    symbol: Mapped[str] = mapped_column(String(64))
-    timeframe: Mapped[str] = mapped_column(String(16))
+    symbol: Mapped[str] = mapped_column(String(SYMBOL_CHARS))
+    timeframe: Mapped[str] = mapped_column(String(TIMEFRAME_CHARS))
     checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"))
     # None: the frozen checkpoint, inference only. Otherwise the working model it trains. (No
     # foreign key: adding one makes SQLite rebuild this table, which its children forbid.)
@@ -300,7 +311,7 @@ class LiveSession(Base):
     feed: Mapped[dict[str, Any]]
     settings: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16), default="running", index=True)
-    created_by: Mapped[str | None] = mapped_column(String(80))
+    created_by: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     stopped_at: Mapped[datetime | None]
     engine_id: Mapped[str | None] = mapped_column(String(80))
@@ -372,9 +383,9 @@ class Backtest(Base):
     __tablename__ = "backtests"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str | None] = mapped_column(String(200))
-    symbol: Mapped[str] = mapped_column(String(64))
-    timeframe: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(REPORT_NAME_CHARS))
+    symbol: Mapped[str] = mapped_column(String(SYMBOL_CHARS))
+    timeframe: Mapped[str] = mapped_column(String(TIMEFRAME_CHARS))
     start_ts: Mapped[int | None] = mapped_column(BigInteger)
     end_ts: Mapped[int | None] = mapped_column(BigInteger)
     checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
@@ -385,7 +396,7 @@ class Backtest(Base):
     metrics: Mapped[dict[str, Any] | None]
     trades: Mapped[dict[str, Any] | None]  # {"rows": [...]}
     equity: Mapped[dict[str, Any] | None]  # {"ts": [...], "equity": [...]}
-    created_by: Mapped[str | None] = mapped_column(String(80))
+    created_by: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
+from db import jobs
 from db.connection import readonly
 from db.models import Checkpoint, Job, LiveSession, TrainingEvent, WorkingModel, utcnow
 
@@ -175,7 +176,7 @@ def overview(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
             (wid, f"job {jid}")
             for wid, jid in conn.execute(
                 select(Job.working_model_id, Job.id).where(
-                    Job.working_model_id.in_(ids), Job.status.in_(("queued", "running"))
+                    Job.working_model_id.in_(ids), Job.status.in_(jobs.UNFINISHED)
                 )
             )
         ]
@@ -242,7 +243,7 @@ def summary(engine: Engine, working_model_id: int) -> dict[str, Any]:
             for j in job_rows
         ],
         "trained_now_by": [f"session {s.id} ({s.mode})" for s in sessions if s.status == "running"]
-        + [f"job {j.id}" for j in job_rows if j.status in ("queued", "running")],
+        + [f"job {j.id}" for j in job_rows if j.status in jobs.UNFINISHED],
         "last_checkpoint": None
         if last is None
         else {"id": last.id, "name": last.name, "steps": last.steps},

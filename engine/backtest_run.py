@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
-from contract.vocab import ACTIONS, CASH, EARLIEST_MS, FEE_BPS, LATEST_MS
+from contract.vocab import ACTIONS, CASH, EARLIEST_MS, FEE_BPS, LATEST_MS, PIVOT_LEFT, PIVOT_RIGHT
 from db import candles
 from engine import backtest, backtest_stats, pivots
 from engine.inference import CHUNK, context_size, predict_all
@@ -34,15 +34,19 @@ def to_ms(value: str | int | None) -> int | None:
     if value is None or value == "":
         return None
     text = str(value).strip()
-    if isinstance(value, int) or (text.lstrip("-").isdigit() and len(text) > 8):
-        ms = int(value)
-    else:
-        try:
+    digits = text.removeprefix("-")
+    try:
+        if isinstance(value, int) or (digits.isascii() and digits.isdecimal() and len(digits) > 8):
+            ms = int(text)
+        else:
             ts = pd.Timestamp(text)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise BacktestError(f"{text[:40]!r} is not a date or time: {exc}") from None
-        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-        ms = int(ts.value // 1_000_000)
+            ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+            ms = int(ts.value // 1_000_000)
+    except (ValueError, TypeError, OverflowError):
+        raise BacktestError(
+            f"{text[:40]!r} is not a date or time between 1900 and 2200: give e.g. 2018-01-01, "
+            "2018-01-01T09:30 or epoch milliseconds"
+        ) from None
     if not EARLIEST_MS <= ms <= LATEST_MS:
         raise BacktestError(f"{text[:40]!r} is outside 1900–2200: give a date or epoch ms")
     return ms
@@ -77,7 +81,7 @@ def _replay_learning(full: pd.DataFrame, first: int, learn: dict, progress) -> n
     """Predict then learn, candle by candle, over full[first:]; probabilities (k, 3)."""
     runner = learn["runner"]
     arr = full[["open", "high", "low", "close", "volume", "ts"]].to_numpy(dtype=float)
-    learner = OnlineLearner(runner.config, learn.get("right", 5))
+    learner = OnlineLearner(runner.config, learn.get("right", PIVOT_RIGHT))
     event = learn.get("event", {})
     out = []
     n = len(arr)
@@ -86,7 +90,11 @@ def _replay_learning(full: pd.DataFrame, first: int, learn: dict, progress) -> n
         pred = runner.snapshot.predict_last(seen[:, :5])
         out.append([pred.probs[a] for a in ACTIONS])
         found = pivots.confirmed_at(
-            seen[:, 1], seen[:, 2], i + 1, learn.get("left", 5), learn.get("right", 5)
+            seen[:, 1],
+            seen[:, 2],
+            i + 1,
+            learn.get("left", PIVOT_LEFT),
+            learn.get("right", PIVOT_RIGHT),
         )
         for sample in learner.after_candle(learn["mode"], seen, found):
             # A private copy: nothing else holds its lock, so it trains in step with the replay.

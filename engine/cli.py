@@ -12,6 +12,7 @@ from pathlib import Path
 
 import db
 from contract import vocab
+from contract.payloads import MAX_ID
 from db import bus, candles, engines, jobs, sessions, settings
 
 
@@ -395,6 +396,13 @@ def _table(rows: list[dict]) -> str:
     return "\n".join([line(columns), *(line(c) for c in cells)])
 
 
+def _row_id(value: str) -> int:
+    """An id as the database stores it (INTEGER): a typo is an argument error, not an overflow."""
+    if not (value.isascii() and value.isdecimal()) or not 1 <= int(value) <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"give an id from 1 to {MAX_ID}, not {value[:40]!r}")
+    return int(value)
+
+
 def _limit(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"give a whole number of rows, 1 or more, not {value!r}")
@@ -535,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(model: a working model)",
     )  # fmt: skip
     s.add_argument("what", choices=["session", "model", "checkpoint", "backtest"])
-    s.add_argument("id", type=int)
+    s.add_argument("id", type=_row_id)
     s.add_argument(
         "--json", action="store_true", help="backtest: the whole report (trades, equity, "
         "predictions) as the app's 'Download report (JSON)' has it; the others print JSON anyway",

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from contract.vocab import ACTIONS
 from market import times
 from market.files import CsvLayoutError, clip, load_text
 
-ACTIONS = ("BUY", "SELL", "HOLD")
 _TIME_COLUMNS = ("timestamp", "time", "datetime", "date")
 _ACTION_COLUMNS = ("action", "signal")
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/^=-]{0,63}$")
+from contract.vocab import SYMBOL_CHARS
+
+_PATTERN = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._:/^=-]{{0,{SYMBOL_CHARS - 1}}}$")
 
 
 class BadSymbol(ValueError):
@@ -16,7 +18,7 @@ def check(symbol: str) -> str:
     s = (symbol or "").strip()
     if not _PATTERN.match(s):
         raise BadSymbol(
-            f"symbol {symbol!r} is not usable: 1–64 characters, letters, digits and . _ : / ^ = -"
+            f"symbol {repr(symbol)[:80]} is not usable: 1–{SYMBOL_CHARS} characters, letters, digits and . _ : / ^ = -"
             " (e.g. BTC/USDT, SP500, EURUSD)"
         )
     return s

@@ -6,7 +6,7 @@ import re
 
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 MONTH_MS = 30 * 86_400_000  # nominal; real months vary, so month-sized checks allow slack
-_PATTERN = re.compile(r"^([1-9][0-9]*)([smhdwM])$")
+_PATTERN = re.compile(r"^([1-9][0-9]{0,5})([smhdwM])$")  # up to 999999 units: 1m … 1M
 
 
 class BadTimeframe(ValueError):
@@ -18,7 +18,7 @@ def parse(timeframe: str) -> tuple[int, str]:
     m = _PATTERN.match(timeframe.strip()) if isinstance(timeframe, str) else None
     if not m:
         raise BadTimeframe(
-            f"timeframe {timeframe!r} is not understood: use a number and a unit, "
+            f"timeframe {repr(timeframe)[:40]} is not understood: use a number and a unit, "
             "s, m (minutes), h, d, w or M (months), e.g. 1m, 15m, 4h, 1d, 1w, 1M"
         )
     return int(m.group(1)), m.group(2)

@@ -13,6 +13,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from contract.vocab import SIDES
 from db import annotations as annotation_rows
 from pages.common import (
     annotation_frame,
@@ -21,6 +22,7 @@ from pages.common import (
     candle_layers,
     current_user,
     database,
+    md_text,
     pick_candles,
 )
 
@@ -131,7 +133,7 @@ def marker() -> None:
     c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
     c1.metric("Entry", fmt(state.ann_entry))
     c2.metric("Exit", fmt(state.ann_exit))
-    c3.radio("Side", ["long", "short"], horizontal=True, key=f"ann_side_{state.ann_saves}")
+    c3.radio("Side", list(SIDES), horizontal=True, key=f"ann_side_{state.ann_saves}")
     c4.button("Clear", on_click=clear_marks, shortcut="Esc")
     st.text_input("Note", key=f"ann_note_{state.ann_saves}", placeholder="why this trade?")
     ready = state.ann_entry is not None and state.ann_exit is not None
@@ -139,13 +141,13 @@ def marker() -> None:
               shortcut="Ctrl+Enter",
               help=None if who else "Enter your name in the sidebar first.")  # fmt: skip
     if error := state.pop("ann_error", None):
-        st.error(error)
+        st.error(md_text(error))
 
 
 marker()
 backtest_visible_chart(row, df, "ann")
 if message := state.pop("ann_flash", None):
-    st.success(message)
+    st.success(md_text(message))
 
 
 def editable(rows) -> pd.DataFrame:
@@ -177,16 +179,23 @@ def changes_of(before, after) -> dict:
 
 
 def save_edits(table: pd.DataFrame, edited: pd.DataFrame) -> None:
-    changed = []
+    """Apply every changed row, or none: each is checked before the first is written."""
+    edits = []
     for before, after in zip(table.itertuples(), edited.itertuples(), strict=True):
         if fields := changes_of(before, after):
             prior = annotation_rows.get(engine, int(before.id))
-            annotation_rows.edit(engine, int(before.id), **fields)
-            state.ann_undo.append(("edit", int(before.id), {
-                "side": prior.side, "note": prior.note,
-                "entry_ts": prior.entry_ts, "exit_ts": prior.exit_ts}))  # fmt: skip
-            changed.append(str(before.id))
-    flash(f"Updated annotation(s) {', '.join(changed)}." if changed else "Nothing was changed.")
+            values = {"side": prior.side, "note": prior.note,
+                      "entry_ts": prior.entry_ts, "exit_ts": prior.exit_ts}  # fmt: skip
+            try:
+                annotation_rows.AnnotationIn(symbol, timeframe, **{**values, **fields}).check()
+            except annotation_rows.BadAnnotation as exc:
+                raise annotation_rows.BadAnnotation(f"annotation {before.id}: {exc}") from None
+            edits.append((int(before.id), fields, values))
+    for aid, fields, values in edits:
+        annotation_rows.edit(engine, aid, **fields)
+        state.ann_undo.append(("edit", aid, values))
+    changed = ", ".join(str(aid) for aid, _, _ in edits)
+    flash(f"Updated annotation(s) {changed}." if edits else "Nothing was changed.")
 
 
 def undo() -> None:
@@ -220,7 +229,7 @@ else:
         width="stretch",
         disabled=["id", "symbol", "timeframe", "author"],
         column_config={
-            "label": st.column_config.SelectboxColumn("label", options=["long", "short"],
+            "label": st.column_config.SelectboxColumn("label", options=list(SIDES),
                                                       required=True),
             "start": st.column_config.DatetimeColumn("entry", format="YYYY-MM-DD HH:mm",
                                                      timezone="UTC", required=True),
@@ -234,7 +243,7 @@ else:
         try:
             save_edits(table, edited)
         except annotation_rows.BadAnnotation as exc:
-            flash(f"Not saved: {exc}")
+            flash(f"Nothing saved: {exc}")
         st.rerun()
     to_delete = e2.selectbox("Delete annotation", table["id"].tolist(), index=None,
                              placeholder="id…", label_visibility="collapsed")  # fmt: skip
@@ -273,7 +282,7 @@ if upload is not None and st.button("Import", disabled=not who):
         frame = annotation_rows.read_file(upload.getvalue(), upload.name)
         ids = annotation_rows.import_frame(engine, frame, author=who)
     except annotation_rows.BadAnnotation as exc:
-        st.error(f"Nothing imported: {exc}")
+        st.error(f"Nothing imported: {md_text(str(exc))}")
     else:
         st.success(
             f"Imported {len(ids)} annotation(s); {len(frame) - len(ids)} were already stored."

@@ -16,6 +16,7 @@ from pages.common import (
     checkpoint_labels,
     current_user,
     database,
+    md_text,
     rerun_when_job_ends,
     watch_backtest,
 )
@@ -78,7 +79,7 @@ with st.expander("New backtest", expanded=not backtests.all_(engine, limit=1)):
             try:
                 sig = signals_file.read(upload.getvalue())
             except signals_file.SignalsError as exc:
-                st.error(f"Cannot use {upload.name}: {exc}")
+                st.error(f"Cannot use {md_text(upload.name)}: {md_text(str(exc))}")
             else:
                 trading = sig[sig.action != "HOLD"]
                 payload["signals"] = [

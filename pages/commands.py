@@ -21,7 +21,7 @@ import streamlit as st
 from contract.payloads import PayloadError, check
 from db import bus
 from db.models import Command
-from pages.common import current_user, database
+from pages.common import current_user, database, md_text
 
 WAIT_NOTICE_S = 5.0  # after this long without an answer, say the engine may be offline
 SAME_CLICK_S = 2.0  # the same payload from the same control this soon is the same click
@@ -91,12 +91,12 @@ def answer(
             st.rerun(scope="app")
         if row.status == "done":
             message = done(row.result or {}) if done else "Done."
-            if message:
-                st.success(message)
+            if message:  # built from names people typed: shown as text, never Markdown
+                st.success(md_text(message))
             if then is not None:
                 then(row.result or {})
         else:
-            st.error(row.error or f"Command {row.id} was {row.status}.")
+            st.error(md_text(row.error) if row.error else f"Command {row.id} was {row.status}.")
 
     show()
 

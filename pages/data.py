@@ -19,7 +19,7 @@ from market.csv_import import (
     upload_limit_mb,
 )
 from market.importer import import_candles
-from pages.common import candle_chart, current_user, database
+from pages.common import candle_chart, current_user, database, md_text
 
 engine = database()
 st.title("Data")
@@ -116,7 +116,7 @@ if upload is not None:
     if blocking:
         st.warning(report.message(skip_bad, strict_gaps))
     elif report.gaps_note():
-        st.info(f"Imports with {report.gaps_note()}.")
+        st.info(f"Imports with {md_text(report.gaps_note())}.")
     preview = parsed.rows.loc[~parsed.rows["bad"]].sort_values("ts").tail(1000)
     if len(preview):
         preview = preview.assign(

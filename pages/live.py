@@ -27,6 +27,7 @@ from pages.common import (
     checkpoint_labels,
     current_user,
     database,
+    md_text,
     working_model_labels,
 )
 
@@ -228,11 +229,13 @@ def _window(sess, view) -> tuple[pd.DataFrame, float, float, str]:
         return df, lo, hi, "following the latest candle"
     lo, hi = view
     width = max(hi - lo, step)
-    df = candles.load(engine, sess.symbol, sess.timeframe, int(lo - width / 2), int(hi + width / 2))
-    df = df[df.ts <= sess.last_ts]  # a live feed's newer candle: not the session's yet
+    # At most MAX_DRAWN candles read, however far the person zoomed out: the newest of the view
+    # and its margin, never a live feed's newer candle (not the session's yet).
+    end = int(min(hi + width / 2, sess.last_ts)) if sess.last_ts is not None else int(hi)
+    df = candles.load(engine, sess.symbol, sess.timeframe, int(lo - width / 2), end,
+                      last=MAX_DRAWN)  # fmt: skip
     note = "your view: it stays while candles arrive"
-    if len(df) > MAX_DRAWN:
-        df = df[(df.ts >= lo) & (df.ts <= hi)].iloc[-MAX_DRAWN:]
+    if len(df) == MAX_DRAWN and df.ts.iloc[0] > lo:
         note += f"; the newest {MAX_DRAWN:,} candles of it drawn"
     return df.reset_index(drop=True), lo, hi, note
 
@@ -372,9 +375,9 @@ def model_line(sess, model_step: int | None) -> str:
     """What the session's predictions come from, in one line."""
     ckpt = checkpoint_rows.get(engine, sess.checkpoint_id)
     if sess.working_model_id is None:
-        return f"Model: checkpoint #{ckpt.id} {ckpt.name}, frozen (inference only)."
+        return f"Model: checkpoint #{ckpt.id} {md_text(ckpt.name)}, frozen (inference only)."
     w = working_rows.get(engine, sess.working_model_id)
-    trained = f"working model W{w.id} {w.name}, started from checkpoint #{ckpt.id}"
+    trained = f"working model W{w.id} {md_text(w.name)}, started from checkpoint #{ckpt.id}"
     if sess.status != "running":
         return (
             f"Model: {trained}. What the session learned was saved as a checkpoint when it ended."
@@ -401,7 +404,7 @@ def manual_status(session_id: int) -> None:
     if done.empty:
         st.info(f"Training on {when} as {action}: waiting for the training lock…")
     elif done.skipped.iloc[0]:
-        st.warning(f"Training on {when} as {action} was skipped: {done.error.iloc[0]}")
+        st.warning(f"Training on {when} as {action} was skipped: {md_text(done.error.iloc[0])}")
     elif done.lost.iloc[0]:
         st.warning(f"Training on {when} as {action} was applied, then lost to an engine crash.")
     else:
@@ -472,7 +475,7 @@ def panel(session_id: int) -> None:
     st.caption(model_line(sess, kept.model_step))
     manual_status(session_id)
     if sess.error:
-        st.error(sess.error)
+        st.error(md_text(sess.error))
     follow_key = _follow_key(session_id)
     st.session_state.setdefault(follow_key, True)
     follow = st.toggle(

@@ -26,19 +26,20 @@ from pages.reporting import (
 engine = database()
 raw = st.query_params.get("id")
 rows = backtests.all_(engine)
-if not rows:
-    st.title("Backtest report")
-    st.info("No backtests yet: start one on the Backtest page or with 'Backtest Visible Chart'.")
-    st.stop()
 by_id = {r.id: r for r in rows}
-wanted = int(raw) if raw is not None and raw.strip().isdigit() else None
+# An id that fits a database integer (longer digit strings are no report, not an overflow).
+wanted = int(raw) if raw and raw.isascii() and raw.isdecimal() and len(raw) <= 9 else None
 if wanted is not None and wanted not in by_id:  # older than the newest 500: still its own URL
     older = backtests.get(engine, wanted)
     by_id.update({wanted: older} if older is not None else {})
 if raw is not None and wanted not in by_id:
     # Shown as text: the parameter is whatever the link said (Markdown in it must not render).
-    st.error(f"No report with id {md_text(raw)}: pick one below.")
+    st.error(f"No report with id {md_text(raw)}" + (": pick one below." if rows else "."))
     wanted = None
+if not by_id:
+    st.title("Backtest report")
+    st.info("No backtests yet: start one on the Backtest page or with 'Backtest Visible Chart'.")
+    st.stop()
 ids = sorted(by_id, reverse=True)
 chosen = st.selectbox(
     "Report", ids, index=ids.index(wanted or ids[0]), format_func=lambda i: label(by_id[i])

@@ -237,12 +237,20 @@ def test_live_page_runs_a_pivot_training_session_and_stops_it(app, page):
     expect(queue).to_have_text(__import__("re").compile(r"^\d+ waiting$"))
     equity = metric.filter(has_text="Equity").get_by_test_id("stMetricValue")
     expect(equity).not_to_have_text("0.00")
+    # Switch mode offers all four modes, and Apply says what it did.
+    switch = page.get_by_role("combobox", name="Switch mode")
+    switch.click()
+    switch.fill("Per-Candle")
+    switch.press("Enter")
+    expect(switch).to_have_value("Live Inference + Per-Candle Training")
+    page.get_by_role("button", name="Apply mode").click()
+    expect(page.get_by_text("is now in mode Live Inference + Per-Candle Training")).to_be_visible()
     page.get_by_role("button", name="Stop session").click()
     expect(status).to_have_text("stopped", timeout=15_000)
     from db import sessions
 
     (row,) = sessions.all_(database)
-    assert row.mode == "pivots_only" and row.created_by == "ana" and row.status == "stopped"
+    assert row.mode == "every_candle" and row.created_by == "ana" and row.status == "stopped"
     assert page.get_by_test_id("stException").count() == 0
 
     # Manual mode on the working model the first session trained: accepted, then applied.
@@ -326,6 +334,12 @@ def test_backtest_visible_chart_then_open_the_report_and_download_csv(app, page)
     from playwright.sync_api import expect
 
     url, database = app
+    # A report URL is never Markdown: an image in ?id= is shown as text, and nothing is fetched.
+    fetched = []
+    page.on("request", lambda r: r.url.startswith("http://127.0.0.1:9/") and fetched.append(r.url))
+    page.goto(url + "/report?id=![x](http://127.0.0.1:9/p.png)")
+    expect(page.get_by_text("![x](http://127.0.0.1:9/p.png)", exact=False).first).to_be_visible()
+    assert fetched == []
     page.goto(url)
     page.get_by_role("textbox", name="Your name").fill("ana")
     page.get_by_role("textbox", name="Your name").press("Enter")

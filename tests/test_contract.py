@@ -76,3 +76,24 @@ def test_a_page_checks_what_it_submits_and_gets_json_ready_data():
     assert sent == {"symbol": "SPX", "timeframe": "1d", "signals": [[1_600_000_000_000, "BUY"]]}
     with pytest.raises(PayloadError, match="fee_bps"):
         check("backtest.start", {"symbol": "SPX", "timeframe": "1d", "fee_bps": -1})
+
+
+def test_a_million_bad_signals_are_one_short_refusal_not_a_million_errors():
+    import time
+
+    raw = json.dumps({"symbol": "X", "timeframe": "1d", "signals": [[1, "NOPE"]] * 600_000})
+    started = time.perf_counter()
+    message = refusal("backtest.start", raw)
+    assert time.perf_counter() - started < 10  # was 11 s and 0.9 GB through pydantic's errors
+    assert "signal 0 must be" in message and len(message) < 400
+
+
+def test_ids_stop_where_the_integer_columns_do():
+    parse("session.stop", json.dumps({"session_id": payloads.MAX_ID}))
+    assert "session_id" in refusal("session.stop", json.dumps({"session_id": 2**31}))
+
+
+def test_a_page_may_pass_numpy_numbers():
+    import numpy as np
+
+    assert check("session.stop", {"session_id": np.int64(3)}) == {"session_id": 3}

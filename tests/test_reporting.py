@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pages.reporting import thin
 from tests.conftest import ROOT
@@ -143,3 +144,14 @@ def test_the_report_page_shows_names_and_the_url_parameter_as_text(database):
     assert r"Backtest #1 · \!\[x\]\(http" in page.title[0].value
     assert r"\<img src\=x\>\.csv" in page.caption[0].value and r"\*ana\*" in page.caption[0].value
     assert any("Trained while backtesting" in e.value for e in page.info)
+
+
+@pytest.mark.parametrize("raw", ["99999999999999999999", "-1", "0", "abc", ""])
+def test_a_report_url_with_an_impossible_id_says_so(database, raw):
+    from streamlit.testing.v1 import AppTest
+
+    page = AppTest.from_file(str(ROOT / "pages" / "report.py"), default_timeout=60)
+    page.query_params["id"] = raw
+    page.run()
+    assert not page.exception
+    assert page.error and "No report with id" in page.error[0].value

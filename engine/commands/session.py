@@ -9,7 +9,6 @@ from db import sessions as session_rows
 from db import working_models as working_rows
 from engine.commands.train import working_model
 from engine.feeds import FeedError
-from engine.pool import WorkingModelElsewhere
 from engine.registry import CommandError, command
 from engine.sessions import make_feed
 from market import symbols, timeframes
@@ -43,12 +42,14 @@ def start(ctx, args: SessionStart, cmd) -> dict:
                 "the Data page first"
             )
     feed_spec = args.feed.model_dump(exclude_none=True)
+    frozen = args.frozen if args.frozen is not None else args.mode == "none"
     try:  # everything that can refuse comes before the first row is written
         feed = make_feed(ctx, args.symbol, args.timeframe, feed_spec)
         shared = working_model(ctx, args.working_model_id) if args.working_model_id else None
-    except (FeedError, ValueError) as exc:
+        if shared is None:
+            ctx.models.frozen(checkpoint_id)  # its weights load (a new working model starts there)
+    except (FeedError, ValueError, OSError, RuntimeError) as exc:
         raise CommandError(f"session could not start: {exc}") from None
-    frozen = args.frozen if args.frozen is not None else args.mode == "none"
     working_model_id = shared.id if shared else None
     if working_model_id is None and not frozen:
         working_model_id = ctx.models.new_working(checkpoint_id, created_by=cmd.created_by).id
@@ -71,9 +72,9 @@ def start(ctx, args: SessionStart, cmd) -> dict:
     )
     try:
         ctx.sessions.launch(session_rows.get(ctx.db, sid), feed)
-    except (FeedError, KeyError, ValueError, WorkingModelElsewhere) as exc:
-        session_rows.close(ctx.db, sid, "failed", str(exc))
-        raise CommandError(f"session {sid} could not start: {exc}") from None
+    except Exception as exc:  # the row exists: it must not stay 'running' with nothing running it
+        session_rows.close(ctx.db, sid, "failed", f"{type(exc).__name__}: {exc}")
+        raise CommandError(f"session {sid} could not start: {type(exc).__name__}: {exc}") from None
     return {"session_id": sid, "checkpoint_id": checkpoint_id, "mode": args.mode,
             "working_model_id": working_model_id}  # fmt: skip
 
