@@ -17,8 +17,8 @@ MODE_TITLES = {
     "every_candle": "Live Inference + Per-Candle Training",
     "manual": "Manual mode (Train on Current Candle)",
 }
-MODE_SHORT = {"none": "Inference only", "pivots_only": "Pivot training",
-              "every_candle": "Per-candle training", "manual": "Manual"}  # fmt: skip
+MODE_SHORT = {"none": "Inference", "pivots_only": "Pivots", "every_candle": "Per-candle",
+              "manual": "Manual"}  # fmt: skip
 BACKTEST_TRAIN_MODES = ("pivots_only", "every_candle")
 FEED_KINDS = ("replay", "exchange", "synthetic")
 

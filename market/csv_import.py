@@ -174,7 +174,11 @@ class CandleReport:
             lines.append(f"  - {p.headline()}" + (f" (e.g. {ex})" if ex else ""))
         fixes = []
         if any(p.kind != "gaps" for p in blocking):
-            fixes.append("fix the file, or choose 'skip bad rows' to import only the good rows")
+            fixes.append(
+                "fix the file, or choose 'skip bad rows' to import only the good rows"
+                if self.valid_rows
+                else "fix the file: no row of it is usable as it stands"
+            )
         if any(p.kind == "gaps" for p in blocking):
             fixes.append("turn off 'refuse gaps (strict)' if the missing candles are expected")
         lines.append("To import: " + "; ".join(fixes) + ".")
@@ -811,7 +815,7 @@ def _gaps_problem(ts: np.ndarray, idx: np.ndarray, missing: np.ndarray) -> Probl
     return Problem(
         "gaps",
         int(len(idx)),
-        f"gaps, {int(missing.sum())} candles missing in all ({PROBLEMS['gaps']})",
+        f"gaps, {int(missing.sum())} candles missing in all (market closures excepted)",
         examples,
     )
 

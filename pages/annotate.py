@@ -155,6 +155,7 @@ def editable(rows) -> pd.DataFrame:
     table = annotation_rows.to_frame(rows)
     for col in ("start", "end"):
         table[col] = pd.to_datetime(table[col], utc=True)
+    table["note"] = table["note"].fillna("")  # an empty note reads as empty, not "None"
     return table
 
 

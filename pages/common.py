@@ -17,6 +17,12 @@ from db import checkpoints as checkpoint_rows
 from db import working_models as working_rows
 
 UP, DOWN = "#26a69a", "#ef5350"
+# Time-axis tick labels that carry the year: "05 Mar 2024", "Mar 2024", "2024", or day and hour.
+TIME_LABELS = (
+    "hours(datum.value) || minutes(datum.value) ? timeFormat(datum.value, '%d %b %H:%M')"
+    " : date(datum.value) != 1 ? timeFormat(datum.value, '%d %b %Y')"
+    " : month(datum.value) ? timeFormat(datum.value, '%b %Y') : timeFormat(datum.value, '%Y')"
+)
 MAX_CHART_CANDLES = 20_000
 PRESETS = {"last 100": 100, "last 250": 250, "last 500": 500, "last 1,000": 1000, "all": None}
 
@@ -161,6 +167,7 @@ def candle_chart(
         alt.layer(volume, price)
         .resolve_scale(y="independent")
         .properties(height=height, width="container", title=title or "")
+        .configure_axisTemporal(labelExpr=TIME_LABELS)
     )
 
 

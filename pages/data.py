@@ -79,7 +79,9 @@ if upload is not None:
     m[0].metric("Layout", report.format)
     m[1].metric("Rows", f"{report.rows_in_file:,}")
     m[2].metric("Good rows", f"{report.valid_rows:,}")
-    m[3].metric("Problems", len(report.problems))
+    faults = [p for p in report.problems if p.kind != "gaps"]
+    m[3].metric("Problems", len(faults), help="Faults that stop the import (unless you skip bad "
+                "rows). Gaps are listed too but are imported as gaps unless you refuse them.")  # fmt: skip
     if report.first_ts is not None:
         span = pd.to_datetime([report.first_ts, report.last_ts], unit="ms", utc=True)
         st.caption(

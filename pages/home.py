@@ -71,8 +71,7 @@ if c1.button(
 ):
     send("ping", {}, key="ping")
 with c2:
-    answer("ping", done=lambda r: f"pong from {md_text(r['engine_id'])} (its time in the "
-           "table below)")  # fmt: skip
+    answer("ping", done=lambda r: f"pong from {r['engine_id']} (its time in the table below)")
 recent = bus.recent(engine, limit=20)
 if recent:
     st.dataframe(

@@ -20,6 +20,7 @@ from market import timeframes
 from pages.commands import answer, send
 from pages.common import (
     DOWN,
+    TIME_LABELS,
     UP,
     annotation_frame,
     annotation_layers,
@@ -361,13 +362,15 @@ def chart(sess, kept, view) -> tuple[alt.LayerChart | None, str]:
         f"{pd.Timestamp(hi, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} UTC"
     )
     return (
-        alt.layer(*(_in_view(layer, x_scale, y_scale) for layer in layers)).properties(
+        alt.layer(*(_in_view(layer, x_scale, y_scale) for layer in layers))
+        .properties(
             height=420,
             width="container",
             title=f"{sess.symbol} {sess.timeframe}",
             # SVG: a few hundred marks, and axes a test can read
             usermeta={"embedOptions": {"renderer": "svg"}},
         )
+        .configure_axisTemporal(labelExpr=TIME_LABELS)  # ticks with the year
     ), f"Showing {shown} · {note}"
 
 
@@ -452,7 +455,7 @@ def panel(session_id: int) -> None:
         + (", when the session ended: it does not move after that." if ended else "."),
     )
     m[5].metric("Equity", f"{state.get('equity', 0):,.2f}")
-    m = st.columns(6)
+    m = st.columns([1.6, 0.7, 0.9, 1, 1.1, 1.3])  # room for the mode and the prediction
     n_trades = state.get("trades", 0)
     m[0].metric("Mode", SHORT[sess.mode], help=MODES[sess.mode])
     m[1].metric("Trades", n_trades)

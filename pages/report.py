@@ -9,10 +9,16 @@ import streamlit as st
 
 from db import annotations as annotation_rows
 from db import backtests, candles
-from pages.common import annotation_frame, annotation_layers, candle_layers, database, md_text
+from pages.common import (
+    TIME_LABELS,
+    annotation_frame,
+    annotation_layers,
+    candle_layers,
+    database,
+    md_text,
+)
 from pages.reporting import (
     HEADLINE,
-    TIME_LABELS,
     equity_chart,
     equity_frame,
     label,

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from db import backtests
-from pages.common import md_text
+from pages.common import TIME_LABELS, md_text
 
 HEADLINE = ["Return [%]", "Buy & Hold Return [%]", "Max. Drawdown [%]", "# Trades", "Win Rate [%]",
             "Sharpe Ratio"]  # fmt: skip
@@ -68,13 +68,6 @@ def label(row) -> str:
 # Tick labels that always carry the year ("Mar 2024", "05 Mar 2024", "2024"); Vega's default
 # ("March", "Fri 05") drops it, and a chart over months cannot be placed in time. Sub-day ticks
 # show day and hour. Local-time functions, as the time scale places the ticks in local time.
-TIME_LABELS = (
-    "hours(datum.value) || minutes(datum.value) ? timeFormat(datum.value, '%d %b %H:%M')"
-    " : date(datum.value) != 1 ? timeFormat(datum.value, '%d %b %Y')"
-    " : month(datum.value) ? timeFormat(datum.value, '%b %Y') : timeFormat(datum.value, '%Y')"
-)
-
-
 def time_axis() -> alt.Axis:
     return alt.Axis(labelExpr=TIME_LABELS)
 
@@ -110,7 +103,7 @@ def comparison_chart(rows) -> alt.Chart | None:
         .mark_line()
         .encode(
             x=alt.X("time:T", title=None, axis=time_axis()),
-            y=alt.Y("growth:Q", title="equity (start = 100)"),
+            y=alt.Y("growth:Q", title="equity (start = 100)", scale=alt.Scale(zero=False)),
             color=alt.Color(
                 "report:N",
                 scale=alt.Scale(scheme="tableau10"),
@@ -141,7 +134,7 @@ def reports_frame(rows) -> pd.DataFrame:
     scrolling sideways (`REPORTS_TABLE` hides `id` and says how wide each is)."""
     return pd.DataFrame(
         [
-            {"report": f"report?id={r.id}", "id": r.id, "name": r.name, "by": r.created_by,
+            {"report": f"report?id={r.id}", "id": r.id, "name": r.name or "", "by": r.created_by,
              "symbol": r.symbol, "timeframe": r.timeframe,
              "range": f"{_day(r.start_ts)} → {_day(r.end_ts)}", "source": backtests.source(r),
              "status": r.status, "return %": (r.metrics or {}).get("Return [%]"),

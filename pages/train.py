@@ -44,7 +44,7 @@ what = st.radio(
     "checkpoint. An existing working model may be shared with live sessions (one trainer, one "
     "lock for all of them).",
 )
-with st.form("train"):
+with st.form("train", enter_to_submit=False):  # Enter in a box must not start a job
     c1, c2 = st.columns(2)
     if what == "An existing working model" and working:
         model = {

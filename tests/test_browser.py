@@ -116,7 +116,7 @@ def test_home_shows_engine_online_real_candles_then_offline_when_engine_stops(ap
     page.get_by_role("button", name="Ping engine").click()
     expect(page.get_by_text("has not answered yet: is it online?")).to_be_visible()
     page.get_by_role("link", name="Data").click()  # nothing waits: the person can move on
-    expect(page.get_by_role("heading", name="Data")).to_be_visible()
+    expect(page.get_by_role("heading", name="Data", exact=True)).to_be_visible()
 
 
 def test_data_page_reports_a_bad_file_and_imports_a_good_one(app, page):

@@ -99,7 +99,8 @@ def test_typed_text_shows_as_itself_in_markdown():
 
 
 def test_the_comparison_chart_has_distinct_colours_and_years_on_its_axis():
-    from pages.reporting import TIME_LABELS, comparison_chart
+    from pages.common import TIME_LABELS
+    from pages.reporting import comparison_chart
 
     class Row:  # the fields a stored report gives the chart
         def __init__(self, i):
