@@ -30,13 +30,21 @@ _REPR.maxstring = _REPR.maxother = MAX_INPUT_SHOWN
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 TimeMs = Annotated[int, Field(ge=vocab.EARLIEST_MS, le=vocab.LATEST_MS)]
-TimeText = Annotated[str, Field(min_length=1, max_length=40)]  # a date or ISO time
-Symbol = Annotated[str, Field(min_length=1, max_length=vocab.SYMBOL_CHARS)]
-Timeframe = Annotated[str, Field(min_length=1, max_length=vocab.TIMEFRAME_CHARS)]
-ModelName = Annotated[
-    str, Field(min_length=1, max_length=vocab.MODEL_NAME_CHARS - NAME_SUFFIX_CHARS)
-]
-ReportName = Annotated[str, Field(min_length=1, max_length=vocab.REPORT_NAME_CHARS)]
+
+
+def text(max_chars: int, min_chars: int = 1):
+    """A line of text: bounded, and without control characters (PostgreSQL refuses NUL, and
+    nobody means a newline in a name)."""
+    return Annotated[
+        str, Field(min_length=min_chars, max_length=max_chars, pattern=r"^[^\x00-\x1f\x7f]*$")
+    ]
+
+
+TimeText = text(40)  # a date or ISO time
+Symbol = text(vocab.SYMBOL_CHARS)
+Timeframe = text(vocab.TIMEFRAME_CHARS)
+ModelName = text(vocab.MODEL_NAME_CHARS - NAME_SUFFIX_CHARS)
+ReportName = text(vocab.REPORT_NAME_CHARS)
 Bps = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
 Pivot = Annotated[int, Field(ge=1, le=200)]
 Seconds = Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]
@@ -75,7 +83,7 @@ class FeedSpec(Payload):
     kind: Literal[vocab.FEED_KINDS] = "replay"
     pace_s: float = Field(default=1.0, ge=0, le=86_400, allow_inf_nan=False)
     start_ts: TimeMs | None = None  # replay: first candle to play (default: the first stored)
-    exchange: Annotated[str, Field(min_length=1, max_length=40)] | None = None  # a ccxt id
+    exchange: text(40) | None = None  # a ccxt id
     poll_s: float | None = Field(default=None, gt=0, le=86_400, allow_inf_nan=False)
     seed: Seed = 0  # synthetic
     count: int | None = Field(default=None, ge=1, le=100_000_000)
@@ -138,7 +146,7 @@ class BacktestStart(Payload):
     end: TimeMs | TimeText | None = None
     checkpoint_id: Id | None = None  # default: the active checkpoint (unless signals given)
     signals: Signals | None = None
-    signals_name: Annotated[str, Field(max_length=255)] | None = None
+    signals_name: text(255, min_chars=0) | None = None
     fee_bps: Bps = vocab.FEE_BPS
     slippage_bps: Bps = vocab.SLIPPAGE_BPS
     long_only: bool = False
@@ -210,7 +218,7 @@ class DebugSleep(Payload):
 
 
 class DebugFail(Payload):
-    message: Annotated[str, Field(max_length=200)] = "deliberate failure"
+    message: text(200, min_chars=0) = "deliberate failure"
 
 
 class DebugLoad(Payload):
@@ -260,6 +268,8 @@ def describe(err: ValidationError) -> str:
     errors = err.errors(include_url=False)  # a handful: every list field is bounded or hand-checked
     for e in errors[:MAX_PROBLEMS_SHOWN]:
         where = ".".join(str(p) for p in e["loc"]) or "payload"
+        if len(where) > MAX_INPUT_SHOWN or not where.isprintable():  # an unknown field's name
+            where = quote(where)
         msg = e["msg"].removeprefix("Value error, ")
         shown = f" (got {quote(e['input'])})" if "input" in e and e["type"] != "missing" else ""
         parts.append(f"{where}: {msg}{shown}")

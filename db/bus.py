@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from contract.vocab import COMMAND_FINAL
+from contract.vocab import COMMAND_FINAL, PERSON_CHARS
 from db import wake
 from db.connection import insert_ignoring_duplicates, readonly
 from db.models import Command, utcnow
@@ -42,13 +42,16 @@ def submit(
     Idempotent by `request_id`: submitting the same id again (a double click, a retry after a
     timeout) returns the first command's id and queues nothing. A `payload` given as a string
     is stored as is, so a malformed one still reaches the engine and fails there with a reason.
+    Raises ValueError for what no column can store (an over-long kind or name, a NUL).
     """
     request_id = request_id or uuid.uuid4().hex
+    text = payload if isinstance(payload, str) else json.dumps(payload or {})
     for field, value, limit in (("kind", kind, 64), ("request_id", request_id, 64),
-                                ("created_by", created_by or "", 80)):  # fmt: skip
+                                ("created_by", created_by or "", PERSON_CHARS)):  # fmt: skip
         if len(value) > limit:
             raise ValueError(f"{field} is {len(value)} characters; at most {limit} fit")
-    text = payload if isinstance(payload, str) else json.dumps(payload or {})
+    if any("\x00" in v for v in (kind, request_id, created_by or "", text)):
+        raise ValueError("a command cannot carry a NUL character (PostgreSQL stores no NUL)")
     values = dict(
         request_id=request_id,
         kind=kind,
@@ -104,6 +107,7 @@ def finish(engine: Engine, command_id: int, result: dict[str, Any] | None = None
 def fail(engine: Engine, command_id: int, error: str) -> bool:
     """Mark a running (or still pending) command failed with an `error` a person can act on
     (cut to MAX_ERROR_CHARS)."""
+    error = error.replace("\x00", "\\x00")  # PostgreSQL stores no NUL; a refusal may quote one
     if len(error) > MAX_ERROR_CHARS:
         error = error[: MAX_ERROR_CHARS - 1] + "…"
     return _close(engine, command_id, ("running", "pending"), status="failed", error=error)

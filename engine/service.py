@@ -168,25 +168,35 @@ class EngineService:
             handler, args = registry.resolve(cmd.kind, cmd.payload, self.settings.debug_commands)
             result = handler.fn(self.ctx, args, cmd) or {}
         except CommandError as exc:
-            bus.fail(self.db, cmd.id, str(exc))
+            self._answer(cmd, error=str(exc))
             log.info("command %s (%s) failed: %s", cmd.id, cmd.kind, exc)
             return
         except Exception as exc:  # a bug in a handler must not take the engine down
             log.error("command %s (%s) raised:\n%s", cmd.id, cmd.kind, traceback.format_exc())
-            bus.fail(
-                self.db,
-                cmd.id,
-                f"{cmd.kind} failed inside the engine: {type(exc).__name__}: {exc} "
-                f"(the engine log of {self.ctx.instance_id} has the traceback)",
-            )
+            self._answer(cmd, error=f"{cmd.kind} failed inside the engine: {type(exc).__name__}: "
+                         f"{exc} (the engine log of {self.ctx.instance_id} has the traceback)")  # fmt: skip
             return
-        bus.finish(self.db, cmd.id, result)
-        log.debug(
-            "command %s (%s) done in %.1f ms",
-            cmd.id,
-            cmd.kind,
-            (time.perf_counter() - started) * 1e3,
-        )
+        self._answer(cmd, result=result)
+        log.debug("command %s (%s) done in %.1f ms", cmd.id, cmd.kind,
+                  (time.perf_counter() - started) * 1e3)  # fmt: skip
+
+    def _answer(self, cmd: Command, *, result: dict | None = None, error: str | None = None):
+        """Store a command's answer. An answer the database refuses (a result it cannot store)
+        fails the command with that reason instead of taking the command loop down."""
+        try:
+            if error is None:
+                bus.finish(self.db, cmd.id, result)
+            else:
+                bus.fail(self.db, cmd.id, error)
+        except Exception as exc:
+            log.error("command %s (%s): its answer could not be stored:\n%s", cmd.id, cmd.kind,
+                      traceback.format_exc())  # fmt: skip
+            try:
+                bus.fail(self.db, cmd.id, f"{cmd.kind}: the engine could not store its answer "
+                         f"({type(exc).__name__}); the engine log of {self.ctx.instance_id} "
+                         "has the details")  # fmt: skip
+            except Exception:
+                log.exception("command %s: not even its failure could be stored", cmd.id)
 
     # -- heartbeat and reconciliation -------------------------------------------------------
 

@@ -97,3 +97,9 @@ def test_a_page_may_pass_numpy_numbers():
     import numpy as np
 
     assert check("session.stop", {"session_id": np.int64(3)}) == {"session_id": 3}
+
+
+def test_control_characters_are_refused_in_text_and_quoted_in_field_names():
+    assert "name" in refusal("model.save", json.dumps({"working_model_id": 1, "name": "a\x00b"}))
+    message = refusal("ping", json.dumps({"a\x00b": 1}))
+    assert "\x00" not in message and "'a\\x00b'" in message  # PostgreSQL stores no NUL
