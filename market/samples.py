@@ -1,7 +1,7 @@
 """Real market data that ships inside a registry package, for a fresh install with no files.
 
 The `arch` package (NCSA licence) carries daily S&P 500 and NASDAQ Composite candles,
-1999-01-04 to 2018-12-31, 5,031 each (shared/DATA_NOTES.md). They are read as plain CSV data
+1999-01-04 to 2018-12-31, 5,031 each. They are read as plain CSV data
 through importlib.resources; none of arch's code is imported.
 """
 
