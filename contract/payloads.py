@@ -319,3 +319,14 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+SUMMARY_CHARS = 300
+
+
+def summarise(raw: str | None) -> str:
+    """A command's payload as a line of the audit log: the JSON text, cut with its size."""
+    raw = (raw or "{}").strip()
+    if len(raw) <= SUMMARY_CHARS:
+        return raw
+    return f"{raw[: SUMMARY_CHARS - 40]}… ({len(raw):,} characters)"

@@ -25,12 +25,14 @@ FEED_KINDS = ("replay", "exchange", "synthetic")
 COMMAND_STATUSES = ("pending", "running", "done", "failed", "cancelled")
 COMMAND_FINAL = ("done", "failed", "cancelled")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+AUDIT_OUTCOMES = ("ok", "refused", "failed")
 SESSION_STATUSES = ("running", "stopped", "finished", "failed", "interrupted")
 
 # Lengths of what people name, as the database columns store them.
 SYMBOL_CHARS = 64
 TIMEFRAME_CHARS = 16
 PERSON_CHARS = 80
+EMAIL_CHARS = 254  # RFC 5321's longest address
 MODEL_NAME_CHARS = 120  # a checkpoint's or working model's name
 REPORT_NAME_CHARS = 200  # a backtest report's name
 

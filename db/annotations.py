@@ -14,7 +14,8 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from contract.vocab import SIDES
-from db import candles
+from db import audit, candles
+from db.accounts import require, transaction
 from db.connection import readonly
 from db.models import Annotation, utcnow
 from market import timeframes, times
@@ -65,15 +66,25 @@ def _insert(conn, ann: AnnotationIn, author: str | None) -> int:
     ).scalar_one()
 
 
+def _audit(conn, action: str, by: str, annotation_id: int, ann: AnnotationIn | Annotation):
+    audit.record(conn, action, "ok", actor=by, about=f"annotation {annotation_id}",
+                 detail=f"{ann.side} {ann.symbol} {ann.timeframe} "
+                 f"{ann.entry_ts}→{ann.exit_ts}")  # fmt: skip
+
+
 def create(engine: Engine, ann: AnnotationIn, author: str | None) -> int:
-    """Store a new annotation; returns its id."""
+    """Store a new annotation by the account `author` (a trader or admin); returns its id."""
     ann = ann.check()
-    with engine.begin() as conn:
-        return _insert(conn, ann, author)
+    with transaction(engine) as conn:
+        require(conn, author, "annotation.create")
+        aid = _insert(conn, ann, author)
+        _audit(conn, "annotation.create", author, aid, ann)
+        return aid
 
 
-def edit(engine: Engine, annotation_id: int, **changes: Any) -> None:
-    """Change side, note, entry_ts or exit_ts of a live annotation."""
+def edit(engine: Engine, annotation_id: int, *, by: str | None, **changes: Any) -> None:
+    """Change side, note, entry_ts or exit_ts of a live annotation (its author, or an
+    admin)."""
     allowed = {"side", "note", "entry_ts", "exit_ts"}
     if unknown := set(changes) - allowed:
         raise BadAnnotation(f"cannot edit {sorted(unknown)}; editable: {sorted(allowed)}")
@@ -86,7 +97,9 @@ def edit(engine: Engine, annotation_id: int, **changes: Any) -> None:
         changes.get("side", current.side),
         changes.get("note", current.note),
     ).check()
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
+        require(conn, by, "annotation.edit", owner=current.author)
+        _audit(conn, "annotation.edit", by, annotation_id, merged)
         conn.execute(
             update(Annotation)
             .where(Annotation.id == annotation_id)
@@ -109,30 +122,16 @@ def get(engine: Engine, annotation_id: int) -> Annotation:
 
 
 def delete(engine: Engine, annotation_id: int, by: str | None) -> None:
-    """Hide an annotation (undo brings it back)."""
-    with engine.begin() as conn:
+    """Hide an annotation (undo brings it back): its author, or an admin."""
+    current = get(engine, annotation_id)
+    with transaction(engine) as conn:
+        require(conn, by, "annotation.delete", owner=current.author)
+        _audit(conn, "annotation.delete", by, annotation_id, current)
         conn.execute(
             update(Annotation)
             .where(Annotation.id == annotation_id, Annotation.deleted_at.is_(None))
             .values(deleted_at=utcnow(), deleted_by=by)
         )
-
-
-def undo_delete(engine: Engine, by: str | None = None) -> int | None:
-    """Restore the most recent delete (by `by` if given); the restored id, or None."""
-    q = select(Annotation.id).where(Annotation.deleted_at.is_not(None))
-    if by is not None:
-        q = q.where(Annotation.deleted_by == by)
-    q = q.order_by(Annotation.deleted_at.desc()).limit(1)
-    with engine.begin() as conn:
-        aid = conn.scalar(q)
-        if aid is not None:
-            conn.execute(
-                update(Annotation)
-                .where(Annotation.id == aid)
-                .values(deleted_at=None, deleted_by=None)
-            )
-    return aid
 
 
 def list_for(
@@ -230,13 +229,16 @@ def import_frame(engine: Engine, frame: pd.DataFrame, author: str | None) -> lis
         parsed.append(ann)
     existing = {(r.symbol, r.timeframe, r.entry_ts, r.exit_ts, r.side) for r in list_for(engine)}
     ids = []
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
+        require(conn, author, "annotation.import")
         for ann in parsed:
             key = (ann.symbol, ann.timeframe, ann.entry_ts, ann.exit_ts, ann.side)
             if key in existing:
                 continue
             existing.add(key)
             ids.append(_insert(conn, ann, author))
+        audit.record(conn, "annotation.import", "ok", actor=author,
+                     detail=f"{len(ids)} of {len(parsed)} rows stored")  # fmt: skip
     return ids
 
 
@@ -294,9 +296,16 @@ def _clip(value: Any, limit: int = 40) -> str:
     return clip(repr(value) if isinstance(value, str) else value, limit)
 
 
-def restore(engine: Engine, annotation_id: int) -> bool:
-    """Bring back one deleted annotation (an undo); False if it was not deleted."""
-    with engine.begin() as conn:
+def restore(engine: Engine, annotation_id: int, by: str | None) -> bool:
+    """Bring back one deleted annotation (an undo, by whoever may delete it); False if it was
+    not deleted."""
+    with Session(readonly(engine)) as s:
+        author = s.scalar(select(Annotation.author).where(Annotation.id == annotation_id))
+    with transaction(engine) as conn:
+        require(conn, by, "annotation.delete", owner=author)
+        audit.record(
+            conn, "annotation.restore", "ok", actor=by, about=f"annotation {annotation_id}"
+        )
         res = conn.execute(
             update(Annotation)
             .where(Annotation.id == annotation_id, Annotation.deleted_at.is_not(None))

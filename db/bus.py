@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from contract.vocab import COMMAND_FINAL, PERSON_CHARS
-from db import wake
+from db import audit, wake
 from db.connection import insert_ignoring_duplicates, readonly
 from db.models import Command, utcnow
 
@@ -33,8 +33,8 @@ def submit(
     kind: str,
     payload: dict[str, Any] | str | None = None,
     *,
+    created_by: str | None,
     request_id: str | None = None,
-    created_by: str | None = None,
     notify: bool = True,
 ) -> int:
     """Queue a command and return its id.
@@ -42,6 +42,8 @@ def submit(
     Idempotent by `request_id`: submitting the same id again (a double click, a retry after a
     timeout) returns the first command's id and queues nothing. A `payload` given as a string
     is stored as is, so a malformed one still reaches the engine and fails there with a reason.
+    `created_by` names the account sending it: the engine runs a command only for an enabled
+    account whose role allows it (contract/access.py).
     Raises ValueError for what no column can store (an over-long kind or name, a NUL).
     """
     request_id = request_id or uuid.uuid4().hex
@@ -89,28 +91,35 @@ def claim(engine: Engine, engine_id: str) -> Command | None:
         return s.scalars(_claim_statement(engine, engine_id)).first()
 
 
-def _close(engine: Engine, command_id: int, from_status: tuple[str, ...], **values) -> bool:
+def _close(engine: Engine, command_id: int, from_status: tuple[str, ...],
+           audited: dict[str, Any] | None = None, **values) -> bool:  # fmt: skip
     with engine.begin() as conn:
         res = conn.execute(
             update(Command)
             .where(Command.id == command_id, Command.status.in_(from_status))
             .values(finished_at=utcnow(), **values)
         )
+        if audited is not None and res.rowcount == 1:
+            audit.record(conn, **audited)
         return res.rowcount == 1
 
 
-def finish(engine: Engine, command_id: int, result: dict[str, Any] | None = None) -> bool:
-    """Mark a running command done with its `result`. False if it was not running."""
-    return _close(engine, command_id, ("running",), status="done", result=result or {})
+def finish(engine: Engine, command_id: int, result: dict[str, Any] | None = None,
+           audited: dict[str, Any] | None = None) -> bool:  # fmt: skip
+    """Mark a running command done with its `result`, and append `audited` (the arguments of
+    `audit.record`) in the same transaction. False if it was not running."""
+    return _close(engine, command_id, ("running",), audited, status="done", result=result or {})
 
 
-def fail(engine: Engine, command_id: int, error: str) -> bool:
+def fail(engine: Engine, command_id: int, error: str,
+         audited: dict[str, Any] | None = None) -> bool:  # fmt: skip
     """Mark a running (or still pending) command failed with an `error` a person can act on
-    (cut to MAX_ERROR_CHARS)."""
+    (cut to MAX_ERROR_CHARS), and append `audited` in the same transaction."""
     error = error.replace("\x00", "\\x00")  # PostgreSQL stores no NUL; a refusal may quote one
     if len(error) > MAX_ERROR_CHARS:
         error = error[: MAX_ERROR_CHARS - 1] + "…"
-    return _close(engine, command_id, ("running", "pending"), status="failed", error=error)
+    return _close(engine, command_id, ("running", "pending"), audited, status="failed",
+                  error=error)  # fmt: skip
 
 
 def cancel(engine: Engine, command_id: int) -> bool:

@@ -10,6 +10,8 @@ import pandas as pd
 from sqlalchemy import Engine, and_, func, insert, select
 from sqlalchemy.orm import Session
 
+from db import audit
+from db.accounts import require, transaction
 from db.connection import insert_ignoring_duplicates, readonly
 from db.models import Candle, DataImport
 
@@ -41,12 +43,14 @@ def store(
     rows_skipped: int,
     options: dict[str, Any] | None = None,
     report: dict[str, Any] | None = None,
-    created_by: str | None = None,
+    created_by: str | None,
 ) -> ImportResult:
     """Add `candles` (columns ts, open, high, low, close, volume) in one transaction, skipping
-    times already stored for (symbol, timeframe), and record the import."""
+    times already stored for (symbol, timeframe), and record the import, by the account
+    `created_by` (a trader or admin)."""
     frame = candles[["ts", *OHLCV]].sort_values("ts")
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
+        require(conn, created_by, "data.import")
         existing: dict[int, tuple] = {}
         if len(frame):
             rows = conn.execute(
@@ -99,6 +103,8 @@ def store(
         ]
         for i in range(0, len(records), _CHUNK):
             conn.execute(insert(Candle), records[i : i + _CHUNK])
+        audit.record(conn, "data.import", "ok", actor=created_by, about=f"{symbol} {timeframe}",
+                     detail=f"{source}: {len(new)} candles added, {len(old)} already stored")  # fmt: skip
     return ImportResult(import_id, len(new), len(old), differing)
 
 

@@ -77,3 +77,13 @@ def insert_ignoring_duplicates(engine: Engine, table, index_elements: list[str],
     return (
         dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=index_elements)
     )
+
+
+def upsert(engine: Engine, table, index_elements: list[str], update: list[str], **values):
+    """INSERT … ON CONFLICT (index_elements) DO UPDATE SET the `update` columns, in the
+    engine's dialect."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**values)
+    return stmt.on_conflict_do_update(
+        index_elements=index_elements, set_={c: stmt.excluded[c] for c in update}
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
+from db import audit
+from db.accounts import require, transaction
 from db.connection import readonly
 from db.models import Backtest, Job, utcnow
 
@@ -100,9 +102,13 @@ def finish(engine: Engine, job_id: int, status: str, message: str,
         )
 
 
-def request_cancel(engine: Engine, job_id: int) -> bool:
-    """Ask a queued or running job to stop at its next check; False if it already ended."""
-    with engine.begin() as conn:
+def request_cancel(engine: Engine, job_id: int, by: str | None) -> bool:
+    """Ask a queued or running job to stop at its next check (its creator, or an admin);
+    False if it already ended."""
+    with transaction(engine) as conn:
+        owner = conn.scalar(select(Job.created_by).where(Job.id == job_id))
+        require(conn, by, "job.cancel", owner=owner)
+        audit.record(conn, "job.cancel", "ok", actor=by, about=f"job {job_id}")
         res = conn.execute(
             update(Job)
             .where(Job.id == job_id, Job.status.in_(UNFINISHED))

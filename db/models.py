@@ -30,8 +30,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from contract.access import QUOTAS, ROLES
 from contract.vocab import (
+    AUDIT_OUTCOMES,
     COMMAND_STATUSES,
+    EMAIL_CHARS,
     JOB_STATUSES,
     MODEL_NAME_CHARS,
     PERSON_CHARS,
@@ -414,3 +417,80 @@ class BacktestPrediction(Base):
     p_buy: Mapped[float] = mapped_column(Double)
     p_sell: Mapped[float] = mapped_column(Double)
     p_hold: Mapped[float] = mapped_column(Double)
+
+
+class Account(Base):
+    """A person (or the engine host's `system` account) who signs in and is named on what they
+    do. Names are lower case and never change: commands, sessions and annotations name their
+    creator by it."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (CheckConstraint(f"role IN {ROLES}", name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(PERSON_CHARS), unique=True)
+    email: Mapped[str | None] = mapped_column(String(EMAIL_CHARS), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    # Argon2id, with its parameters and salt (argon2-cffi's encoded form); None: no password
+    # yet (a one-time link sets it) or never (the system account, single sign-on only).
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    must_set_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_by: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_signin_at: Mapped[datetime | None]
+
+
+class SignInToken(Base):
+    """A signed-in browser (`session`) or a one-time sign-in link (`link`). Only the SHA-256
+    of the token is stored: the database never holds what a browser presents."""
+
+    __tablename__ = "signin_tokens"
+    __table_args__ = (CheckConstraint("purpose IN ('session', 'link')", name="purpose"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    # How a session signed in (password, link, sso): after a link the person must choose a
+    # password; single sign-on needs none.
+    method: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    address: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditEvent(Base):
+    """Who did what, when, and how it ended. Append-only: the migration installs triggers that
+    refuse UPDATE and DELETE on this table, on SQLite and PostgreSQL alike."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        CheckConstraint(f"outcome IN {AUDIT_OUTCOMES}", name="outcome"),
+        Index("ix_audit_events_actor_at", "actor", "at"),
+        Index("ix_audit_events_address_at", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+    address: Mapped[str | None] = mapped_column(String(64))
+
+
+class Quota(Base):
+    """An admin's change to a per-role limit (the defaults live in contract/access.py)."""
+
+    __tablename__ = "quotas"
+    __table_args__ = (
+        CheckConstraint(f"role IN {ROLES}", name="role"),
+        CheckConstraint(f"name IN {tuple(QUOTAS)}", name="name"),
+    )
+
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+    set_by: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
+    set_at: Mapped[datetime] = mapped_column(default=utcnow)

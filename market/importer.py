@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from contract.access import SYSTEM_ACCOUNT
 from db import candles as candle_store
 from market import symbols, timeframes
 from market.csv_import import CandleFile, CandleReport, read_candles
@@ -44,7 +45,7 @@ def import_candles(
     skip_bad_rows: bool = False,
     strict_gaps: bool = False,
     adjust: bool = False,
-    created_by: str | None = None,
+    created_by: str | None,
 ) -> ImportOutcome:
     """Check and store a candle file, whole or not at all.
 
@@ -81,7 +82,7 @@ def import_candles(
     return ImportOutcome(report, result)
 
 
-def seed_samples(engine: Engine, created_by: str = "seed") -> list[ImportOutcome]:
+def seed_samples(engine: Engine, created_by: str = SYSTEM_ACCOUNT) -> list[ImportOutcome]:
     """Import the packaged real datasets that are not stored yet. Market holidays show up as
     gaps in daily index data: imported, and recorded in the import's report."""
     have = set(map(tuple, candle_store.datasets(engine)[["symbol", "timeframe"]].to_numpy()))
