@@ -12,8 +12,13 @@ from pathlib import Path
 
 import db
 from contract import vocab
+from contract.access import refusal
 from contract.payloads import MAX_ID
-from db import bus, candles, engines, jobs, sessions, settings
+from db import accounts, bus, candles, engines, jobs, sessions, settings
+from engine import cli_accounts
+from engine.cli_accounts import acting_user
+
+USER_HELP = "the account this acts as (default: CANDLELAB_USER, else the system account)"
 
 
 def _serve(args) -> int:
@@ -201,7 +206,7 @@ def _report_fields(args, report: dict, checkpoint_id: int | None) -> dict:
         name=args.name, symbol=args.symbol, timeframe=args.timeframe,
         start_ts=ts[0] if ts else None, end_ts=ts[-1] if ts else None,
         checkpoint_id=checkpoint_id, signals_name=Path(args.signals).name if args.signals else None,
-        settings={**report["settings"], "headless": True}, created_by=args.user or "cli",
+        settings={**report["settings"], "headless": True}, created_by=args.user,
     )  # fmt: skip
 
 
@@ -226,6 +231,12 @@ def _backtest(args) -> int:
     from engine.model import CandleTransformer
 
     engine = db.init()
+    with engine.connect() as conn:  # the account it runs as must exist and may backtest
+        who = accounts.actor(conn, args.user)
+    reason = refusal(who, "backtest.start") if who else f"{args.user!r} is not an enabled account"
+    if reason:
+        print(f"not run: {reason}", file=sys.stderr)
+        return 2
     model = None
     if args.checkpoint is not None:
         try:
@@ -421,7 +432,7 @@ def _migrate(args) -> int:
 def _seed(args) -> int:
     from market.importer import seed_samples
 
-    for outcome in seed_samples(db.init(), created_by=args.user or "seed"):
+    for outcome in seed_samples(db.init(), created_by=args.user):
         print(outcome.message())
     print(
         candles.datasets(db.get_engine())[
@@ -474,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", type=float, help="wait up to this many seconds and print the final row"
     )
     s.add_argument("--request-id", help="idempotency key (default: random)")
-    s.add_argument("--user", default=os.environ.get("USER"), help="recorded as created_by")
+    s.add_argument("--user", default=acting_user(), help=USER_HELP)
     s.add_argument("--raw", action="store_true", help="send --payload even if it is not valid JSON")
     s.set_defaults(fn=_submit)
 
@@ -494,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--adjust", action="store_true", help="scale OHLC by Adj Close / Close (Yahoo files)"
     )
-    s.add_argument("--user", default=os.environ.get("USER"), help="recorded as created_by")
+    s.add_argument("--user", default=acting_user(), help=USER_HELP)
     s.add_argument("--json", action="store_true", help="print the full report as JSON")
     s.set_defaults(fn=_import_csv)
 
@@ -523,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cash", type=float, default=vocab.CASH)
     s.add_argument("--json", help="write the report (metrics, trades, equity) to this file")
     s.add_argument("--name", help="a name for the report")
-    s.add_argument("--user", default=os.environ.get("USER"), help="recorded as created_by")
+    s.add_argument("--user", default=acting_user(), help=USER_HELP)
     s.add_argument(
         "--no-save", action="store_true", help="do not keep the result as a report in the app"
     )
@@ -554,8 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_migrate)
 
     s = sub.add_parser("seed", help="import the packaged sample market data if missing")
-    s.add_argument("--user")
+    s.add_argument("--user", default=acting_user(), help=USER_HELP)
     s.set_defaults(fn=_seed)
+    cli_accounts.register(sub)
     return p
 
 

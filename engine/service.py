@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, exists, select
 
 import db
-from db import bus, engines, jobs
+from contract.access import SYSTEM_ACCOUNT
+from contract.payloads import summarise
+from db import accounts, bus, engines, jobs
 from db.models import Command, utcnow
 from db.wake import WakeSocket
-from engine import __version__, priority, registry
+from engine import __version__, access, priority, registry
 from engine.job_runner import JobRunner
 from engine.pool import ModelPool
 from engine.registry import CommandError
@@ -98,6 +100,9 @@ class EngineService:
         from engine import checkpoints
 
         checkpoints.ensure_default(self.db)
+        if len(accounts.all_(self.db)) <= 1:  # only `system`: nobody can sign in to the app
+            log.warning("no accounts yet: `python -m engine user first-admin` prints a one-time "
+                        "sign-in link for the first admin")  # fmt: skip
         self._resume_sessions()
         priority.settle_heap()
         self._beat_thread = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
@@ -166,10 +171,13 @@ class EngineService:
         started = time.perf_counter()
         try:
             handler, args = registry.resolve(cmd.kind, cmd.payload, self.settings.debug_commands)
+            access.authorize(self.db, cmd, args)
             result = handler.fn(self.ctx, args, cmd) or {}
         except CommandError as exc:
-            self._answer(cmd, error=str(exc))
-            log.info("command %s (%s) failed: %s", cmd.id, cmd.kind, exc)
+            refused = isinstance(exc, access.Forbidden)
+            self._answer(cmd, error=str(exc), outcome="refused" if refused else "failed")
+            log.info("command %s (%s) %s: %s", cmd.id, cmd.kind,
+                     "refused" if refused else "failed", exc)  # fmt: skip
             return
         except Exception as exc:  # a bug in a handler must not take the engine down
             log.error("command %s (%s) raised:\n%s", cmd.id, cmd.kind, traceback.format_exc())
@@ -180,21 +188,27 @@ class EngineService:
         log.debug("command %s (%s) done in %.1f ms", cmd.id, cmd.kind,
                   (time.perf_counter() - started) * 1e3)  # fmt: skip
 
-    def _answer(self, cmd: Command, *, result: dict | None = None, error: str | None = None):
-        """Store a command's answer. An answer the database refuses (a result it cannot store)
-        fails the command with that reason instead of taking the command loop down."""
+    def _answer(self, cmd: Command, *, result: dict | None = None, error: str | None = None,
+                outcome: str | None = None):  # fmt: skip
+        """Store a command's answer and its audit line, in one transaction. An answer the
+        database refuses (a result it cannot store) fails the command with that reason instead
+        of taking the command loop down."""
+        line = dict(action=cmd.kind, outcome=outcome or ("failed" if error else "ok"),
+                    actor=cmd.created_by, about=f"command {cmd.id}",
+                    detail=error if error else summarise(cmd.payload))  # fmt: skip
         try:
             if error is None:
-                bus.finish(self.db, cmd.id, result)
+                bus.finish(self.db, cmd.id, result, audited=line)
             else:
-                bus.fail(self.db, cmd.id, error)
+                bus.fail(self.db, cmd.id, error, audited=line)
         except Exception as exc:
             log.error("command %s (%s): its answer could not be stored:\n%s", cmd.id, cmd.kind,
                       traceback.format_exc())  # fmt: skip
+            error = (f"{cmd.kind}: the engine could not store its answer ({type(exc).__name__}); "
+                     f"the engine log of {self.ctx.instance_id} has the details")  # fmt: skip
             try:
-                bus.fail(self.db, cmd.id, f"{cmd.kind}: the engine could not store its answer "
-                         f"({type(exc).__name__}); the engine log of {self.ctx.instance_id} "
-                         "has the details")  # fmt: skip
+                bus.fail(self.db, cmd.id, error, audited={**line, "outcome": "failed",
+                                                          "detail": error})  # fmt: skip
             except Exception:
                 log.exception("command %s: not even its failure could be stored", cmd.id)
 
@@ -251,7 +265,7 @@ class EngineService:
         try:
             if candles.imports(self.db, limit=1):
                 return  # the database has had data; never re-seed what a person removed
-            for outcome in seed_samples(self.db, created_by="seed"):
+            for outcome in seed_samples(self.db, created_by=SYSTEM_ACCOUNT):
                 log.info("seeded %s", outcome.message())
         except Exception as exc:
             log.error("could not seed sample market data: %s", exc)
