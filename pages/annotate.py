@@ -15,23 +15,28 @@ import streamlit as st
 
 from contract.vocab import SIDES
 from db import annotations as annotation_rows
+from db.accounts import Refused
 from pages.common import (
+    allowed,
     annotation_frame,
     annotation_layers,
     backtest_visible_chart,
     candle_layers,
     current_user,
     database,
+    look_only,
     md_text,
     pick_candles,
+    uploaded,
 )
 
 engine = database()
 st.title("Annotate")
-st.write(
-    "Click a candle to set the **entry**, then another to set the **exit**; choose long or "
-    "short and save (**Ctrl+Enter**). A third click starts over; **Esc** clears."
-)
+if allowed("annotation.create"):
+    st.write(
+        "Click a candle to set the **entry**, then another to set the **exit**; choose long or "
+        "short and save (**Ctrl+Enter**). A third click starts over; **Esc** clears."
+    )
 
 row, df = pick_candles("ann", default_range="last 100")
 if df.empty:
@@ -51,9 +56,9 @@ def fmt(ts: int | None) -> str:
     return "—" if ts is None else f"{pd.Timestamp(ts, unit='ms', tz='UTC'):%Y-%m-%d %H:%M}"
 
 
-def flash(message: str) -> None:
+def flash(message: str, error: bool = False) -> None:
     """A message shown once, after the rerun that follows a change."""
-    state.ann_flash = message
+    state.ann_flash = (message, error)
 
 
 def save_new() -> None:
@@ -67,7 +72,7 @@ def save_new() -> None:
                                          side, note or None),
             author=who,
         )  # fmt: skip
-    except annotation_rows.BadAnnotation as exc:
+    except (annotation_rows.BadAnnotation, Refused) as exc:
         state.ann_error = str(exc)
         return
     lo, hi = sorted((state.ann_entry, state.ann_exit))
@@ -127,6 +132,10 @@ def marker() -> None:
     if state.pop("ann_changed", False):
         st.rerun(scope="app")  # the list below and other pages' views show the new annotation
     existing = annotation_rows.list_for(engine, symbol, timeframe)
+    if not allowed("annotation.create"):
+        st.altair_chart(marking_chart(existing), width="stretch")
+        look_only()
+        return
     event = st.altair_chart(marking_chart(existing), on_select="rerun", key=f"ann_chart_{key}_{state.ann_clicks}",
                             selection_mode="candle", width="stretch")  # fmt: skip
     take_click(event)
@@ -137,17 +146,17 @@ def marker() -> None:
     c4.button("Clear", on_click=clear_marks, shortcut="Esc")
     st.text_input("Note", key=f"ann_note_{state.ann_saves}", placeholder="why this trade?")
     ready = state.ann_entry is not None and state.ann_exit is not None
-    st.button("Save annotation", type="primary", disabled=not (ready and who), on_click=save_new,
-              shortcut="Ctrl+Enter",
-              help=None if who else "Enter your name in the sidebar first.")  # fmt: skip
+    st.button("Save annotation", type="primary", disabled=not ready, on_click=save_new,
+              shortcut="Ctrl+Enter")  # fmt: skip
     if error := state.pop("ann_error", None):
         st.error(md_text(error))
 
 
 marker()
 backtest_visible_chart(row, df, "ann")
-if message := state.pop("ann_flash", None):
-    st.success(md_text(message))
+if flashed := state.pop("ann_flash", None):
+    message, error = flashed
+    (st.error if error else st.success)(md_text(message))
 
 
 def editable(rows) -> pd.DataFrame:
@@ -192,11 +201,17 @@ def save_edits(table: pd.DataFrame, edited: pd.DataFrame) -> None:
             except annotation_rows.BadAnnotation as exc:
                 raise annotation_rows.BadAnnotation(f"annotation {before.id}: {exc}") from None
             edits.append((int(before.id), fields, values))
+    done = []
     for aid, fields, values in edits:
-        annotation_rows.edit(engine, aid, **fields)
+        try:
+            annotation_rows.edit(engine, aid, by=who, **fields)
+        except Refused as exc:
+            saved = f" (saved: {', '.join(done)})" if done else ""
+            flash(f"Annotation {aid} not saved{saved}: {exc}", error=True)
+            return
         state.ann_undo.append(("edit", aid, values))
-    changed = ", ".join(str(aid) for aid, _, _ in edits)
-    flash(f"Updated annotation(s) {changed}." if edits else "Nothing was changed.")
+        done.append(str(aid))
+    flash(f"Updated annotation(s) {', '.join(done)}." if edits else "Nothing was changed.")
 
 
 def undo() -> None:
@@ -209,21 +224,26 @@ def undo() -> None:
         if what == "create":
             annotation_rows.delete(engine, aid, by=who)
         elif what == "edit":
-            annotation_rows.edit(engine, aid, **before)
+            annotation_rows.edit(engine, aid, by=who, **before)
         else:
-            annotation_rows.restore(engine, aid)
-    except annotation_rows.BadAnnotation as exc:
-        flash(f"Could not undo the {what} of annotation {aid}: {exc}")
+            annotation_rows.restore(engine, aid, by=who)
+    except (annotation_rows.BadAnnotation, Refused) as exc:
+        flash(f"Could not undo the {what} of annotation {aid}: {exc}", error=True)
         return
     flash(f"Undid the {what} of annotation {aid}.")
 
 
-st.subheader(f"Annotations · {symbol} {timeframe}")
-existing = annotation_rows.list_for(engine, symbol, timeframe)
-if not existing:
-    st.caption("None yet.")
-else:
-    table = editable(existing)
+TIMES = {  # the list's entry and exit columns, in the editor and in the read-only table
+    "start": st.column_config.DatetimeColumn("entry", format="YYYY-MM-DD HH:mm", timezone="UTC",
+                                             required=True),
+    "end": st.column_config.DatetimeColumn("exit", format="YYYY-MM-DD HH:mm", timezone="UTC",
+                                           required=True),
+}  # fmt: skip
+
+
+def editor(rows) -> None:
+    """The rows this account may change, editable, with Save edits and Delete."""
+    table = editable(rows)
     edited = st.data_editor(
         table,
         hide_index=True,
@@ -232,29 +252,59 @@ else:
         column_config={
             "label": st.column_config.SelectboxColumn("label", options=list(SIDES),
                                                       required=True),
-            "start": st.column_config.DatetimeColumn("entry", format="YYYY-MM-DD HH:mm",
-                                                     timezone="UTC", required=True),
-            "end": st.column_config.DatetimeColumn("exit", format="YYYY-MM-DD HH:mm",
-                                                   timezone="UTC", required=True),
+            **TIMES,
         },
         key=f"ann_editor_{key}",
     )  # fmt: skip
-    e1, e2, e3 = st.columns(3)
-    if e1.button("Save edits", disabled=not who):
+    e1, e2, _ = st.columns(3)
+    if e1.button("Save edits"):
         try:
             save_edits(table, edited)
         except annotation_rows.BadAnnotation as exc:
-            flash(f"Nothing saved: {exc}")
+            flash(f"Nothing saved: {exc}", error=True)
         st.rerun()
     to_delete = e2.selectbox("Delete annotation", table["id"].tolist(), index=None,
                              placeholder="id…", label_visibility="collapsed")  # fmt: skip
-    if e2.button("Delete", disabled=to_delete is None or not who):
-        annotation_rows.delete(engine, int(to_delete), by=who)
-        state.ann_undo.append(("delete", int(to_delete), None))
-        flash(f"Deleted annotation {to_delete}. Undo brings it back.")
-        st.rerun()
-if st.button("Undo", disabled=not who or not state.ann_undo,
-             help="Reverse your latest save, edit or delete on this page."):  # fmt: skip
+    if e2.button("Delete", disabled=to_delete is None):
+        delete(int(to_delete))
+
+
+def delete(aid: int) -> None:
+    """Hide one annotation (Undo brings it back), then redraw the page."""
+    try:
+        annotation_rows.delete(engine, aid, by=who)
+    except Refused as exc:
+        flash(str(exc), error=True)
+    else:
+        state.ann_undo.append(("delete", aid, None))
+        flash(f"Deleted annotation {aid}. Undo brings it back.")
+    st.rerun()
+
+
+def annotation_list(rows) -> None:
+    """Every annotation of this dataset: the ones this account may change in an editor (its
+    own; all, for an admin), the others as a table."""
+    ours = {r.id for r in rows if allowed("annotation.edit", owner=r.author)}
+    others = [r for r in rows if r.id not in ours]
+    if ours:
+        editor([r for r in rows if r.id in ours])
+    if others:
+        if allowed("annotation.edit"):
+            st.caption("Others' annotations: only their author or an admin can change them.")
+        st.dataframe(editable(others), hide_index=True, width="stretch", column_config=TIMES)
+
+
+st.subheader(f"Annotations · {symbol} {timeframe}")
+existing = annotation_rows.list_for(engine, symbol, timeframe)
+if existing:
+    annotation_list(existing)
+else:
+    st.caption("None yet.")
+if allowed("annotation.create") and st.button(
+    "Undo",
+    disabled=not state.ann_undo,
+    help="Reverse your latest save, edit or delete on this page.",
+):  # a viewer read why not under the chart
     undo()
     st.rerun()
 
@@ -275,14 +325,17 @@ x2.download_button(
     "application/json",
     on_click="ignore",
 )
-upload = st.file_uploader(
-    "Import annotations (CSV or JSON exported here)", type=["csv", "json"], key="ann_import"
-)
-if upload is not None and st.button("Import", disabled=not who):
+upload = (
+    uploaded("Import annotations (CSV or JSON exported here)", type=["csv", "json"],
+             key="ann_import")
+    if allowed("annotation.import")
+    else None
+)  # fmt: skip
+if upload is not None and st.button("Import"):
     try:  # every file problem is a BadAnnotation naming the row; authored by who imports
         frame = annotation_rows.read_file(upload.getvalue(), upload.name)
         ids = annotation_rows.import_frame(engine, frame, author=who)
-    except annotation_rows.BadAnnotation as exc:
+    except (annotation_rows.BadAnnotation, Refused) as exc:
         st.error(f"Nothing imported: {md_text(str(exc))}")
     else:
         st.success(

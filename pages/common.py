@@ -3,18 +3,21 @@ candlestick chart. Views import `db` and `market`, never the engine's internals.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
-from urllib.parse import quote, unquote
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 import db
-from db import candles, engines, jobs
+from contract.access import Actor, can, may_touch
+from db import candles, engines, jobs, quotas
 from db import checkpoints as checkpoint_rows
 from db import working_models as working_rows
+from db.accounts import Refused
+from market.files import upload_limit_mb
 
 UP, DOWN = "#26a69a", "#ef5350"
 # Time-axis tick labels that carry the year: "05 Mar 2024", "Mar 2024", "2024", or day and hour.
@@ -23,6 +26,8 @@ TIME_LABELS = (
     " : date(datum.value) != 1 ? timeFormat(datum.value, '%d %b %Y')"
     " : month(datum.value) ? timeFormat(datum.value, '%b %Y') : timeFormat(datum.value, '%Y')"
 )
+VIEWER_NOTE = "Viewers can look but not change anything; ask an admin for the trader role."
+MB = 1024 * 1024  # Streamlit's MB, as market/files.py counts it
 MAX_CHART_CANDLES = 20_000
 PRESETS = {"last 100": 100, "last 250": 250, "last 500": 500, "last 1,000": 1000, "all": None}
 
@@ -34,41 +39,83 @@ def database():
 
 
 def current_user() -> str | None:
-    """The name this browser gave, or None."""
-    name = (st.session_state.get("user_name") or "").strip()
-    return name or None
+    """The signed-in account's name (set by the sign-in gate on every full run), or None."""
+    actor = current_actor()
+    return actor.name if actor else None
 
 
-NAME_COOKIE = "candlelab_user"
+def current_actor() -> Actor | None:
+    """The signed-in account's name and role, as the sign-in gate read them from the database
+    on this page run."""
+    return st.session_state.get("account")
+
+
+_ANY_ROW = object()  # `allowed` asked about an action in general, not about one row
+
+
+def allowed(action: str, owner: str | None | object = _ANY_ROW) -> bool:
+    """Whether to offer `action` (on a row created by `owner`) to the signed-in account. The
+    engine and `db/` check again when it happens; this only keeps what cannot work out of
+    sight. A row whose creator is unknown (`owner=None`) is an admin's to touch, as `db/` and
+    the engine decide it."""
+    actor = current_actor()
+    if owner is _ANY_ROW:
+        return actor is not None and can(actor.role, action)
+    return may_touch(actor, action, owner)
+
+
+def look_only() -> None:
+    """In place of an action panel a viewer does not get: one line saying why."""
+    st.caption(VIEWER_NOTE)
+
+
+def upload_limit() -> float:
+    """The largest file the signed-in account may upload, in MB: its role's quota, within the
+    server's hard cap (server.maxUploadSize)."""
+    actor = current_actor()
+    role_mb = quotas.limits(database(), actor.role)["upload_mb"] if actor else 0
+    return min(role_mb, upload_limit_mb())
+
+
+def uploaded(label: str, *, type: list[str], key: str, note: str = ""):
+    """A file uploader held to the role's upload quota: the file, or None when there is none
+    or it is too big (refused before anything reads it, with the limit named)."""
+    limit = upload_limit()
+    if limit <= 0:
+        st.caption(f"{label}: your role's upload limit is 0 MB; ask an admin to raise it.")
+        return None
+    upload = st.file_uploader(label, type=type, key=key, max_upload_size=max(1, int(limit)),
+                              help=f"Up to {limit:g} MB" + (f"; {note}." if note else "."))  # fmt: skip
+    if upload is not None and upload.size > limit * MB:
+        role = current_actor().role
+        st.error(f"{md_text(upload.name)} is {upload.size / MB:,.1f} MB, over the {limit:g} MB "
+                 f"upload limit of the {role} role. Split the file, or ask an admin to raise "
+                 "the limit.")  # fmt: skip
+        return None
+    return upload
+
+
+@contextmanager
+def refusal_shown() -> Iterator[None]:
+    """Around a write through `db/`: a refusal (a role or an owner changed since the page was
+    drawn) shows as an error message, never a traceback."""
+    try:
+        yield
+    except Refused as exc:
+        st.error(md_text(str(exc)))
 
 
 def sidebar() -> None:
-    """The name prompt and the engine badge, on every page. The name is kept in a cookie so a
-    reload or a new tab does not ask again."""
+    """Who is signed in, the sign-out button and the engine badge, on every page."""
+    from pages import auth  # auth imports this module for database()
+
     with st.sidebar:
-        if "user_name" not in st.session_state:  # a new browser session: the name given last time
-            remembered = unquote(st.context.cookies.get(NAME_COOKIE) or "")[:80]
-            st.session_state["user_name"] = st.session_state["saved_name"] = remembered
-        st.text_input(
-            "Your name",
-            key="user_name",
-            max_chars=80,
-            placeholder="who is at the desk?",
-            help="Recorded on the commands and data you create; this browser remembers it.",
-        )
-        if not current_user():
-            st.caption("Enter your name to import data or send commands.")
-        if st.session_state["user_name"] != st.session_state.get("saved_name"):
-            _remember_name(st.session_state["user_name"])
+        actor = current_actor()
+        if actor:
+            st.markdown(f"Signed in as **{md_text(actor.name)}** · {actor.role}")
+            if st.button("Sign out", key="sign_out", icon=":material/logout:"):
+                auth.sign_out()
         engine_badge()
-
-
-def _remember_name(name: str) -> None:
-    """Write the name to a year-long cookie (Streamlit reads cookies but cannot set them)."""
-    cookie = f"{NAME_COOKIE}={quote(name.strip())}; path=/; max-age=31536000; SameSite=Lax"
-    script = json.dumps(cookie).replace("<", "\\u003c")
-    st.html(f"<script>document.cookie = {script};</script>", unsafe_allow_javascript=True)
-    st.session_state["saved_name"] = name
 
 
 @st.fragment(run_every=2)
@@ -221,8 +268,9 @@ def backtest_visible_chart(row, df: pd.DataFrame, key: str) -> None:
     """'Backtest Visible Chart': backtest exactly the candles shown, with the active checkpoint."""
     from pages.commands import answer, send  # it imports this module
 
-    who = current_user()
-    if st.button("Backtest Visible Chart", key=f"{key}_backtest", disabled=not who or df.empty,
+    if not allowed("backtest.start"):
+        return
+    if st.button("Backtest Visible Chart", key=f"{key}_backtest", disabled=df.empty,
                  help="Backtest the candles in this chart's range with the active checkpoint."):  # fmt: skip
         payload = {"symbol": row.symbol, "timeframe": row.timeframe,
                    "start": int(df.ts.iloc[0]), "end": int(df.ts.iloc[-1])}  # fmt: skip

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from db import candles
+from db.accounts import Refused
 from market import symbols, timeframes
 from market.csv_import import (
     COMMON_TIMEFRAMES,
@@ -19,7 +20,15 @@ from market.csv_import import (
     upload_limit_mb,
 )
 from market.importer import import_candles
-from pages.common import candle_chart, current_user, database, md_text
+from pages.common import (
+    allowed,
+    candle_chart,
+    current_user,
+    database,
+    look_only,
+    md_text,
+    uploaded,
+)
 
 engine = database()
 st.title("Data")
@@ -31,12 +40,17 @@ st.write(
     "(holidays, closures) are listed and imported as gaps unless you refuse them."
 )
 
-upload = st.file_uploader(
-    "Candle file",
-    type=["csv", "txt", "gz"],
-    key="upload",
-    help=f"Up to {upload_limit_mb():g} MB; a .gz file up to that size unpacked.",
-)
+
+def candle_upload():
+    """The uploaded file if this account may import it; None (with a message) otherwise."""
+    if not allowed("data.import"):
+        look_only()
+        return None
+    return uploaded("Candle file", type=["csv", "txt", "gz"], key="upload",
+                    note=f"a .gz file up to {upload_limit_mb():g} MB unpacked")  # fmt: skip
+
+
+upload = candle_upload()
 
 
 @st.cache_data(max_entries=8, show_spinner="Checking the file…")
@@ -128,13 +142,7 @@ if upload is not None:
             candle_chart(preview, height=260, title=f"Preview: last {len(preview):,} good rows"),
             width="stretch",
         )
-    who = current_user()
-    if st.button(
-        "Import",
-        type="primary",
-        disabled=bool(blocking) or not who or report.valid_rows == 0,
-        help=None if who else "Enter your name in the sidebar first.",
-    ):
+    if st.button("Import", type="primary", disabled=bool(blocking) or report.valid_rows == 0):
         try:
             outcome = import_candles(
                 engine,
@@ -144,10 +152,12 @@ if upload is not None:
                 skip_bad_rows=skip_bad,
                 strict_gaps=strict_gaps,
                 adjust=adjust,
-                created_by=who,
+                created_by=current_user(),
             )
         except ImportRejected as exc:
             st.error(str(exc))
+        except Refused as exc:
+            st.error(md_text(str(exc)))
         else:
             st.success(outcome.message())
 

@@ -9,10 +9,10 @@ from db import annotations as annotation_rows
 from db import bus, candles, engines, jobs
 from pages.commands import answer, send
 from pages.common import (
+    allowed,
     annotation_frame,
     backtest_visible_chart,
     candle_chart,
-    current_user,
     database,
     md_text,
     pick_candles,
@@ -66,9 +66,7 @@ if not df.empty:
 
 st.subheader("Commands")
 c1, c2 = st.columns([1, 4])
-if c1.button(
-    "Ping engine", disabled=not current_user(), help="Send a ping through the command bus"
-):
+if allowed("ping") and c1.button("Ping engine", help="Send a ping through the command bus"):
     send("ping", {}, key="ping")
 with c2:
     answer("ping", done=lambda r: f"pong from {r['engine_id']} (its time in the table below)")

@@ -22,12 +22,13 @@ from pages.common import (
     DOWN,
     TIME_LABELS,
     UP,
+    allowed,
     annotation_frame,
     annotation_layers,
     candle_layers,
     checkpoint_labels,
-    current_user,
     database,
+    look_only,
     md_text,
     working_model_labels,
 )
@@ -35,7 +36,6 @@ from pages.common import (
 engine = database()
 st.title("Live")
 ACTION_COLORS = alt.Scale(domain=list(ACTIONS), range=[UP, DOWN, "#9e9e9e"])
-who = current_user()
 
 
 def model_choice(col) -> dict:
@@ -64,61 +64,65 @@ def model_choice(col) -> dict:
     return {"checkpoint_id": picked}
 
 
-with st.expander("Start a session", expanded=not session_rows.running(engine)):
-    source = st.radio(
-        "Feed",
-        ["Replay stored candles", "Exchange (ccxt)"],
-        horizontal=True,
-        help="A replay plays stored candles as if live; an exchange feed polls an exchange "
-        "through ccxt (pip install ccxt) and emits each candle once it has closed.",
-    )
-    c1, c2, c3 = st.columns(3)
-    if source == "Replay stored candles":
-        sets = candles.datasets(engine)
-        if sets.empty:
-            st.info("No candles stored: import some on the Data page.")
-            st.stop()
-        labels = [f"{r.symbol} · {r.timeframe}" for r in sets.itertuples()]
-        pick = c1.selectbox("Dataset (replayed as a live feed)", labels, key="live_dataset")
-        row = sets.iloc[labels.index(pick)]
-        symbol, timeframe = row.symbol, row.timeframe
-        pace = c3.number_input(
-            "Seconds per candle",
-            0.0,
-            3600.0,
-            1.0,
-            0.1,
-            help="Replay pace: 1 = one candle a second.",
-        )
-        last, first = row["last"].to_pydatetime(), row["first"].to_pydatetime()
-        start_day = st.date_input(
-            "Replay from",
-            value=max(first, last - timedelta(days=365)).date(),
-            min_value=first.date(),
-            max_value=last.date(),
-        )
-        start_ts = int(datetime.combine(start_day, time.min, UTC).timestamp() * 1000)
-        feed = {"kind": "replay", "pace_s": pace, "start_ts": start_ts}
-    else:
+def feed_choice(source: str, c1, c3) -> tuple[str, str, dict]:
+    """The symbol, timeframe and feed of a new session: stored candles replayed, or an
+    exchange."""
+    if source == "Exchange (ccxt)":
         exchange = c1.text_input("Exchange (ccxt id)", "binance")
         e1, e2 = c3.columns(2)
-        symbol = e1.text_input("Symbol", "BTC/USDT")
-        timeframe = e2.text_input("Timeframe", "1m")
-        feed = {"kind": "exchange", "exchange": exchange.strip()}
-    model = model_choice(c2)
-    d2, d3 = st.columns(2)
-    fee = d2.number_input("Fee (bps per fill)", 0.0, 1000.0, FEE_BPS, 1.0)
-    long_only = d3.checkbox("Long only")
-    cols = [c for _ in range(2) for c in st.columns(2)]  # 2 × 2: the full names fit
-    for col, (mode, title) in zip(cols, MODES.items(), strict=True):
-        if col.button(title, key=f"start_{mode}", disabled=not who or not model, width="stretch"):
-            send("session.start",
-                 {"symbol": symbol.strip(), "timeframe": timeframe.strip(), "mode": mode, **model,
-                  "feed": feed, "fee_bps": fee, "long_only": long_only}, key="start")  # fmt: skip
-    answer("start", done=lambda r: f"Session #{r['session_id']} started.",
-           on_done=lambda row: st.session_state.update(live_session=row.result["session_id"]))  # fmt: skip
-    if not who:
-        st.caption("Enter your name in the sidebar to start sessions.")
+        symbol, timeframe = e1.text_input("Symbol", "BTC/USDT"), e2.text_input("Timeframe", "1m")
+        return symbol, timeframe, {"kind": "exchange", "exchange": exchange.strip()}
+    sets = candles.datasets(engine)
+    if sets.empty:
+        st.info("No candles stored: import some on the Data page.")
+        st.stop()
+    labels = [f"{r.symbol} · {r.timeframe}" for r in sets.itertuples()]
+    pick = c1.selectbox("Dataset (replayed as a live feed)", labels, key="live_dataset")
+    row = sets.iloc[labels.index(pick)]
+    pace = c3.number_input("Seconds per candle", 0.0, 3600.0, 1.0, 0.1,
+                           help="Replay pace: 1 = one candle a second.")  # fmt: skip
+    last, first = row["last"].to_pydatetime(), row["first"].to_pydatetime()
+    start_day = st.date_input(
+        "Replay from",
+        value=max(first, last - timedelta(days=365)).date(),
+        min_value=first.date(),
+        max_value=last.date(),
+    )
+    start_ts = int(datetime.combine(start_day, time.min, UTC).timestamp() * 1000)
+    return row.symbol, row.timeframe, {"kind": "replay", "pace_s": pace, "start_ts": start_ts}
+
+
+def start_panel() -> None:
+    """Start a session: a feed, a model, costs, and one button per mode."""
+    with st.expander("Start a session", expanded=not session_rows.running(engine)):
+        source = st.radio(
+            "Feed",
+            ["Replay stored candles", "Exchange (ccxt)"],
+            horizontal=True,
+            help="A replay plays stored candles as if live; an exchange feed polls an exchange "
+            "through ccxt (pip install ccxt) and emits each candle once it has closed.",
+        )
+        c1, c2, c3 = st.columns(3)
+        symbol, timeframe, feed = feed_choice(source, c1, c3)
+        model = model_choice(c2)
+        d2, d3 = st.columns(2)
+        fee = d2.number_input("Fee (bps per fill)", 0.0, 1000.0, FEE_BPS, 1.0)
+        long_only = d3.checkbox("Long only")
+        cols = [c for _ in range(2) for c in st.columns(2)]  # 2 × 2: the full names fit
+        for col, (mode, title) in zip(cols, MODES.items(), strict=True):
+            if col.button(title, key=f"start_{mode}", disabled=not model, width="stretch"):
+                send("session.start",
+                     {"symbol": symbol.strip(), "timeframe": timeframe.strip(), "mode": mode,
+                      **model, "feed": feed, "fee_bps": fee, "long_only": long_only},
+                     key="start")  # fmt: skip
+        answer("start", done=lambda r: f"Session #{r['session_id']} started.",
+               on_done=lambda row: st.session_state.update(live_session=row.result["session_id"]))  # fmt: skip
+
+
+if allowed("session.start"):
+    start_panel()
+else:
+    look_only()
 
 all_sessions = session_rows.all_(engine)
 if not all_sessions:
@@ -511,32 +515,53 @@ def panel(session_id: int) -> None:
 
 panel(chosen)
 
-sess = session_rows.get(engine, chosen)
-if sess.status == "running":
+
+def session_controls(sess) -> None:
+    """Switch the mode of a running session or stop it: its creator, or an admin."""
     c1, c2, c3 = st.columns([3, 1, 1])
-    new_mode = c1.selectbox(
-        "Switch mode",
-        list(MODES),
-        index=list(MODES).index(sess.mode),
-        format_func=MODES.get,
-        key=f"mode_{chosen}",
-    )
-    if c2.button("Apply mode", disabled=not who or new_mode in (None, sess.mode)):
-        send("session.set_mode", {"session_id": chosen, "mode": new_mode}, key=f"mode_{chosen}")
-    if c3.button("Stop session", type="primary", disabled=not who):
-        send("session.stop", {"session_id": chosen}, key=f"stop_{chosen}")
-    answer(f"mode_{chosen}", done=lambda r: f"Session #{r['session_id']} is now in mode "
+    if allowed("session.set_mode", owner=sess.created_by):
+        new_mode = c1.selectbox("Switch mode", list(MODES), index=list(MODES).index(sess.mode),
+                                format_func=MODES.get, key=f"mode_{sess.id}")  # fmt: skip
+        if c2.button("Apply mode", disabled=new_mode in (None, sess.mode)):
+            send("session.set_mode", {"session_id": sess.id, "mode": new_mode},
+                 key=f"mode_{sess.id}")  # fmt: skip
+    if allowed("session.stop", owner=sess.created_by) and c3.button("Stop session", type="primary"):
+        send("session.stop", {"session_id": sess.id}, key=f"stop_{sess.id}")
+    answer(f"mode_{sess.id}", done=lambda r: f"Session #{r['session_id']} is now in mode "
            f"{MODES[r['mode']]} from the next candle.")  # fmt: skip
-    if sess.mode == "manual":
-        st.write(
-            "**Train on Current Candle** — the latest completed candle, with the action you choose:"
-        )
-        b1, b2, b3 = st.columns(3)
-        for col, action in zip((b1, b2, b3), ("BUY", "SELL", "HOLD"), strict=True):
-            if col.button(action, key=f"manual_{action}", disabled=not who, width="stretch"):
-                send("session.train_manual", {"session_id": chosen, "action": action},
-                     key=f"manual_{chosen}")  # fmt: skip
-        # Accepted means queued for the trainer: the panel above says when it is applied.
-        answer(f"manual_{chosen}", done=lambda r: None, on_done=remember_manual)
+
+
+def manual_controls(sess) -> None:
+    """Train on Current Candle, in manual mode: the session's creator, or an admin."""
+    if sess.mode != "manual" or not allowed("session.train_manual", owner=sess.created_by):
+        return
+    st.write(
+        "**Train on Current Candle** — the latest completed candle, with the action you choose:"
+    )
+    for col, action in zip(st.columns(3), ("BUY", "SELL", "HOLD"), strict=True):
+        if col.button(action, key=f"manual_{action}", width="stretch"):
+            send("session.train_manual", {"session_id": sess.id, "action": action},
+                 key=f"manual_{sess.id}")  # fmt: skip
+    # Accepted means queued for the trainer: the panel above says when it is applied.
+    answer(f"manual_{sess.id}", done=lambda r: None, on_done=remember_manual)
+
+
+def hands_off(sess) -> bool:
+    """Whether the signed-in account may change nothing about `sess` (a trader is told why; a
+    viewer read it at the top of the page)."""
+    kinds = ("session.set_mode", "session.stop", "session.train_manual")
+    if any(allowed(kind, owner=sess.created_by) for kind in kinds):
+        return False
+    if allowed("session.stop"):
+        owner = md_text(sess.created_by or "someone else")
+        st.caption(f"Session #{sess.id} is {owner}'s: only they or an admin can switch its "
+                   "mode, train it by hand or stop it.")  # fmt: skip
+    return True
+
+
+sess = session_rows.get(engine, chosen)
+if sess.status == "running" and not hands_off(sess):
+    session_controls(sess)
+    manual_controls(sess)
 answer(f"stop_{chosen}", done=lambda r: f"Session #{r['session_id']} stopped."
        if r.get("stopped") else f"Session #{r['session_id']} is stopping.")  # fmt: skip

@@ -13,9 +13,12 @@ from db import checkpoints as checkpoint_rows
 from db import working_models as working_rows
 from pages.commands import answer, send
 from pages.common import (
+    allowed,
     checkpoint_labels,
     current_user,
     database,
+    look_only,
+    refusal_shown,
     rerun_when_job_ends,
     working_model_labels,
 )
@@ -35,68 +38,62 @@ annotated = {(a.symbol, a.timeframe) for a in annotation_rows.list_for(engine)}
 options = [f"{r.symbol} · {r.timeframe}" for r in sets.itertuples()]
 default = [f"{s} · {t}" for s, t in sorted(annotated) if f"{s} · {t}" in options]
 
-what = st.radio(
-    "Train",
-    ["A new working model from a checkpoint", "An existing working model"],
-    horizontal=True,
-    disabled=not working,
-    help="Checkpoints never change: training works on a working model and ends in a new child "
-    "checkpoint. An existing working model may be shared with live sessions (one trainer, one "
-    "lock for all of them).",
-)
-with st.form("train", enter_to_submit=False):  # Enter in a box must not start a job
-    c1, c2 = st.columns(2)
+
+def model_pick(what: str, col) -> dict:
+    """The model a training job trains: an existing working model, or a new one from a
+    checkpoint."""
     if what == "An existing working model" and working:
-        model = {
-            "working_model_id": c1.selectbox(
-                "Working model", list(working), format_func=working.get
-            )
-        }
-    else:
-        model = {
-            "base_checkpoint": c1.selectbox(
-                "Base checkpoint",
-                list(labels),
-                index=list(labels).index(active),
-                format_func=labels.get,
-            )
-        }
-    chosen = c2.multiselect(
-        "Datasets", options, default=default, help="Default: every dataset with annotations."
+        return {"working_model_id": col.selectbox("Working model", list(working),
+                                                  format_func=working.get)}  # fmt: skip
+    return {"base_checkpoint": col.selectbox("Base checkpoint", list(labels),
+                                             index=list(labels).index(active),
+                                             format_func=labels.get)}  # fmt: skip
+
+
+def train_form() -> dict | None:
+    """The training settings; the payload of train.start once submitted, else None."""
+    what = st.radio(
+        "Train",
+        ["A new working model from a checkpoint", "An existing working model"],
+        horizontal=True,
+        disabled=not working,
+        help="Checkpoints never change: training works on a working model and ends in a new "
+        "child checkpoint. An existing working model may be shared with live sessions (one "
+        "trainer, one lock for all of them).",
     )
-    c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("Epochs", 1, 500, 10)
-    batch_size = c2.number_input("Batch size (sequences)", 1, 256, 8)
-    lr = c3.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f")
-    val = c4.slider("Validation (last part, by time)", 0.0, 0.5, 0.2, 0.05)
-    c1, c2, c3 = st.columns(3)
-    hold = c1.checkbox("Unannotated candles are HOLD")
-    activate = c2.checkbox(
-        "Activate the result",
-        help="Make the new checkpoint the one sessions and backtests use by default. Off by "
-        "default: look at its validation against the majority baseline first (you can activate "
-        "it below at any time).",
-    )
-    name = c3.text_input("Name (optional)")
-    st.caption(f"{len(annotation_rows.list_for(engine))} annotations in all.")
-    who = current_user()
-    submitted = st.form_submit_button("Start training", type="primary", disabled=not who)
-    if not who:
-        st.caption("Enter your name in the sidebar to start training.")
-if submitted:
-    payload = {
-        **model,
-        "epochs": int(epochs),
-        "batch_size": int(batch_size),
-        "learning_rate": float(lr),
-        "validation_split": float(val),
-        "unannotated_as_hold": hold,
-        "activate": activate,
-        "datasets": [{"symbol": o.split(" · ")[0], "timeframe": o.split(" · ")[1]} for o in chosen]
-        or None,
-    }
-    if name.strip():
-        payload["name"] = name.strip()
+    with st.form("train", enter_to_submit=False):  # Enter in a box must not start a job
+        c1, c2 = st.columns(2)
+        model = model_pick(what, c1)
+        chosen = c2.multiselect(
+            "Datasets", options, default=default, help="Default: every dataset with annotations."
+        )
+        c1, c2, c3, c4 = st.columns(4)
+        epochs = c1.number_input("Epochs", 1, 500, 10)
+        batch_size = c2.number_input("Batch size (sequences)", 1, 256, 8)
+        lr = c3.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f")
+        val = c4.slider("Validation (last part, by time)", 0.0, 0.5, 0.2, 0.05)
+        c1, c2, c3 = st.columns(3)
+        hold = c1.checkbox("Unannotated candles are HOLD")
+        activate = allowed("checkpoint.activate") and c2.checkbox(
+            "Activate the result",
+            help="Make the new checkpoint the one sessions and backtests use by default. Off "
+            "by default: look at its validation against the majority baseline first (you can "
+            "activate it below at any time).",
+        )
+        name = c3.text_input("Name (optional)")
+        st.caption(f"{len(annotation_rows.list_for(engine))} annotations in all.")
+        if not st.form_submit_button("Start training", type="primary"):
+            return None
+    datasets = [{"symbol": o.split(" · ")[0], "timeframe": o.split(" · ")[1]} for o in chosen]
+    return {**model, "epochs": int(epochs), "batch_size": int(batch_size),
+            "learning_rate": float(lr), "validation_split": float(val),
+            "unannotated_as_hold": hold, "activate": activate, "datasets": datasets or None,
+            **({"name": name.strip()} if name.strip() else {})}  # fmt: skip
+
+
+if not allowed("train.start"):
+    look_only()
+elif (payload := train_form()) is not None:
     send("train.start", payload, key="train")
 answer(
     "train",
@@ -178,8 +175,10 @@ def progress() -> None:
     model = f" · working model W{job.working_model_id}" if job.working_model_id else ""
     st.subheader(f"Job {job.id} · {job.status}{model}")
     st.progress(min(1.0, job.progress), text=f"{job.progress:.0%} · {job.message or ''}")
-    if job.status in jobs.UNFINISHED and st.button("Cancel training", key=f"cancel_{job.id}"):
-        jobs.request_cancel(engine, job.id)
+    cancel = job.status in jobs.UNFINISHED and allowed("job.cancel", owner=job.created_by)
+    if cancel and st.button("Cancel training", key=f"cancel_{job.id}"):
+        with refusal_shown():
+            jobs.request_cancel(engine, job.id, by=current_user())
     if job.status == "failed":
         st.error(job.message)
     for warning in (job.result or {}).get("warnings", []):
@@ -236,6 +235,28 @@ def trained_on(sources: dict | None) -> str:
     return ", ".join(parts)
 
 
+def save_panel() -> None:
+    """Save a working model as a checkpoint: its creator's, or any, for an admin."""
+    owners = {w.id: w.created_by for w in working_rows.all_(engine)}
+    mine = [w for w in working if allowed("model.save", owner=owners.get(w))]
+    if not mine:
+        if allowed("model.save"):
+            st.caption("Only a working model's creator or an admin can save it as a checkpoint.")
+        else:
+            look_only()
+        return
+    s1, s2, s3 = st.columns([2, 2, 1])
+    to_save = s1.selectbox("Save as a checkpoint", mine, format_func=working.get)
+    save_name = s2.text_input("Checkpoint name (optional)", key="save_name")
+    if s3.button("Save", width="stretch"):
+        payload = {"working_model_id": to_save, **({"name": save_name} if save_name else {})}
+        before = working_rows.get(engine, to_save).last_checkpoint_id
+        if send("model.save", payload, key="save") is not None:
+            st.session_state.pending_save = (to_save, before)
+    answer("save", done=lambda r: f"W{r['working_model_id']} is saved as “{r['name']}” once the "
+           "training already handed to it is applied; the list below shows it then.")  # fmt: skip
+
+
 st.subheader("Working models")
 st.caption(
     "Trainable copies of checkpoints. Live sessions, manual training and jobs train them; "
@@ -259,16 +280,7 @@ else:
         for w in working_rows.overview(engine)
     ]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    s1, s2, s3 = st.columns([2, 2, 1])
-    to_save = s1.selectbox("Save as a checkpoint", list(working), format_func=working.get)
-    save_name = s2.text_input("Checkpoint name (optional)", key="save_name")
-    if s3.button("Save", disabled=not current_user(), width="stretch"):
-        payload = {"working_model_id": to_save, **({"name": save_name} if save_name else {})}
-        before = working_rows.get(engine, to_save).last_checkpoint_id
-        if send("model.save", payload, key="save") is not None:
-            st.session_state.pending_save = (to_save, before)
-    answer("save", done=lambda r: f"W{r['working_model_id']} is saved as “{r['name']}” once the "
-           "training already handed to it is applied; the list below shows it then.")  # fmt: skip
+    save_panel()
     saving()
 
 st.subheader("Checkpoints")
@@ -296,14 +308,15 @@ st.dataframe(
     hide_index=True,
     width="stretch",
 )
-a1, a2 = st.columns([3, 1])
-target = a1.selectbox(
-    "Activate checkpoint",
-    list(labels),
-    format_func=labels.get,
-    index=list(labels).index(active),
-    label_visibility="collapsed",
-)
-if a2.button("Activate", disabled=not current_user() or target == active):
-    send("checkpoint.activate", {"checkpoint_id": target}, key="activate")
-answer("activate", done=lambda r: f"Checkpoint #{r['active']} is now the active one.")
+if allowed("checkpoint.activate"):
+    a1, a2 = st.columns([3, 1])
+    target = a1.selectbox(
+        "Activate checkpoint",
+        list(labels),
+        format_func=labels.get,
+        index=list(labels).index(active),
+        label_visibility="collapsed",
+    )
+    if a2.button("Activate", disabled=target == active):
+        send("checkpoint.activate", {"checkpoint_id": target}, key="activate")
+    answer("activate", done=lambda r: f"Checkpoint #{r['active']} is now the active one.")

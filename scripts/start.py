@@ -28,6 +28,11 @@ def main() -> int:
 
     py = sys.executable
     subprocess.run([py, "-m", "engine", "migrate"], cwd=ROOT, check=True)
+    url = f"http://{args.address}:{args.port}"
+    # A fresh install: create the first admin and print a one-time sign-in link (once anyone
+    # has signed in, this prints nothing).
+    subprocess.run([py, "-m", "engine", "user", "first-admin"], cwd=ROOT, check=True,
+                   env={**os.environ, "CANDLELAB_APP_URL": url})  # fmt: skip
     procs: list[subprocess.Popen] = []
     if not args.no_engine:
         procs.append(subprocess.Popen([py, "-m", "engine", "serve"], cwd=ROOT))
@@ -44,9 +49,7 @@ def main() -> int:
             cwd=ROOT,
         )
     )  # fmt: skip
-    print(
-        f"Candle Lab: http://{args.address}:{args.port}  (Ctrl-C stops engine and app)", flush=True
-    )
+    print(f"Candle Lab: {url}  (Ctrl-C stops engine and app)", flush=True)
 
     stopping = False
 
