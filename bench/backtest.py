@@ -118,6 +118,7 @@ def main() -> int:
     args = ap.parse_args()
     os.environ["CANDLELAB_HOME"] = tempfile.mkdtemp(prefix="candlelab-bench-")
     import db
+    from contract.access import SYSTEM_ACCOUNT
     from db import candles
     from engine import backtest_run, checkpoints
     from engine.account import Account
@@ -129,7 +130,8 @@ def main() -> int:
     seed_samples(database)
     frame = chained(database, args.candles)
     candles.store(database, frame, symbol="BENCH", timeframe="1h", source="bench", sha256="-",
-                  format="bench", rows_in_file=len(frame), rows_skipped=0)  # fmt: skip
+                  format="bench", rows_in_file=len(frame), rows_skipped=0,
+                  created_by=SYSTEM_ACCOUNT)  # fmt: skip
     cfg, state, _ = checkpoints.load(database, checkpoints.ensure_default(database))
     model = CandleTransformer(cfg).eval()
     model.load_state_dict(state)

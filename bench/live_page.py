@@ -42,6 +42,7 @@ def build(database, n: int, extra: int) -> tuple[int, pd.DataFrame]:
     """A session that has seen `n` candles, and `extra` stored candles it has not seen yet."""
     from sqlalchemy import insert
 
+    from contract.access import SYSTEM_ACCOUNT
     from db import candles, checkpoints
     from db import sessions as session_rows
     from db import working_models as working_rows
@@ -53,7 +54,8 @@ def build(database, n: int, extra: int) -> tuple[int, pd.DataFrame]:
     frame = pd.DataFrame({"ts": ts, "open": close * 0.999, "high": close * 1.002,
                           "low": close * 0.997, "close": close, "volume": 1.0})  # fmt: skip
     candles.store(database, frame, symbol="BENCH", timeframe="1m", source="bench", sha256="b",
-                  format="generic", rows_in_file=n + extra, rows_skipped=0)  # fmt: skip
+                  format="generic", rows_in_file=n + extra, rows_skipped=0,
+                  created_by=SYSTEM_ACCOUNT)  # fmt: skip
     ckpt = checkpoints.insert(database, name="bench", feature_version=1, config={}, file="x.pt")
     wm = working_rows.create(database, name="bench", base_checkpoint_id=ckpt, created_by="bench",
                              engine_id=None)  # fmt: skip

@@ -56,6 +56,7 @@ def main() -> int:
     args = ap.parse_args()
     os.environ["CANDLELAB_HOME"] = tempfile.mkdtemp(prefix="candlelab-bench-")
     import db
+    from contract.access import SYSTEM_ACCOUNT
     from db import annotations, jobs
     from engine import batch_training, priority
     from engine.batch_training import TrainSettings
@@ -106,7 +107,7 @@ def main() -> int:
             annotations.create(
                 database,
                 annotations.AnnotationIn("SP500", "1d", int(ts[i]), int(ts[i + 2]), side),
-                "bench",
+                SYSTEM_ACCOUNT,
             )
             i += 3
         else:

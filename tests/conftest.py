@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import db
-from db import connection, engines
+from contract.access import SYSTEM_ACCOUNT
+from db import accounts, connection, engines
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -71,6 +72,12 @@ def any_empty_database(request, home):
 def any_database(request):
     """The same test on the embedded SQLite and on PostgreSQL."""
     return request.getfixturevalue("database" if request.param == "sqlite" else "pg_database")
+
+
+def make_account(engine, name: str, role: str = "trader", password: str | None = None) -> str:
+    """Add the account `name` as the CLI's `system` admin would; returns the name."""
+    accounts.add(engine, name, role, by=SYSTEM_ACCOUNT, password=password)
+    return name
 
 
 def settings_url(url: str) -> str:

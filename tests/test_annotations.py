@@ -8,8 +8,10 @@ import json
 import pandas as pd
 import pytest
 
+from contract.access import SYSTEM_ACCOUNT
 from db import annotations as A
 from db import candles
+from tests.conftest import make_account
 
 T0 = 1_700_000_000_000
 H = 3_600_000
@@ -23,8 +25,17 @@ def stored(database, *datasets: tuple[str, str]):
         )
         candles.store(
             database, rows, symbol=symbol, timeframe=timeframe, source="test", sha256="0" * 64,
-            format="generic", rows_in_file=2, rows_skipped=0,
+            format="generic", rows_in_file=2, rows_skipped=0, created_by=SYSTEM_ACCOUNT,
         )  # fmt: skip
+    return database
+
+
+@pytest.fixture
+def database(database):
+    """The test database with the traders ana, bo and cy, and the admin x."""
+    for name in ("ana", "bo", "cy"):
+        make_account(database, name)
+    make_account(database, "x", "admin")
     return database
 
 
@@ -32,18 +43,18 @@ def test_create_edit_delete_undo(database):
     aid = A.create(
         database, A.AnnotationIn("BTC/USDT", "1h", T0, T0 + 5 * H, "long", "breakout"), "ana"
     )
-    A.edit(database, aid, side="short", note="fakeout")
+    A.edit(database, aid, by="ana", side="short", note="fakeout")
     row = A.get(database, aid)
     assert (row.side, row.note, row.author) == ("short", "fakeout", "ana") and row.updated_at
-    A.delete(database, aid, by="bo")
+    A.delete(database, aid, by="x")  # an admin may delete anyone's
     assert A.list_for(database, "BTC/USDT", "1h") == []
-    assert A.undo_delete(database, by="ana") is None  # ana deleted nothing
-    assert A.undo_delete(database, by="bo") == aid
+    assert A.restore(database, aid, by="ana") is True
+    assert A.restore(database, aid, by="ana") is False  # not deleted any more
     assert [r.id for r in A.list_for(database, "BTC/USDT", "1h")] == [aid]
 
 
 def test_clicking_exit_before_entry_still_makes_a_forward_trade(database):
-    aid = A.create(database, A.AnnotationIn("X", "1h", T0 + 9 * H, T0 + 2 * H, "short"), None)
+    aid = A.create(database, A.AnnotationIn("X", "1h", T0 + 9 * H, T0 + 2 * H, "short"), "ana")
     row = A.get(database, aid)
     assert (row.entry_ts, row.exit_ts) == (T0 + 2 * H, T0 + 9 * H)
 

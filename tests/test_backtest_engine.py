@@ -7,16 +7,18 @@ import pandas as pd
 import pytest
 import torch
 
+from contract.access import SYSTEM_ACCOUNT
 from db import backtests, bus, candles, jobs
 from engine import backtest_run, checkpoints
 from engine.inference import predict_last
 from engine.model import CandleTransformer
 from market.importer import import_candles, seed_samples
-from tests.conftest import wait_until
+from tests.conftest import make_account, wait_until
 
 
 @pytest.fixture
 def stored(database):
+    make_account(database, "ana")
     seed_samples(database)
     checkpoints.ensure_default(database)
     return database
@@ -74,7 +76,7 @@ def test_changing_later_candles_never_changes_earlier_predictions_or_fills(store
     changed.rename(columns={"ts": "timestamp"})[
         ["timestamp", "open", "high", "low", "close", "volume"]
     ].to_csv(path, index=False)
-    import_candles(stored, path, "SP500X", "1d")
+    import_candles(stored, path, "SP500X", "1d", created_by=SYSTEM_ACCOUNT)
     model = model_of(stored)
     kw = dict(timeframe="1d", start=int(df.ts.iloc[-600]), model=model, fee_bps=10)
     a = backtest_run.run(stored, symbol="SP500", **kw)
@@ -132,7 +134,12 @@ def test_bad_backtest_requests_fail_with_a_reason(stored, engine_process, payloa
     engine_process("--no-seed")
     row = bus.wait(
         stored,
-        bus.submit(stored, "backtest.start", {"symbol": "SP500", "timeframe": "1d", **payload}),
+        bus.submit(
+            stored,
+            "backtest.start",
+            {"symbol": "SP500", "timeframe": "1d", **payload},
+            created_by=SYSTEM_ACCOUNT,
+        ),
         20,
     )
     assert row.status == "failed" and expected in row.error
@@ -144,7 +151,8 @@ def test_signals_backtest_through_the_engine(stored, engine_process):
     signals = [[int(ts.iloc[-200]), "BUY"], [int(ts.iloc[-100]), "SELL"]]
     row = bus.wait(stored, bus.submit(stored, "backtest.start", {
         "symbol": "SP500", "timeframe": "1d", "start": int(ts.iloc[-250]), "signals": signals,
-        "signals_name": "two.csv", "long_only": True, "fee_bps": 0}), 20)  # fmt: skip
+        "signals_name": "two.csv", "long_only": True, "fee_bps": 0},
+        created_by=SYSTEM_ACCOUNT), 20)  # fmt: skip
     assert row.status == "done", row.error
     done = wait_until(
         lambda: (b := backtests.get(stored, row.result["backtest_id"])).status == "done" and b,
@@ -193,7 +201,11 @@ def test_training_during_a_backtest_trains_a_copy_and_leaves_the_model_alone(
     common = {"symbol": "SP500", "timeframe": "1d", "start": int(ts.iloc[-120]), "checkpoint_id": 1}
 
     def run_one(**extra):
-        row = bus.wait(stored, bus.submit(stored, "backtest.start", {**common, **extra}), 20)
+        row = bus.wait(
+            stored,
+            bus.submit(stored, "backtest.start", {**common, **extra}, created_by=SYSTEM_ACCOUNT),
+            20,
+        )
         assert row.status == "done", row.error
         bid = row.result["backtest_id"]
         return wait_until(

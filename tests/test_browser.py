@@ -4,107 +4,29 @@ starts it (`scripts/start.py`: engine + Streamlit)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-import db
 from db import engines
-from tests.conftest import DATA, ROOT, wait_until
+from tests.browser import NO_CHROMIUM, app, browser, page, sign_in
+from tests.conftest import DATA
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM) and os.environ.get("CI") != "true",
-        reason="Chromium not installed (apt-get install chromium); CI always installs it",
-    ),
-]
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/_stcore/health", timeout=1) as r:
-            return r.read() == b"ok"
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def app(home):
-    """The whole product on a fresh data directory: engine (seeding real data) + app."""
-    port = free_port()
-    env = {**os.environ, "CANDLELAB_HOME": str(home)}
-    env.pop("DATABASE_URL", None)
-    log = open(home / "app.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "scripts/start.py", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    database = db.get_engine()
-    try:
-        wait_until(lambda: healthy(url), 90, 0.2, "Streamlit health")
-        wait_until(lambda: engines.alive(database), 90, 0.2, "engine online")
-        yield url, database
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-
-
-@pytest.fixture
-def page():
-    from playwright.sync_api import expect, sync_playwright
-
-    # A cold app on a busy 2-core machine (engine seeding and importing torch beside it) can take
-    # longer than Playwright's 5 s default to draw its first page; CI failed on that once.
-    expect.set_options(timeout=30_000)
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(30_000)
-        yield pg
-        browser.close()
+pytestmark = [pytest.mark.browser, NO_CHROMIUM]
 
 
 def test_home_shows_engine_online_real_candles_then_offline_when_engine_stops(app, page):
     from playwright.sync_api import expect
 
     url, database = app
-    page.goto(url)
+    sign_in(page, url)
     engine_metric = page.get_by_test_id("stMetric").filter(has_text="Engine")
     expect(engine_metric.get_by_test_id("stMetricValue")).to_have_text("online")
     # The seeded real data: the NASDAQ Composite's last 250 daily candles of 2018.
     expect(page.get_by_text("250 candles, 2018-01-03 00:00 → 2018-12-31 00:00 UTC")).to_be_visible()
     expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
     assert page.get_by_test_id("stException").count() == 0
-    page.get_by_role("textbox", name="Your name").fill("ana")
-    page.get_by_role("textbox", name="Your name").press("Enter")
     page.get_by_role("button", name="Ping engine").click()
     expect(page.get_by_text("pong from")).to_be_visible()
 
@@ -123,9 +45,7 @@ def test_data_page_reports_a_bad_file_and_imports_a_good_one(app, page):
     from playwright.sync_api import expect
 
     url, _ = app
-    page.goto(url + "/data")
-    page.get_by_role("textbox", name="Your name").fill("ana")
-    page.get_by_role("textbox", name="Your name").press("Enter")
+    sign_in(page, url, path="/data")
 
     page.locator("input[type=file]").set_input_files(str(DATA / "csv" / "bad_negative_volume.csv"))
     expect(page.get_by_text("nothing was changed")).to_be_visible()
@@ -142,10 +62,7 @@ def test_annotate_by_clicking_two_candles_then_train_to_a_new_checkpoint(app, pa
     from playwright.sync_api import expect
 
     url, database = app
-    page.goto(url + "/annotate")
-    name = page.get_by_role("textbox", name="Your name")
-    name.fill("ana")
-    name.press("Enter")
+    sign_in(page, url, "ada", path="/annotate")  # an admin: she also activates the result
     metrics = page.get_by_test_id("stMetricValue")
     for fraction, filled in ((0.35, 0), (0.6, 1)):
         chart = page.get_by_test_id("stVegaLiteChart").first
@@ -181,8 +98,6 @@ def test_annotate_by_clicking_two_candles_then_train_to_a_new_checkpoint(app, pa
     assert [a.side for a in annotations.list_for(database)] == ["long"]
 
     page.goto(url + "/train")
-    page.get_by_role("textbox", name="Your name").fill("ana")
-    page.get_by_role("textbox", name="Your name").press("Enter")
     page.get_by_text("Activate the result").click()
     page.get_by_role("button", name="Start training").click()
     expect(page.get_by_text("started on NASDAQ 1d")).to_be_visible()
@@ -191,7 +106,7 @@ def test_annotate_by_clicking_two_candles_then_train_to_a_new_checkpoint(app, pa
     from db import checkpoints as rows
 
     newest = rows.all_(database)[0]
-    assert newest.parent_id is not None and newest.created_by == "ana" and newest.is_active
+    assert newest.parent_id is not None and newest.created_by == "ada" and newest.is_active
     expect(page.get_by_text(f"100% · done: checkpoint {newest.id} (active)")).to_be_visible()
     # the run list and the checkpoints refresh when the job ends, without a reload
     # (the grid keeps its cells in a hidden accessible table: attached, not visible)
@@ -205,9 +120,7 @@ def start_live_session(page, url: str, mode_title: str, pace_s: float, double_cl
     """Open the Live page as "ana" and start a replay session in the mode titled so."""
     from playwright.sync_api import expect
 
-    page.goto(url + "/live")
-    page.get_by_role("textbox", name="Your name").fill("ana")
-    page.get_by_role("textbox", name="Your name").press("Enter")
+    sign_in(page, url, path="/live")
     page.get_by_role("spinbutton", name="Seconds per candle").fill(str(pace_s))
     page.get_by_role("spinbutton", name="Seconds per candle").press("Enter")
     button = page.get_by_role("button", name=mode_title)
@@ -337,12 +250,11 @@ def test_backtest_visible_chart_then_open_the_report_and_download_csv(app, page)
     # A report URL is never Markdown: an image in ?id= is shown as text, and nothing is fetched.
     fetched = []
     page.on("request", lambda r: r.url.startswith("http://127.0.0.1:9/") and fetched.append(r.url))
+    sign_in(page, url)
     page.goto(url + "/report?id=![x](http://127.0.0.1:9/p.png)")
     expect(page.get_by_text("![x](http://127.0.0.1:9/p.png)", exact=False).first).to_be_visible()
     assert fetched == []
     page.goto(url)
-    page.get_by_role("textbox", name="Your name").fill("ana")
-    page.get_by_role("textbox", name="Your name").press("Enter")
     expect(page.get_by_text("250 candles, 2018-01-03")).to_be_visible()
     page.get_by_role("button", name="Backtest Visible Chart").click()
     expect(page.get_by_text("started on 250 candles")).to_be_visible()
@@ -379,8 +291,8 @@ def test_backtest_visible_chart_then_open_the_report_and_download_csv(app, page)
     signals = Path(info.value.path()).parent / "ny_signals.csv"
     signals.write_text("Date,Signal\n2017-03-01 00:00-05:00,buy\n2018-03-01 00:00-05:00,sell\n"
                        "2030-01-02,BUY\n")  # fmt: skip
-    page.goto(url + "/backtest")  # a reload: the browser remembers the name given on Home
-    expect(page.get_by_role("textbox", name="Your name")).to_have_value("ana")
+    page.goto(url + "/backtest")  # a reload: the browser stays signed in
+    expect(page.get_by_text("Signed in as ana")).to_be_visible()
     page.get_by_text("New backtest").click()
     page.get_by_text("A signals file (timestamp,action)").click()
     page.locator("input[type=file]").set_input_files(str(signals))

@@ -6,13 +6,16 @@ import multiprocessing as mp
 
 from sqlalchemy import func, select
 
+from contract.access import SYSTEM_ACCOUNT
 from db import bus, connection
 from db.models import Command
 
 
 def test_same_request_id_twice_queues_one_command(any_database):
-    first = bus.submit(any_database, "ping", {}, request_id="double-click")
-    second = bus.submit(any_database, "ping", {"other": 1}, request_id="double-click")
+    first = bus.submit(any_database, "ping", {}, request_id="double-click", created_by="ana")
+    second = bus.submit(
+        any_database, "ping", {"other": 1}, request_id="double-click", created_by="ana"
+    )
     assert first == second
     with any_database.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(Command)) == 1
@@ -21,7 +24,7 @@ def test_same_request_id_twice_queues_one_command(any_database):
 
 def test_claim_takes_oldest_pending_and_marks_it_running(any_database):
     a = bus.submit(any_database, "ping", created_by="ana")
-    b = bus.submit(any_database, "ping")
+    b = bus.submit(any_database, "ping", created_by=SYSTEM_ACCOUNT)
     got = bus.claim(any_database, "engine-1")
     assert got.id == a and got.status == "running" and got.claimed_by == "engine-1"
     assert got.claimed_at >= got.created_at
@@ -31,12 +34,12 @@ def test_claim_takes_oldest_pending_and_marks_it_running(any_database):
 
 
 def test_finish_fail_and_cancel_only_from_the_right_state(any_database):
-    cid = bus.submit(any_database, "ping")
+    cid = bus.submit(any_database, "ping", created_by=SYSTEM_ACCOUNT)
     assert bus.cancel(any_database, cid)
     assert not bus.cancel(any_database, cid)
     assert bus.claim(any_database, "e") is None  # a cancelled command is never claimed
 
-    cid = bus.submit(any_database, "ping")
+    cid = bus.submit(any_database, "ping", created_by=SYSTEM_ACCOUNT)
     bus.claim(any_database, "e")
     assert not bus.cancel(any_database, cid)  # too late: it is running
     assert bus.finish(any_database, cid, {"ok": True})
@@ -47,7 +50,7 @@ def test_finish_fail_and_cancel_only_from_the_right_state(any_database):
 
 
 def test_timestamps_are_utc_with_subsecond_resolution(any_database):
-    cid = bus.submit(any_database, "ping")
+    cid = bus.submit(any_database, "ping", created_by=SYSTEM_ACCOUNT)
     bus.claim(any_database, "e")
     bus.finish(any_database, cid)
     row = bus.get(any_database, cid)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from contract.access import SYSTEM_ACCOUNT
 from db import backtests, candles
 from engine.cli import main
 from tests.conftest import ROOT, run_cli
@@ -29,7 +30,8 @@ def seeded(database):
         frame = pd.DataFrame({"ts": DAYS.as_unit("ms").asi8, "open": close, "high": close * 1.01,
                               "low": close * 0.99, "close": close, "volume": 1.0})  # fmt: skip
         candles.store(database, frame, symbol=symbol, timeframe="1d", source="test",
-                      sha256=symbol, format="test", rows_in_file=len(frame), rows_skipped=0)  # fmt: skip
+                      sha256=symbol, format="test", rows_in_file=len(frame), rows_skipped=0,
+                      created_by=SYSTEM_ACCOUNT)  # fmt: skip
     return database
 
 

@@ -13,14 +13,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
+from contract.access import SYSTEM_ACCOUNT
 from contract.payloads import PAYLOADS
-from db import bus, candles, jobs
+from db import audit, bus, candles, jobs
 from db import checkpoints as checkpoint_rows
 from db.models import Base
 from tests.conftest import PG_URL, wait_until
 
 COMMANDS = int(os.environ.get("CANDLELAB_FUZZ_COMMANDS", 2000))
-UNWATCHED = {"commands", "engines"}  # the bus itself, and heartbeats
+# The bus itself, heartbeats, and the audit log (one line per command, checked on its own).
+UNWATCHED = {"commands", "engines", "audit_events"}
 STATUS_COLUMNS = {"sessions": "status", "jobs": "status", "checkpoints": "is_active"}
 
 HOSTILE = [
@@ -115,10 +117,10 @@ def end_what_it_started(database, result: dict) -> None:
     """An accepted command may start work: stop it, so the next refusal is judged alone."""
     if "session_id" in result and result.get("mode"):
         row = bus.wait(database, bus.submit(database, "session.stop",
-                                            {"session_id": result["session_id"]}), 60)  # fmt: skip
+                                            {"session_id": result["session_id"]}, created_by=SYSTEM_ACCOUNT), 60)  # fmt: skip
         assert row.status in ("done", "failed"), row.status
     if "job_id" in result:
-        jobs.request_cancel(database, result["job_id"])
+        jobs.request_cancel(database, result["job_id"], SYSTEM_ACCOUNT)
         wait_until(lambda: jobs.get(database, result["job_id"]).status not in jobs.UNFINISHED,
                    120, what=f"job {result['job_id']} to end")  # fmt: skip
 
@@ -133,7 +135,10 @@ def test_generated_commands_end_once_with_a_short_reason_and_refusals_change_not
     column, an integer out of range), so a bound missing from the contract shows there first."""
     database = request.getfixturevalue("database" if backend == "sqlite" else "pg_database")
     proc = engine_process(database_url=PG_URL if backend == "postgresql" else None)
-    assert bus.wait(database, bus.submit(database, "ping", {}), 120).status == "done"
+    assert (
+        bus.wait(database, bus.submit(database, "ping", {}, created_by=SYSTEM_ACCOUNT), 120).status
+        == "done"
+    )
     assert checkpoint_rows.active(database) is not None  # start-up (seed, default model) is over
     first = candles.datasets(database).iloc[0]
     valid = valid_payloads(first.symbol, first.timeframe)
@@ -149,7 +154,7 @@ def test_generated_commands_end_once_with_a_short_reason_and_refusals_change_not
         raw = data.draw(raw_payloads(valid.get(kind, {})), label="payload")
         before = last["snapshot"]
         try:
-            command_id = bus.submit(database, kind, raw)
+            command_id = bus.submit(database, kind, raw, created_by=SYSTEM_ACCOUNT)
         except ValueError:  # refused before it reaches the bus (a NUL, an over-long kind)
             assert snapshot(database) == before
             seen["not submitted"] += 1
@@ -157,6 +162,9 @@ def test_generated_commands_end_once_with_a_short_reason_and_refusals_change_not
         row = bus.wait(database, command_id, 60, poll_s=0.002)
         assert proc.proc.poll() is None, f"engine died:\n{proc.output()[-3000:]}"
         assert row.status in ("done", "failed"), (kind, raw[:200], row.status)
+        (line,) = audit.query(database, limit=1)  # the newest audit line is the command's own
+        assert (line.target, line.actor) == (f"command {command_id}", SYSTEM_ACCOUNT), line
+        assert line.outcome == ("ok" if row.status == "done" else "failed"), line.outcome
         seen[row.status] += 1
         if row.status == "failed":
             assert len(row.error) <= bus.MAX_ERROR_CHARS, (kind, raw[:200])

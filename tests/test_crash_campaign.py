@@ -22,7 +22,7 @@ from db.models import TrainingEvent
 from engine import checkpoints
 from engine.account import Account
 from market.importer import seed_samples
-from tests.conftest import wait_until
+from tests.conftest import make_account, wait_until
 from tests.test_training import annotate_future_moves
 
 KILLS = 20
@@ -70,6 +70,10 @@ def replayed_trades(database, sid) -> list[dict]:
 
 @pytest.fixture
 def annotated(database):
+    """Sample data, hindsight annotations, the trader ana and the admin bo (who trains on
+    ana's manual session)."""
+    make_account(database, "ana")
+    make_account(database, "bo", "admin")
     seed_samples(database)
     annotate_future_moves(database, "SP500")
     return database

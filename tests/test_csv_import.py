@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
+from contract.access import SYSTEM_ACCOUNT
 from db import candles
 from market.csv_import import (
     UPLOAD_LIMIT_MB,
@@ -22,7 +23,7 @@ from market.csv_import import (
 )
 from market.importer import import_candles
 from market.samples import SAMPLES
-from tests.conftest import DATA, run_cli
+from tests.conftest import DATA, make_account, run_cli
 
 CSV = DATA / "csv"
 
@@ -33,6 +34,14 @@ def snapshot(database) -> str:
         rows = conn.execute(text("SELECT * FROM candles ORDER BY id")).all()
         imports = conn.execute(text("SELECT * FROM imports ORDER BY id")).all()
     return hashlib.sha256(repr((rows, imports)).encode()).hexdigest()
+
+
+@pytest.fixture
+def database(database):
+    """The test database with the traders ana and bo."""
+    make_account(database, "ana")
+    make_account(database, "bo")
+    return database
 
 
 @pytest.fixture
@@ -73,16 +82,29 @@ def test_each_fault_is_reported_and_the_database_is_unchanged(seeded, name, kind
 def test_files_that_are_not_candles_are_refused_with_what_was_expected(seeded, name):
     before = snapshot(seeded)
     with pytest.raises(CsvLayoutError):
-        import_candles(seeded, CSV / name, "X", "1h")
+        import_candles(seeded, CSV / name, "X", "1h", created_by=SYSTEM_ACCOUNT)
     assert snapshot(seeded) == before
 
 
 def test_skip_bad_rows_imports_exactly_the_good_rows(database):
     with pytest.raises(ImportRejected, match="refuse gaps"):  # dropping rows leaves holes
         import_candles(
-            database, CSV / "bad_unparsable.csv", "X", "1h", skip_bad_rows=True, strict_gaps=True
+            database,
+            CSV / "bad_unparsable.csv",
+            "X",
+            "1h",
+            skip_bad_rows=True,
+            strict_gaps=True,
+            created_by=SYSTEM_ACCOUNT,
         )
-    out = import_candles(database, CSV / "bad_unparsable.csv", "X", "1h", skip_bad_rows=True)
+    out = import_candles(
+        database,
+        CSV / "bad_unparsable.csv",
+        "X",
+        "1h",
+        skip_bad_rows=True,
+        created_by=SYSTEM_ACCOUNT,
+    )
     assert (out.result.added, out.report.rows_in_file) == (37, 40)
     assert "Imported with 3 gaps" in out.message()
     stored = candles.load(database, "X", "1h")
@@ -90,17 +112,29 @@ def test_skip_bad_rows_imports_exactly_the_good_rows(database):
 
 
 def test_skip_bad_rows_sorts_out_of_order_rows_and_drops_repeats(database):
-    import_candles(database, CSV / "bad_out_of_order.csv", "X", "1h", skip_bad_rows=True)
+    import_candles(
+        database,
+        CSV / "bad_out_of_order.csv",
+        "X",
+        "1h",
+        skip_bad_rows=True,
+        created_by=SYSTEM_ACCOUNT,
+    )
     assert candles.load(database, "X", "1h").ts.is_monotonic_increasing
     out = import_candles(
-        database, CSV / "bad_duplicate_timestamp.csv", "Y", "1h", skip_bad_rows=True
+        database,
+        CSV / "bad_duplicate_timestamp.csv",
+        "Y",
+        "1h",
+        skip_bad_rows=True,
+        created_by=SYSTEM_ACCOUNT,
     )
     assert out.result.added == 39
 
 
 def test_reimporting_the_same_file_adds_nothing(database):
-    first = import_candles(database, CSV / "good_generic.csv", "X", "1h")
-    again = import_candles(database, CSV / "good_generic.csv", "X", "1h")
+    first = import_candles(database, CSV / "good_generic.csv", "X", "1h", created_by=SYSTEM_ACCOUNT)
+    again = import_candles(database, CSV / "good_generic.csv", "X", "1h", created_by=SYSTEM_ACCOUNT)
     assert (first.result.added, again.result.added, again.result.existing) == (40, 0, 40)
     assert candles.total(database) == 40
 
@@ -117,7 +151,7 @@ def test_reimporting_the_same_file_adds_nothing(database):
 def test_common_layouts_import_with_correct_values(
     database, name, timeframe, fmt, rows, first_close
 ):
-    out = import_candles(database, CSV / name, "S", timeframe)
+    out = import_candles(database, CSV / name, "S", timeframe, created_by=SYSTEM_ACCOUNT)
     assert out.report.format == fmt and out.result.added == rows
     df = candles.load(database, "S", timeframe)
     assert df.close.iloc[0] == pytest.approx(first_close)
@@ -149,7 +183,7 @@ def test_exports_from_other_tools_read_the_same_candles_as_the_plain_file(name, 
 
 def test_timeframe_that_does_not_match_the_file_is_refused(database):
     with pytest.raises(ImportRejected) as err:
-        import_candles(database, CSV / "good_generic.csv", "X", "4h")
+        import_candles(database, CSV / "good_generic.csv", "X", "4h", created_by=SYSTEM_ACCOUNT)
     assert err.value.report.problem("timeframe_mismatch").count > 0
 
 
@@ -176,7 +210,8 @@ def test_gzip_and_renamed_files_are_read_the_same(tmp_path):
     assert read_candles(packed, "1h").rows[["ts", "close"]].equals(plain.rows[["ts", "close"]])
 
 
-def test_cli_import_reports_and_exits_nonzero_on_bad_files(home, tmp_path):
+def test_cli_import_reports_and_exits_nonzero_on_bad_files(database, home, tmp_path):
+    make_account(database, "cy")
     bad = shutil.copy(CSV / "bad_negative_volume.csv", tmp_path / "x.csv")
     out = run_cli(home, "import-csv", str(bad), "--symbol", "X", "--timeframe", "1h")
     assert (
@@ -224,7 +259,7 @@ def _candles_or_refusal(data: bytes, name: str):
 @pytest.fixture
 def hostile_db(database):
     """A database with candles for HOSTILE 1h, so annotation files have a dataset to name."""
-    import_candles(database, CSV / "good_generic.csv", "HOSTILE", "1h")
+    import_candles(database, CSV / "good_generic.csv", "HOSTILE", "1h", created_by=SYSTEM_ACCOUNT)
     return database
 
 
@@ -380,12 +415,14 @@ def _backtesting_file(name: str):
 )
 def test_real_exports_with_holiday_gaps_import_by_default(database, name, timeframe, rows, gaps):
     path = _backtesting_file(name)
-    out = import_candles(database, path, "REAL", timeframe)
+    out = import_candles(database, path, "REAL", timeframe, created_by=SYSTEM_ACCOUNT)
     assert out.result.added == rows
     assert out.report.problem("gaps").count == gaps > 0
     assert f"Imported with {gaps} gaps" in out.message()
     with pytest.raises(ImportRejected, match="refuse gaps"):
-        import_candles(database, path, "REAL2", timeframe, strict_gaps=True)
+        import_candles(
+            database, path, "REAL2", timeframe, strict_gaps=True, created_by=SYSTEM_ACCOUNT
+        )
 
 
 def test_cli_imports_gaps_by_default_refuses_them_with_strict_and_keeps_allow_gaps(home):

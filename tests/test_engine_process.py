@@ -8,12 +8,13 @@ import signal
 
 import pytest
 
+from contract.access import SYSTEM_ACCOUNT
 from db import bus, candles, engines
-from tests.conftest import PG_URL, run_cli, wait_until
+from tests.conftest import PG_URL, make_account, run_cli, wait_until
 
 
 def ping_ok(database, timeout: float = 10) -> dict:
-    row = bus.wait(database, bus.submit(database, "ping"), timeout)
+    row = bus.wait(database, bus.submit(database, "ping", created_by=SYSTEM_ACCOUNT), timeout)
     assert row.status == "done", f"ping did not succeed: {row.status} {row.error}"
     return row.result
 
@@ -43,7 +44,7 @@ def test_bad_command_fails_with_a_reason_and_engine_keeps_serving(
     database, engine_process, kind, payload, expected
 ):
     proc = engine_process("--no-seed", "--debug-commands")
-    row = bus.wait(database, bus.submit(database, kind, payload), 10)
+    row = bus.wait(database, bus.submit(database, kind, payload, created_by=SYSTEM_ACCOUNT), 10)
     assert row.status == "failed"
     assert expected in row.error
     assert "Traceback" not in row.error
@@ -53,14 +54,16 @@ def test_bad_command_fails_with_a_reason_and_engine_keeps_serving(
 
 def test_debug_commands_are_refused_unless_enabled(database, engine_process):
     engine_process("--no-seed")
-    row = bus.wait(database, bus.submit(database, "debug.sleep", {"seconds": 0}), 10)
+    row = bus.wait(
+        database, bus.submit(database, "debug.sleep", {"seconds": 0}, created_by=SYSTEM_ACCOUNT), 10
+    )
     assert row.status == "failed" and "--debug-commands" in row.error
 
 
 def test_kill_9_mid_command_then_restart_fails_it_naming_the_restart(database, engine_process):
     first = engine_process("--no-seed", "--debug-commands")
     first_id = engines.alive(database)[0].id
-    cid = bus.submit(database, "debug.sleep", {"seconds": 60})
+    cid = bus.submit(database, "debug.sleep", {"seconds": 60}, created_by=SYSTEM_ACCOUNT)
     wait_until(lambda: bus.get(database, cid).status == "running", 10, what="command to run")
     first.stop(signal.SIGKILL)
 
@@ -86,6 +89,7 @@ def test_sigterm_stops_cleanly_and_status_turns_offline(database, engine_process
 
 def test_submit_cli_waits_and_exits_by_final_status(database, engine_process, home):
     engine_process("--no-seed")
+    make_account(database, "ana")
     ok = run_cli(home, "submit", "ping", "--wait", "10", "--user", "ana")
     assert ok.returncode == 0, ok.stderr
     row = json.loads(ok.stdout)
@@ -114,7 +118,9 @@ def test_engine_serves_the_same_bus_on_postgresql(pg_database, engine_process):
     any_database = pg_database
     proc = engine_process("--no-seed", "--debug-commands", database_url=PG_URL)
     assert ping_ok(any_database)["engine_id"] == engines.alive(any_database)[0].id
-    row = bus.wait(any_database, bus.submit(any_database, "debug.fail"), 10)
+    row = bus.wait(
+        any_database, bus.submit(any_database, "debug.fail", created_by=SYSTEM_ACCOUNT), 10
+    )
     assert row.status == "failed" and "RuntimeError" in row.error
     ping_ok(any_database)
     assert proc.stop() == 0

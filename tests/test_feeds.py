@@ -9,6 +9,7 @@ import time
 import ccxt
 import pytest
 
+from contract.access import SYSTEM_ACCOUNT
 from engine.feeds import ExchangeFeed, FeedError, ReplayFeed, SyntheticFeed
 from market.importer import import_candles
 from tests.conftest import DATA
@@ -18,7 +19,9 @@ RECORDED = json.loads((DATA / "ccxt" / "binance_klines_btcusdt_1m.json").read_te
 
 @pytest.fixture
 def stored(database):
-    import_candles(database, DATA / "csv" / "good_generic.csv", "BTC/USDT", "1h")
+    import_candles(
+        database, DATA / "csv" / "good_generic.csv", "BTC/USDT", "1h", created_by=SYSTEM_ACCOUNT
+    )
     return database
 
 

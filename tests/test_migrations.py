@@ -7,6 +7,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 import db
+from contract.access import SYSTEM_ACCOUNT
 from db import bus
 from db.migrate import current_revision, head_revision, upgrade
 from db.models import Base
@@ -27,7 +28,7 @@ def test_models_and_migrations_agree(any_database):
 
 
 def test_upgrading_again_keeps_data(any_database):
-    cid = bus.submit(any_database, "ping")
+    cid = bus.submit(any_database, "ping", created_by=SYSTEM_ACCOUNT)
     upgrade(any_database)
     db.init(any_database.url.render_as_string(hide_password=False))
     assert bus.get(any_database, cid).kind == "ping"

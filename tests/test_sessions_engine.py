@@ -10,11 +10,12 @@ import pytest
 from db import bus, candles, training
 from db import sessions as session_rows
 from market.importer import seed_samples
-from tests.conftest import run_cli, wait_until
+from tests.conftest import make_account, run_cli, wait_until
 
 
 @pytest.fixture
 def stored(database):
+    make_account(database, "ana")
     seed_samples(database)
     return database
 

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from db import annotations, candles, jobs, training
+from db import accounts, annotations, candles, jobs, training
 from engine import batch_training
 from engine.batch_training import TrainSettings
 from engine.lock import TrainingLockTimeout
 from engine.model import ModelConfig
 from engine.runner import IGNORE, Batch, ModelRunner
 from market.importer import seed_samples
+from tests.conftest import make_account
 
 SMALL = ModelConfig(d_model=32, n_heads=2, n_layers=2, d_ff=64, window=16)
 
@@ -44,7 +45,10 @@ def sp500(database):
 
 def annotate_future_moves(database, symbol="SP500", hold=2, threshold=0.01) -> int:
     """Trades a hindsight trader would mark: whenever the close `hold` candles later moved
-    more than `threshold`, a long (up) or short (down) trade over those candles."""
+    more than `threshold`, a long (up) or short (down) trade over those candles, by the
+    trader `hindsight`."""
+    if accounts.get(database, "hindsight") is None:
+        make_account(database, "hindsight")
     df = candles.load(database, symbol, "1d")
     c, ts = df.close.to_numpy(), df.ts.to_numpy()
     i = n = 0

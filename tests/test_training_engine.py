@@ -6,15 +6,17 @@ import signal
 
 import pytest
 
+from contract.access import SYSTEM_ACCOUNT
 from db import bus, jobs, training
 from db import checkpoints as rows
 from market.importer import seed_samples
-from tests.conftest import wait_until
+from tests.conftest import make_account, wait_until
 from tests.test_training import annotate_future_moves
 
 
 @pytest.fixture
 def annotated(database):
+    make_account(database, "ana")
     seed_samples(database)
     annotate_future_moves(database, "SP500")
     return database
@@ -63,14 +65,16 @@ def test_train_start_runs_a_job_to_a_new_active_child_checkpoint(annotated, engi
 )
 def test_bad_training_requests_fail_with_a_reason(annotated, engine_process, payload, expected):
     engine_process("--no-seed")
-    row = bus.wait(annotated, bus.submit(annotated, "train.start", payload), 20)
+    row = bus.wait(
+        annotated, bus.submit(annotated, "train.start", payload, created_by=SYSTEM_ACCOUNT), 20
+    )
     assert row.status == "failed" and expected in row.error
 
 
 def test_training_without_annotations_says_what_to_do(database, engine_process):
     seed_samples(database)
     engine_process("--no-seed")
-    row = bus.wait(database, bus.submit(database, "train.start", {}), 20)
+    row = bus.wait(database, bus.submit(database, "train.start", {}, created_by=SYSTEM_ACCOUNT), 20)
     assert row.status == "failed" and "annotate" in row.error.lower()
 
 
@@ -81,13 +85,14 @@ def test_hung_lock_holder_fails_training_naming_it_and_engine_still_answers(
     started = start_training_row(annotated, epochs=200)
     job_id = started["job_id"]
     hold = bus.wait(annotated, bus.submit(annotated, "debug.hold_lock", {
-        "working_model_id": started["working_model_id"], "seconds": 60}), 20)  # fmt: skip
+        "working_model_id": started["working_model_id"], "seconds": 60},
+        created_by=SYSTEM_ACCOUNT), 20)  # fmt: skip
     assert hold.status == "done", hold.error
     first = wait_until(
         lambda: training.count(annotated, job_id=job_id, skipped=True), 10, 0.1, "a skipped step"
     )
     assert first
-    ping = bus.wait(annotated, bus.submit(annotated, "ping"), 5)
+    ping = bus.wait(annotated, bus.submit(annotated, "ping", created_by=SYSTEM_ACCOUNT), 5)
     assert ping.status == "done"
     job = wait_until(
         lambda: (j := jobs.get(annotated, job_id)).status == "failed" and j, 20, 0.2, "job failure"

@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from db import backtests, bus, candles, jobs, training
+from contract.access import SYSTEM_ACCOUNT
+from db import backtests, bus, candles, jobs, quotas, training
 from db import checkpoints as checkpoint_rows
 from db import sessions as session_rows
 from db import working_models as working_rows
 from engine import checkpoints
 from market.importer import seed_samples
-from tests.conftest import run_cli, wait_until
+from tests.conftest import make_account, run_cli, wait_until
 from tests.test_training import annotate_future_moves
 
 PACE = 0.05
@@ -27,6 +28,10 @@ PACE = 0.05
 
 @pytest.fixture
 def annotated(database):
+    """Sample data, hindsight annotations, the trader ana and the admin bo (who may train on
+    ana's sessions)."""
+    make_account(database, "ana")
+    make_account(database, "bo", "admin")
     seed_samples(database)
     annotate_future_moves(database, "SP500")
     return database
@@ -118,7 +123,9 @@ def test_a_learning_session_predicts_on_schedule_while_its_model_lock_is_held(
     started = start_session(annotated, "every_candle", n, pace=PACE)
     sid = started["session_id"]
     wait_until(lambda: session_rows.get(annotated, sid).candles >= 40, 30, 0.05, "candles")
-    hold = send(annotated, "debug.hold_lock", {"session_id": sid, "seconds": 10})
+    hold = send(
+        annotated, "debug.hold_lock", {"session_id": sid, "seconds": 10}, who=SYSTEM_ACCOUNT
+    )
     held_from = datetime.fromisoformat(hold["held_from"])
     held_until = datetime.fromisoformat(hold["held_until"])
     wait_until(lambda: all_applied(annotated, sid, n), 120, 0.2, "every sample to be handled")
@@ -154,7 +161,7 @@ def test_a_learning_session_predicts_on_schedule_while_a_batch_job_trains_its_mo
     wait_until(lambda: training.count(annotated, job_id=job["job_id"]) >= 1, 60, 0.1, "batch")
     job_from = jobs.get(annotated, job["job_id"]).started_at
     wait_until(lambda: session_rows.get(annotated, sid).status == "finished", 120, 0.2, "replay")
-    assert jobs.request_cancel(annotated, job["job_id"])
+    assert jobs.request_cancel(annotated, job["job_id"], "ana")
     assert finished(annotated, job["job_id"]).status == "cancelled"
     wait_until(lambda: all_applied(annotated, sid, n), 120, 0.2, "every sample to be handled")
 
@@ -185,13 +192,13 @@ def test_manual_training_is_accepted_at_once_and_applied_when_the_lock_frees(
     engine_process("--no-seed", "--debug-commands")
     sid = start_session(annotated, "manual", 300, pace=0.2)["session_id"]
     wait_until(lambda: session_rows.get(annotated, sid).candles >= 3, 30, 0.05, "candles")
-    hold = send(annotated, "debug.hold_lock", {"session_id": sid, "seconds": 4})
+    hold = send(annotated, "debug.hold_lock", {"session_id": sid, "seconds": 4}, who=SYSTEM_ACCOUNT)
     manual = bus.wait(annotated, bus.submit(annotated, "session.train_manual",
                       {"session_id": sid, "action": "BUY"}, created_by="bo"), 5)  # fmt: skip
     assert manual.status == "done" and manual.result["queued"]
     assert (manual.finished_at - manual.created_at).total_seconds() < 0.1
     for _ in range(5):  # the command loop answers while the step waits for the lock
-        ping = bus.wait(annotated, bus.submit(annotated, "ping"), 5)
+        ping = bus.wait(annotated, bus.submit(annotated, "ping", created_by=SYSTEM_ACCOUNT), 5)
         assert ping.status == "done"
         assert (ping.finished_at - ping.created_at).total_seconds() < 0.1
     assert training.count(annotated, command_id=manual.id) == 0
@@ -223,7 +230,9 @@ def test_show_model_tells_where_it_came_from_and_who_trains_it(annotated, engine
                       "the stop's checkpoint")  # fmt: skip
     assert checkpoint_rows.get(annotated, last).parent_id is not None
     again = bus.wait(
-        annotated, bus.submit(annotated, "model.save", {"working_model_id": model}), 20
+        annotated,
+        bus.submit(annotated, "model.save", {"working_model_id": model}, created_by="ana"),
+        20,
     )
     assert again.status == "failed" and f"learned nothing since checkpoint #{last}" in again.error
     missing = run_cli(home, "show", "model", "999")
@@ -231,6 +240,7 @@ def test_show_model_tells_where_it_came_from_and_who_trains_it(annotated, engine
 
 
 def test_sessions_choose_frozen_new_or_existing_models(annotated, engine_process):
+    quotas.set_(annotated, "trader", "sessions", 10, by=SYSTEM_ACCOUNT)  # six at once here
     engine_process("--no-seed")
     frozen = start_session(annotated, "none", 50, checkpoint_id=1)
     assert frozen["working_model_id"] is None
@@ -242,10 +252,12 @@ def test_sessions_choose_frozen_new_or_existing_models(annotated, engine_process
     fresh = start_session(annotated, "none", 50, checkpoint_id=1, frozen=False)
     assert fresh["working_model_id"] not in (None, learner["working_model_id"])
     refused = bus.wait(annotated, bus.submit(annotated, "session.start", {
-        "symbol": "SP500", "timeframe": "1d", "mode": "every_candle", "frozen": True}), 20)  # fmt: skip
+        "symbol": "SP500", "timeframe": "1d", "mode": "every_candle", "frozen": True},
+        created_by="ana"), 20)  # fmt: skip
     assert refused.status == "failed" and "frozen checkpoint never changes" in refused.error
     unknown = bus.wait(annotated, bus.submit(annotated, "session.start", {
-        "symbol": "SP500", "timeframe": "1d", "working_model_id": 99}), 20)  # fmt: skip
+        "symbol": "SP500", "timeframe": "1d", "working_model_id": 99},
+        created_by="ana"), 20)  # fmt: skip
     assert unknown.status == "failed" and "unknown working model 99" in unknown.error
 
 
@@ -283,7 +295,7 @@ def test_a_cancelled_backtest_job_keeps_a_partial_report(annotated, engine_proce
     started = send(annotated, "backtest.start", {"symbol": "SP500", "timeframe": "1d",
                    "start": int(ts.iloc[-3000]), "train_mode": "every_candle"})  # fmt: skip
     wait_until(lambda: jobs.get(annotated, started["job_id"]).progress > 0.05, 60, 0.1, "progress")
-    assert jobs.request_cancel(annotated, started["job_id"])
+    assert jobs.request_cancel(annotated, started["job_id"], "ana")
     job = finished(annotated, started["job_id"], 60)
     report = backtests.get(annotated, started["backtest_id"])
     assert job.status == report.status == "cancelled"
