@@ -52,12 +52,18 @@ OWNED = {
     "model.save": ("working_model_id", "working model"),
 }
 
-# A payload field that, when true, asks for another action too: a trader's training run or
-# save must not make its checkpoint the active one (`checkpoint.activate` is admin-only).
-IMPLIED = {"activate": "checkpoint.activate"}
+# Payload fields that ask for another action too, whatever the command: `activate: true` (a
+# trader's training run or save must not make its checkpoint the active one) and an existing
+# working model (training it, or a session sharing it, is for its creator or an admin: its
+# weights are what their sessions trade on). field → (action, the row it names or None).
+IMPLIED = {
+    "activate": ("checkpoint.activate", None),
+    "working_model_id": ("model.train", "working model"),
+}
 
 # Writes the pages make through `db/` directly, as `db/` checks them.
 ACTION_RULES = {
+    "model.train": OWNER,
     "annotation.create": TRADER,
     "annotation.edit": OWNER,
     "annotation.delete": OWNER,
@@ -135,6 +141,7 @@ _WHAT = {
     "train.start": "start training",
     "checkpoint.activate": "activate checkpoints",
     "model.save": "save the working model",
+    "model.train": "train or share the working model",
     "annotation.create": "annotate",
     "annotation.edit": "edit the annotation",
     "annotation.delete": "delete the annotation",

@@ -32,18 +32,22 @@ def authorize(database: Engine, cmd: Command, args: BaseModel) -> Actor:
         if who is None:
             raise Forbidden(_no_account(cmd.created_by))
         owner = _owner(conn, cmd.kind, args)
-        reason = refusal(who, cmd.kind, owner) or _implied_refusal(who, args)
+        reason = refusal(who, cmd.kind, owner) or _implied_refusal(conn, who, args)
         if reason:
             raise Forbidden(reason)
         _within_quota(conn, who, cmd.kind)
     return who
 
 
-def _implied_refusal(who: Actor, args: BaseModel) -> str | None:
-    """A refusal for a payload flag that asks for more than the kind (`activate`)."""
-    for field, action in IMPLIED.items():
-        if getattr(args, field, None) is True and (reason := refusal(who, action)):
-            return f"{reason} (the payload asks for it with {field}=true)"
+def _implied_refusal(conn: Connection, who: Actor, args: BaseModel) -> str | None:
+    """A refusal for a payload field that asks for more than the kind (IMPLIED)."""
+    for field, (action, what) in IMPLIED.items():
+        value = getattr(args, field, None)
+        if value is None or value is False:
+            continue
+        owner = _created_by(conn, what, value) if what else None
+        if reason := refusal(who, action, owner):
+            return f"{reason} (the payload asks for it with {field}={value})"
     return None
 
 
@@ -60,8 +64,12 @@ def _owner(conn: Connection, kind: str, args: BaseModel) -> str | None:
     if kind not in OWNED:
         return None
     field, what = OWNED[kind]
+    return _created_by(conn, what, getattr(args, field))
+
+
+def _created_by(conn: Connection, what: str, row_id: int) -> str | None:
     table = _OWNER_OF[what]
-    row = conn.execute(select(table.created_by).where(table.id == getattr(args, field))).first()
+    row = conn.execute(select(table.created_by).where(table.id == row_id)).first()
     return row.created_by if row else None
 
 

@@ -196,6 +196,23 @@ def test_the_engine_accepts_and_refuses_every_command_kind_as_the_readme_table_s
             assert "may not" in row.error, row.error
 
 
+def test_payload_fields_that_ask_for_more_need_that_right_too(live):
+    """Training or sharing someone's working model is model.train (its creator or an admin);
+    activate=true is checkpoint.activate (admins)."""
+    wm, feed = live.working_model_id, {"kind": "replay", "pace_s": 5}
+    rows = live.run([
+        ("train.start", {"working_model_id": wm, "epochs": 1}, "tom"),
+        ("session.start", {"symbol": "SYN", "timeframe": "1d", "mode": "manual", "feed": feed,
+                           "working_model_id": wm}, "tom"),
+        ("model.save", {"working_model_id": wm, "activate": True}, "tina"),
+        ("train.start", {"base_checkpoint": 999, "activate": True}, "tina"),
+        ("train.start", {"working_model_id": wm, "epochs": 1, "activate": True}, "ada"),
+    ])  # fmt: skip
+    assert [live.refused(r) for r in rows] == [True, True, True, True, False]
+    assert "may not train or share the working model: it is tina's" in rows[0].error
+    assert "only admins may (the payload asks for it with activate=True)" in rows[2].error
+
+
 def test_owner_only_kinds_are_the_readme_table_own_rows():
     owned = {kind for kind, row in role_table().items() if row["trader"] == "own"}
     assert owned & set(COMMAND_RULES) == set(OWNED)

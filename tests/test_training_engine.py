@@ -16,7 +16,7 @@ from tests.test_training import annotate_future_moves
 
 @pytest.fixture
 def annotated(database):
-    make_account(database, "ana")
+    make_account(database, "ana", "admin")  # her runs also activate their checkpoint
     seed_samples(database)
     annotate_future_moves(database, "SP500")
     return database

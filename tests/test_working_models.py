@@ -255,9 +255,17 @@ def test_sessions_choose_frozen_new_or_existing_models(annotated, engine_process
         "symbol": "SP500", "timeframe": "1d", "mode": "every_candle", "frozen": True},
         created_by="ana"), 20)  # fmt: skip
     assert refused.status == "failed" and "frozen checkpoint never changes" in refused.error
-    unknown = bus.wait(annotated, bus.submit(annotated, "session.start", {
-        "symbol": "SP500", "timeframe": "1d", "working_model_id": 99},
-        created_by="ana"), 20)  # fmt: skip
+    # Asked by an admin: a trader is only told the model is not theirs.
+    unknown = bus.wait(
+        annotated,
+        bus.submit(
+            annotated,
+            "session.start",
+            {"symbol": "SP500", "timeframe": "1d", "working_model_id": 99},
+            created_by="bo",
+        ),
+        20,
+    )
     assert unknown.status == "failed" and "unknown working model 99" in unknown.error
 
 

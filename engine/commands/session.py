@@ -101,10 +101,11 @@ def stop(ctx, args: SessionRef, cmd) -> dict:
 @command("session.set_mode")
 def set_mode(ctx, args: SessionMode, cmd) -> dict:
     """Switch a running session's mode from the next candle on. A session reading a frozen
-    checkpoint that switches to a learning mode gets a new working model from it."""
+    checkpoint that switches to a learning mode gets a new working model from it, owned like the
+    session by its creator (an admin switching someone's session does not take their model)."""
     session = _live(ctx, args.session_id)
     if args.mode != "none" and session.working is None:
-        model = ctx.models.new_working(session.checkpoint_id, created_by=cmd.created_by)
+        model = ctx.models.new_working(session.checkpoint_id, created_by=session.created_by)
         session_rows.update_row(ctx.db, args.session_id, working_model_id=model.id)
         session.attach(model)
     session.mode = args.mode
