@@ -2,18 +2,45 @@
 
 The views hold no model and no business state: they read the database and write commands
 (and user-owned rows such as imported candles) through `db/`. Nothing but the sign-in page is
-reachable until a browser signs in (pages/auth.py); the pages listed depend on the role.
+reachable until a browser signs in (pages/auth.py): every page's address then shows it, so a
+bookmark opens its page once signed in. Admin and Audit are listed for the roles that may use
+them; the pages themselves refuse everyone else.
 """
+
+from pathlib import Path
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
+from contract.access import can
 from pages import auth
 from pages.common import sidebar
 
 # Pages are listed below with st.navigation; keep Streamlit from also auto-discovering pages/
 # (see scripts/streamlit_server.py, which sets this before the server starts).
 PagesManager.uses_pages_directory = False
+
+PAGES = [  # file, title, icon, the action whose role sees it listed
+    ("pages/home.py", "Home", ":material/home:", None),
+    ("pages/live.py", "Live", ":material/monitoring:", None),
+    ("pages/annotate.py", "Annotate", ":material/edit_note:", None),
+    ("pages/train.py", "Train", ":material/model_training:", None),
+    ("pages/backtest.py", "Backtest", ":material/query_stats:", None),
+    ("pages/report.py", "Report", ":material/article:", None),
+    ("pages/data.py", "Data", ":material/upload_file:", None),
+    ("pages/admin.py", "Admin", ":material/admin_panel_settings:", "account.manage"),
+    ("pages/audit.py", "Audit", ":material/policy:", "audit.read"),
+]
+
+
+def only(page_fn, title: str, icon: str) -> None:
+    """Show `page_fn` at every page's address (signed out, or a password still to choose)."""
+    st.navigation(
+        [st.Page(page_fn, title=title, icon=icon, url_path=Path(file).stem, default=i == 0)
+         for i, (file, *_) in enumerate(PAGES)],
+        position="hidden",
+    ).run()  # fmt: skip
+    st.stop()
 
 
 st.set_page_config(page_title="Candle Lab", page_icon="🕯️", layout="wide")
@@ -22,27 +49,14 @@ auth.redeem_link_in_url()
 account = auth.current()
 auth.sync_cookie()
 if account is None:
-    st.navigation([st.Page(auth.sign_in_page, title="Sign in", icon=":material/login:")]).run()
-    st.stop()
+    only(auth.sign_in_page, "Sign in", ":material/login:")
 if account.must_set_password and account.method != "sso":
-    st.navigation([st.Page(lambda: auth.choose_password_page(account), title="Choose a password",
-                           icon=":material/password:")]).run()  # fmt: skip
-    st.stop()
+    only(lambda: auth.choose_password_page(account), "Choose a password", ":material/password:")
 
-pages = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/live.py", title="Live", icon=":material/monitoring:"),
-    st.Page("pages/annotate.py", title="Annotate", icon=":material/edit_note:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/backtest.py", title="Backtest", icon=":material/query_stats:"),
-    st.Page("pages/report.py", title="Report", icon=":material/article:"),
-    st.Page("pages/data.py", title="Data", icon=":material/upload_file:"),
-]
-if account.role == "admin":
-    pages += [
-        st.Page("pages/admin.py", title="Admin", icon=":material/admin_panel_settings:"),
-        st.Page("pages/audit.py", title="Audit", icon=":material/policy:"),
-    ]
-nav = st.navigation(pages)
+nav = st.navigation(
+    [st.Page(file, title=title, icon=icon, default=i == 0,
+             visibility="visible" if need is None or can(account.role, need) else "hidden")
+     for i, (file, title, icon, need) in enumerate(PAGES)]
+)  # fmt: skip
 sidebar()
 nav.run()

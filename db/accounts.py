@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ MAX_FAILURES_PER_ACCOUNT = 5
 MAX_FAILURES_PER_ADDRESS = 20  # several people behind one office address still get in
 
 _hasher = PasswordHasher()
+# Each Argon2 verification takes 64 MiB and tens of ms: at most this many at once, so a flood
+# of sign-in attempts queues instead of exhausting the app's memory.
+_HASHING = threading.BoundedSemaphore(2)
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
 
@@ -195,6 +199,11 @@ def change(engine: Engine, name: str, *, by: str, role: str | None = None,
     with transaction(engine) as conn:
         require(conn, by, "account.manage")
         row = _changeable(conn, name)
+        taken = values.get("email") and conn.scalar(
+            select(Account.name).where(Account.email == values["email"], Account.id != row.id)
+        )
+        if taken:
+            raise AccountError(f"{taken} already has the e-mail {values['email']!r}")
         if row.role == "admin" and (values.get("role", "admin") != "admin" or disabled):
             _keep_an_admin(conn, name)
         conn.execute(update(Account).where(Account.id == row.id).values(**values))
@@ -333,7 +342,8 @@ def sign_in(engine: Engine, name: str, password: str, address: str | None = None
     typed = (name or "").strip().lower()[:80]
     until = locked_until(engine, typed, address)
     if until is not None:
-        audit.record(engine, "signin.locked", "refused", actor=typed, address=address)
+        audit.record(engine, "signin.locked", "refused", actor=typed, address=address,
+                     detail=f"too many failed sign-ins; locked until {until:%H:%M:%S} UTC")  # fmt: skip
         return SignIn(error=f"Too many failed sign-ins. Try again after {until:%H:%M} UTC.")
     row = get(engine, typed) if NAME_PATTERN.fullmatch(typed) else None
     ok = _verify(row.password_hash if row else None, (password or "")[:MAX_PASSWORD_CHARS])
@@ -348,7 +358,8 @@ def sign_in(engine: Engine, name: str, password: str, address: str | None = None
 
 def _verify(hashed: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(hashed or _DUMMY_HASH, password) and hashed is not None
+        with _HASHING:
+            return _hasher.verify(hashed or _DUMMY_HASH, password) and hashed is not None
     except (VerificationError, InvalidHashError):
         return False
 
@@ -378,8 +389,14 @@ def redeem_link(engine: Engine, token: str, address: str | None = None) -> SignI
     return _open_session(engine, account, address, how="one-time link", method="link")
 
 
-def sign_in_by_email(engine: Engine, email: str, address: str | None = None) -> SignIn:
-    """Open a browser session for the account mapped to a single-sign-on e-mail address."""
+def sign_in_by_email(engine: Engine, email: str, verified: bool,
+                     address: str | None = None) -> SignIn:  # fmt: skip
+    """Open a browser session for the account mapped to a single-sign-on e-mail address, if
+    the provider says it verified that address (some let people type any address)."""
+    if not verified:
+        audit.record(engine, "signin.failed", "refused", actor=None, address=address,
+                     detail=f"single sign-on as {email[:100]}: e-mail not verified")  # fmt: skip
+        return SignIn(error=f"Your provider has not verified {email}; verify it there first.")
     row = by_email(engine, email)
     if row is None or row.disabled:
         audit.record(engine, "signin.failed", "refused", actor=None, address=address,

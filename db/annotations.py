@@ -67,9 +67,9 @@ def _insert(conn, ann: AnnotationIn, author: str | None) -> int:
 
 
 def _audit(conn, action: str, by: str, annotation_id: int, ann: AnnotationIn | Annotation):
+    entry, exit_ = (times.fmt(ms) for ms in (ann.entry_ts, ann.exit_ts))
     audit.record(conn, action, "ok", actor=by, about=f"annotation {annotation_id}",
-                 detail=f"{ann.side} {ann.symbol} {ann.timeframe} "
-                 f"{ann.entry_ts}→{ann.exit_ts}")  # fmt: skip
+                 detail=f"{ann.side} {ann.symbol} {ann.timeframe} {entry} → {exit_}")  # fmt: skip
 
 
 def create(engine: Engine, ann: AnnotationIn, author: str | None) -> int:

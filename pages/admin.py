@@ -90,18 +90,21 @@ def attempt(change) -> None:
 
 
 def add_form() -> None:
-    with st.form("add_person", clear_on_submit=True):
+    """A refused add keeps what was typed (fix and resend); a new form after each success."""
+    with st.form(f"add_person_{st.session_state.get('admin_adds', 0)}"):
         c1, c2, c3 = st.columns([2, 1.3, 2])
         name = c1.text_input("Name", max_chars=64, help="Lower case letters, digits and . _ @ -")
         role = c2.selectbox("Role", ROLES, index=ROLES.index("trader"))
         email = c3.text_input("E-mail (optional)", help="For single sign-on, if configured.")
         if st.form_submit_button("Add", type="primary"):
+            st.session_state.pop(LINK, None)  # the previous person's link is not this one's
             attempt(lambda: add(name, role, email))
 
 
 def add(name: str, role: str, email: str) -> str:
     token = accounts.add(engine, name, role, by=current_user(), email=email or None)
     keep_link(accounts.clean_name(name), token)
+    st.session_state["admin_adds"] = st.session_state.get("admin_adds", 0) + 1
     return f"Added {accounts.clean_name(name)} as {role}."
 
 

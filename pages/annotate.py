@@ -49,7 +49,6 @@ if state.get("ann_current") != key:
 state.setdefault("ann_saves", 0)  # part of the side / note keys: new widgets start blank
 state.setdefault("ann_clicks", 0)  # part of the chart's key: a new chart forgets the last click
 state.setdefault("ann_undo", [])  # what Undo reverses, newest last: (what, id, before)
-who = current_user()
 
 
 def fmt(ts: int | None) -> str:
@@ -70,7 +69,7 @@ def save_new() -> None:
             engine,
             annotation_rows.AnnotationIn(symbol, timeframe, state.ann_entry, state.ann_exit,
                                          side, note or None),
-            author=who,
+            author=current_user(),
         )  # fmt: skip
     except (annotation_rows.BadAnnotation, Refused) as exc:
         state.ann_error = str(exc)
@@ -204,7 +203,7 @@ def save_edits(table: pd.DataFrame, edited: pd.DataFrame) -> None:
     done = []
     for aid, fields, values in edits:
         try:
-            annotation_rows.edit(engine, aid, by=who, **fields)
+            annotation_rows.edit(engine, aid, by=current_user(), **fields)
         except Refused as exc:
             saved = f" (saved: {', '.join(done)})" if done else ""
             flash(f"Annotation {aid} not saved{saved}: {exc}", error=True)
@@ -222,11 +221,11 @@ def undo() -> None:
     what, aid, before = state.ann_undo.pop()
     try:
         if what == "create":
-            annotation_rows.delete(engine, aid, by=who)
+            annotation_rows.delete(engine, aid, by=current_user())
         elif what == "edit":
-            annotation_rows.edit(engine, aid, by=who, **before)
+            annotation_rows.edit(engine, aid, by=current_user(), **before)
         else:
-            annotation_rows.restore(engine, aid, by=who)
+            annotation_rows.restore(engine, aid, by=current_user())
     except (annotation_rows.BadAnnotation, Refused) as exc:
         flash(f"Could not undo the {what} of annotation {aid}: {exc}", error=True)
         return
@@ -272,7 +271,7 @@ def editor(rows) -> None:
 def delete(aid: int) -> None:
     """Hide one annotation (Undo brings it back), then redraw the page."""
     try:
-        annotation_rows.delete(engine, aid, by=who)
+        annotation_rows.delete(engine, aid, by=current_user())
     except Refused as exc:
         flash(str(exc), error=True)
     else:
@@ -334,7 +333,7 @@ upload = (
 if upload is not None and st.button("Import"):
     try:  # every file problem is a BadAnnotation naming the row; authored by who imports
         frame = annotation_rows.read_file(upload.getvalue(), upload.name)
-        ids = annotation_rows.import_frame(engine, frame, author=who)
+        ids = annotation_rows.import_frame(engine, frame, author=current_user())
     except (annotation_rows.BadAnnotation, Refused) as exc:
         st.error(f"Nothing imported: {md_text(str(exc))}")
     else:

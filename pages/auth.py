@@ -10,21 +10,29 @@ them, so a small script sets or clears it on the run after sign-in or sign-out.
 from __future__ import annotations
 
 import json
+import os
 
 import streamlit as st
 
-from contract.access import Actor
 from db import accounts
 from db.models import Account
-from pages.common import database, md_text
+from pages.common import SESSION_TOKEN, current_actor, database, md_text
 
 COOKIE = "candlelab_session"
-_TOKEN, _COOKIE_TODO = "_signin_token", "_signin_cookie_todo"
+_TOKEN, _COOKIE_TODO = SESSION_TOKEN, "_signin_cookie_todo"
 
 
 def address() -> str | None:
-    """The browser's address as the server sees it (a proxy's, behind one)."""
+    """The browser's address, for the per-address sign-in limit and the audit log. Behind a
+    reverse proxy Streamlit sees only the proxy (on loopback: no address at all); with
+    CANDLELAB_TRUSTED_PROXY=1 the proxy's X-Real-IP header (or the last X-Forwarded-For hop,
+    the one the proxy added) is used instead. Never trust those headers without a proxy that
+    sets them: a browser could write any address there."""
     try:
+        if os.environ.get("CANDLELAB_TRUSTED_PROXY") == "1":
+            headers = st.context.headers
+            forwarded = (headers.get("X-Forwarded-For") or "").split(",")[-1].strip()
+            return headers.get("X-Real-IP") or forwarded or None
         return st.context.ip_address
     except Exception:
         return None
@@ -38,10 +46,11 @@ def current() -> Account | None:
         st.session_state.pop(_TOKEN, None)
         if token and st.context.cookies.get(COOKIE):
             st.session_state[_COOKIE_TODO] = "clear"  # a stale cookie: drop it
+        if token and st.user.get("is_logged_in"):
+            st.logout()  # an expired or ended single-sign-on session: sign in at the provider again
         account = _single_sign_on()
     else:
         st.session_state[_TOKEN] = token
-    st.session_state["account"] = Actor(account.name, account.role) if account else None
     return account
 
 
@@ -66,7 +75,8 @@ def _single_sign_on() -> Account | None:
     email = st.user.get("email")
     if not email or st.session_state.get("_sso_refused") == email:
         return None
-    outcome = accounts.sign_in_by_email(database(), email, address())
+    verified = st.user.get("email_verified") is True
+    outcome = accounts.sign_in_by_email(database(), email, verified, address())
     if outcome.token is None:
         st.session_state["_sso_refused"] = email
         st.session_state["_signin_error"] = outcome.error
@@ -108,12 +118,27 @@ def redeem_link_in_url() -> None:
         st.session_state["_signin_error"] = outcome.error
 
 
+@st.fragment(run_every=2)
+def watch_session() -> None:
+    """Every 2 s: once this browser's session has ended (signed out in another tab, expired, the
+    account disabled or reset), rerun the app, which shows the sign-in page, so nothing keeps
+    streaming to a browser that is no longer signed in."""
+    if st.session_state.get(_TOKEN) and current_actor() is None:
+        st.session_state["_signin_notice"] = (
+            "You were signed out: your session ended in another tab, expired, or an admin "
+            "changed your account."
+        )
+        st.rerun(scope="app")
+
+
 def sign_in_page() -> None:
-    """The only page a signed-out browser reaches."""
+    """The only page a signed-out browser reaches (at every page's address)."""
     st.title("Candle Lab")
     st.subheader("Sign in")
     if error := st.session_state.pop("_signin_error", None):
         st.error(md_text(error))
+    if notice := st.session_state.pop("_signin_notice", None):
+        st.info(notice)
     with st.form("signin", border=True, width=420):
         name = st.text_input("Account name", autocomplete="username")
         password = st.text_input("Password", type="password", autocomplete="current-password")
@@ -155,7 +180,6 @@ def choose_password_page(account: Account) -> None:
 def sign_out() -> None:
     """End this browser's session (and Streamlit's single sign-on, if that was how)."""
     accounts.sign_out(database(), st.session_state.pop(_TOKEN, None))
-    st.session_state["account"] = None
     st.session_state[_COOKIE_TODO] = "clear"
     if st.user.get("is_logged_in"):
         st.logout()

@@ -28,7 +28,6 @@ from pages.reporting import REPORTS_TABLE, comparison_chart, comparison_table, l
 
 engine = database()
 st.title("Backtest")
-who = current_user()
 
 
 def from_checkpoint() -> dict:
@@ -143,7 +142,7 @@ def progress() -> None:
     cancel = job.status in jobs.UNFINISHED and allowed("job.cancel", owner=job.created_by)
     if cancel and st.button("Cancel backtest", key=f"bt_cancel_{job.id}"):
         with refusal_shown():
-            jobs.request_cancel(engine, job.id, by=who)
+            jobs.request_cancel(engine, job.id, by=current_user())
     if bid and job.status not in jobs.UNFINISHED:
         st.page_link("pages/report.py", label=f"Open report #{bid}", query_params={"id": bid})
 

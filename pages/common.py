@@ -13,7 +13,7 @@ import streamlit as st
 
 import db
 from contract.access import Actor, can, may_touch
-from db import candles, engines, jobs, quotas
+from db import accounts, candles, engines, jobs, quotas
 from db import checkpoints as checkpoint_rows
 from db import working_models as working_rows
 from db.accounts import Refused
@@ -38,16 +38,21 @@ def database():
     return db.init()
 
 
+SESSION_TOKEN = "_signin_token"  # this browser's session token, kept by pages/auth.py
+
+
 def current_user() -> str | None:
-    """The signed-in account's name (set by the sign-in gate on every full run), or None."""
+    """The signed-in account's name, or None."""
     actor = current_actor()
     return actor.name if actor else None
 
 
 def current_actor() -> Actor | None:
-    """The signed-in account's name and role, as the sign-in gate read them from the database
-    on this page run."""
-    return st.session_state.get("account")
+    """The signed-in account's name and role, read from the database at each call: an expired
+    or ended session, a disabled account or a new role counts at once, also in fragments and
+    button callbacks, which run without the sign-in gate (one indexed lookup)."""
+    account = accounts.signed_in(database(), st.session_state.get(SESSION_TOKEN))
+    return Actor(account.name, account.role) if account else None
 
 
 _ANY_ROW = object()  # `allowed` asked about an action in general, not about one row
@@ -116,6 +121,7 @@ def sidebar() -> None:
             if st.button("Sign out", key="sign_out", icon=":material/logout:"):
                 auth.sign_out()
         engine_badge()
+        auth.watch_session()
 
 
 @st.fragment(run_every=2)
@@ -303,11 +309,13 @@ def checkpoint_labels(engine) -> tuple[dict[int, str], int | None]:
 
 
 def working_model_labels(engine) -> dict[int, str]:
-    """Every working model as "W3 from checkpoint #1 · ana", newest first. Nothing in a label
+    """The working models this account may train or share, as "W3 from checkpoint #1 · ana",
+    newest first. Nothing in a label
     changes while it trains: a select box whose labels change forgets what was picked."""
     return {
         w.id: f"W{w.id} {w.name}" + (f" · {w.created_by}" if w.created_by else "")
         for w in working_rows.all_(engine)
+        if allowed("model.train", owner=w.created_by)
     }
 
 

@@ -86,7 +86,7 @@ if upload is not None:
         timeframes.parse(timeframe)
         parsed = check(data, upload.name, timeframe, adjust)
     except (symbols.BadSymbol, timeframes.BadTimeframe, CsvLayoutError) as exc:
-        st.error(str(exc))
+        st.error(md_text(str(exc)))
         st.stop()
     report = parsed.report
     m = st.columns(4)
@@ -155,11 +155,11 @@ if upload is not None:
                 created_by=current_user(),
             )
         except ImportRejected as exc:
-            st.error(str(exc))
+            st.error(md_text(str(exc)))
         except Refused as exc:
             st.error(md_text(str(exc)))
         else:
-            st.success(outcome.message())
+            st.success(md_text(outcome.message()))
 
 st.subheader("Datasets")
 sets = candles.datasets(engine)

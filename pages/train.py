@@ -18,6 +18,7 @@ from pages.common import (
     current_user,
     database,
     look_only,
+    md_text,
     refusal_shown,
     rerun_when_job_ends,
     working_model_labels,
@@ -180,9 +181,9 @@ def progress() -> None:
         with refusal_shown():
             jobs.request_cancel(engine, job.id, by=current_user())
     if job.status == "failed":
-        st.error(job.message)
+        st.error(md_text(job.message))
     for warning in (job.result or {}).get("warnings", []):
-        st.warning(warning)
+        st.warning(md_text(warning))
     for chart in curves(job):
         st.altair_chart(chart, width="stretch")
 

@@ -32,7 +32,7 @@ def main() -> int:
     # A fresh install: create the first admin and print a one-time sign-in link (once anyone
     # has signed in, this prints nothing).
     subprocess.run([py, "-m", "engine", "user", "first-admin"], cwd=ROOT, check=True,
-                   env={**os.environ, "CANDLELAB_APP_URL": url})  # fmt: skip
+                   env={"CANDLELAB_APP_URL": url, **os.environ})  # fmt: skip
     procs: list[subprocess.Popen] = []
     if not args.no_engine:
         procs.append(subprocess.Popen([py, "-m", "engine", "serve"], cwd=ROOT))

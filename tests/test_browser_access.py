@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from db import bus, candles, sessions
+from db import accounts, bus, candles, sessions
 from tests.browser import NO_CHROMIUM, app, browser, new_page, sign_in
 from tests.conftest import wait_until
 
@@ -78,3 +78,8 @@ def test_viewer_trader_admin_and_the_audit_page(app, browser):
     admin.get_by_role("option", name="ada", exact=True).click()
     expect(admin.get_by_text("1 events; 0 refused")).to_be_visible()  # her session.stop
     assert admin.get_by_test_id("stException").count() == 0
+
+    # Disabling an account ends what its open tabs show within seconds, untouched.
+    accounts.change(database, "vic", by="ada", disabled=True)
+    expect(viewer.get_by_text("You were signed out")).to_be_visible(timeout=10_000)
+    assert viewer.get_by_test_id("stSidebarNav").count() == 0

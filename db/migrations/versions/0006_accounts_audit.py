@@ -29,8 +29,8 @@ _APPEND_ONLY = {
     "postgresql": [
         "CREATE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS "
         "$$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
-        "CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events "
-        "FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()",
+        "CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE OR TRUNCATE "
+        "ON audit_events FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()",
     ],
 }
 
