@@ -20,9 +20,9 @@ from db import checkpoints as checkpoint_rows
 from db.models import Base
 from tests.conftest import PG_URL, wait_until
 
-# 1,200 per CI run (and 300 on PostgreSQL) keeps the suite in its time budget; a longer hunt:
+# 800 per CI run (and 200 on PostgreSQL) keep the suite in its time budget; a longer hunt:
 # CANDLELAB_FUZZ_COMMANDS=10000.
-COMMANDS = int(os.environ.get("CANDLELAB_FUZZ_COMMANDS", 1200))
+COMMANDS = int(os.environ.get("CANDLELAB_FUZZ_COMMANDS", 800))
 # The bus itself, heartbeats, and the audit log (one line per command, checked on its own).
 UNWATCHED = {"commands", "engines", "audit_events"}
 STATUS_COLUMNS = {"sessions": "status", "jobs": "status", "checkpoints": "is_active"}
