@@ -19,7 +19,7 @@ from db.models import Account
 from pages.common import SESSION_TOKEN, current_actor, database, md_text
 
 COOKIE = "candlelab_session"
-_TOKEN, _COOKIE_TODO = SESSION_TOKEN, "_signin_cookie_todo"
+_TOKEN, _COOKIE_CHANGE = SESSION_TOKEN, "_signin_cookie_change"
 
 
 def address() -> str | None:
@@ -45,7 +45,7 @@ def current() -> Account | None:
     if account is None:
         st.session_state.pop(_TOKEN, None)
         if token and st.context.cookies.get(COOKIE):
-            st.session_state[_COOKIE_TODO] = "clear"  # a stale cookie: drop it
+            st.session_state[_COOKIE_CHANGE] = "clear"  # a stale cookie: drop it
         if token and st.user.get("is_logged_in"):
             st.logout()  # an expired or ended single-sign-on session: sign in at the provider again
         account = _single_sign_on()
@@ -87,15 +87,15 @@ def _single_sign_on() -> Account | None:
 
 def _keep(token: str) -> None:
     st.session_state[_TOKEN] = token
-    st.session_state[_COOKIE_TODO] = "set"
+    st.session_state[_COOKIE_CHANGE] = "set"
 
 
 def sync_cookie() -> None:
     """Set or clear the session cookie if sign-in or sign-out asked for it (one script)."""
-    todo = st.session_state.pop(_COOKIE_TODO, None)
-    if todo is None:
+    change = st.session_state.pop(_COOKIE_CHANGE, None)
+    if change is None:
         return
-    token = st.session_state.get(_TOKEN) if todo == "set" else None
+    token = st.session_state.get(_TOKEN) if change == "set" else None
     age = int(accounts.session_hours() * 3600) if token else 0
     cookie = json.dumps(f"{COOKIE}={token or ''}; path=/; max-age={age}; SameSite=Strict")
     st.html(
@@ -180,7 +180,7 @@ def choose_password_page(account: Account) -> None:
 def sign_out() -> None:
     """End this browser's session (and Streamlit's single sign-on, if that was how)."""
     accounts.sign_out(database(), st.session_state.pop(_TOKEN, None))
-    st.session_state[_COOKIE_TODO] = "clear"
+    st.session_state[_COOKIE_CHANGE] = "clear"
     if st.user.get("is_logged_in"):
         st.logout()
     st.rerun()
