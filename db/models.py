@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -103,6 +104,9 @@ class Command(Base):
     claimed_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     claimed_by: Mapped[str | None] = mapped_column(String(80))
+    # The engine that must run it: the owner of the session or working model it is about
+    # (db/routing.py). None: any engine with room for it.
+    target: Mapped[str | None] = mapped_column(String(80))
     result: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
 
@@ -122,6 +126,11 @@ class EngineInstance(Base):
     stop_reason: Mapped[str | None] = mapped_column(Text)
     wake_host: Mapped[str | None] = mapped_column(String(255))
     wake_port: Mapped[int | None] = mapped_column(Integer)
+    # What an operator calls it (`serve --name`, default the host name) and how much work it
+    # takes on (`--max-jobs`, `--max-sessions`).
+    name: Mapped[str | None] = mapped_column(String(80))
+    max_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_sessions: Mapped[int | None] = mapped_column(Integer)
 
 
 class Job(Base):
@@ -494,3 +503,16 @@ class Quota(Base):
     value: Mapped[int] = mapped_column(Integer)
     set_by: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
     set_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Blob(Base):
+    """A file kept in the database: checkpoint weights and working-model state when several
+    engines share one database (`CANDLELAB_CHECKPOINT_STORE`), so any engine on any machine
+    reads what another wrote. `path` is the same relative path the file store uses."""
+
+    __tablename__ = "blobs"
+
+    path: Mapped[str] = mapped_column(String(255), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(BigInteger)
+    written_at: Mapped[datetime] = mapped_column(default=utcnow)

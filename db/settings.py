@@ -37,3 +37,17 @@ def normalise_url(url: str) -> str:
 def heartbeat_timeout_s() -> float:
     """An engine whose last heartbeat is older than this is offline (default 5 s)."""
     return float(os.environ.get("CANDLELAB_HEARTBEAT_TIMEOUT", "5"))
+
+
+def checkpoint_store(url: str) -> str:
+    """Where checkpoint weights and working-model state live for the database at `url`:
+    `database` (the `blobs` table, which every engine sharing the database reads) or a
+    directory (every engine must see the same one, e.g. a network file system).
+
+    `CANDLELAB_CHECKPOINT_STORE` chooses; by default PostgreSQL keeps them in the database,
+    since engines on several machines share it, and the embedded SQLite file keeps them under
+    the data directory."""
+    chosen = os.environ.get("CANDLELAB_CHECKPOINT_STORE", "").strip()
+    if chosen:
+        return chosen
+    return "database" if url.startswith("postgresql") else str(home())

@@ -111,10 +111,39 @@ def claim(engine: Engine, working_model_id: int, engine_id: str | None, alive: s
         return Claim(lost=lost)
 
 
-def mark_saved(engine: Engine, working_model_id: int, *, state_file: str, steps: int) -> None:
-    """Record that `state_file` now holds the weights after optimizer step `steps`."""
-    update_row(engine, working_model_id, state_file=state_file, saved_steps=steps,
-               saved_at=utcnow())  # fmt: skip
+class NotOwner(RuntimeError):
+    """Another engine has taken this working model over: this one must not keep its state."""
+
+
+def _owned_by(owner: str | None):
+    return WorkingModel.engine_id.is_(None) if owner is None else WorkingModel.engine_id == owner
+
+
+def check_owner(engine: Engine, working_model_id: int, owner: str | None) -> None:
+    """NotOwner unless engine `owner` still owns the working model."""
+    with readonly(engine).begin() as conn:
+        found = conn.scalar(
+            select(WorkingModel.id).where(WorkingModel.id == working_model_id, _owned_by(owner))
+        )
+    if found is None:
+        raise NotOwner(f"working model {working_model_id} is no longer owned by engine {owner}")
+
+
+def mark_saved(conn, working_model_id: int, *, state_file: str, steps: int,
+               owner: str | None) -> None:  # fmt: skip
+    """Record, in the caller's transaction, that `state_file` holds the weights after optimizer
+    step `steps` — only while engine `owner` still owns the model (NotOwner otherwise, which
+    rolls the caller's transaction back)."""
+    done = conn.execute(
+        update(WorkingModel)
+        .where(WorkingModel.id == working_model_id, _owned_by(owner))
+        .values(state_file=state_file, saved_steps=steps, saved_at=utcnow())
+    ).rowcount
+    if not done:
+        raise NotOwner(
+            f"working model {working_model_id} is no longer owned by engine {owner}: another "
+            "engine took it over, so this one keeps nothing of it"
+        )
 
 
 def latest_steps(engine: Engine, ids: list[int] | None = None) -> dict[int, int]:

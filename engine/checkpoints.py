@@ -1,24 +1,29 @@
 """Checkpoint files: state_dicts and config only, written atomically, loaded weights-only.
 
-A file is written to a temporary name in the same directory, flushed and fsync'ed, then
-renamed over its final name (and the directory fsync'ed), so a crash mid-save leaves either the
-old file or the new one, never a torn one. Loading uses `torch.load(weights_only=True)`: a
-checkpoint cannot run code. File names come from the checkpoint's id, never from the name a
-person typed, so no name can point outside `CANDLELAB_HOME/checkpoints`.
+They live in the checkpoint store (`db.settings.checkpoint_store`): files under a directory
+(the data directory by default, or one every engine mounts), or the database's `blobs` table,
+which every engine sharing a PostgreSQL database reads — so a backtest or a takeover on another
+machine finds the weights. Either way a write is atomic: a file is written to a temporary name
+in the same directory, flushed and fsync'ed, then renamed over its final name (and the
+directory fsync'ed); a blob is one upsert, inside the transaction that records it. A crash
+mid-save leaves the old bytes or the new, never torn ones. Loading uses
+`torch.load(weights_only=True)`: a checkpoint cannot run code. Paths come from the checkpoint's
+id, never from the name a person typed, so no name can point outside the store.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
 from pathlib import Path
 
 import torch
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
+from db import blobs, settings
 from db import checkpoints as rows
-from db import settings
 from engine import features
 from engine.model import ModelConfig
 
@@ -26,8 +31,19 @@ DIR = "checkpoints"
 FORMAT = 1
 
 
-def checkpoint_dir() -> Path:
-    path = settings.home() / DIR
+def _root(database: Engine | None = None) -> Path:
+    """The directory of the file store (the data directory unless configured)."""
+    chosen = settings.checkpoint_store(str(database.url) if database is not None else "")
+    return settings.home() if chosen == "database" else Path(chosen).expanduser()
+
+
+def in_database(database: Engine) -> bool:
+    """Whether this database's checkpoint store is the database itself."""
+    return settings.checkpoint_store(str(database.url)) == "database"
+
+
+def checkpoint_dir(database: Engine | None = None) -> Path:
+    path = _root(database) / DIR
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -62,13 +78,43 @@ def _file_for(checkpoint_id: int, name: str) -> str:
     return f"{DIR}/{checkpoint_id:06d}-{slug}.pt"
 
 
-def resolve(relative: str) -> Path:
-    """The absolute path of a stored checkpoint file, refusing anything outside the folder."""
-    base = checkpoint_dir().resolve()
-    path = (settings.home() / relative).resolve()
+def resolve(relative: str, database: Engine | None = None) -> Path:
+    """The absolute path of a checkpoint file in the file store, refusing anything outside
+    its folder."""
+    base = checkpoint_dir(database).resolve()
+    path = (_root(database) / relative).resolve()
     if base not in path.parents:
         raise ValueError(f"checkpoint file {relative!r} is outside {base}")
     return path
+
+
+def store(database: Engine, relative: str, payload: dict, conn: Connection | None = None) -> None:
+    """Write `payload` under `relative` in the checkpoint store. A blob joins `conn`'s
+    transaction when given (so it commits with the row that points at it); a file is written
+    at once."""
+    if not in_database(database):
+        path = resolve(relative, database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, payload)
+        return
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    if conn is not None:
+        blobs.put(conn, relative, buffer.getvalue())
+        return
+    with database.begin() as c:
+        blobs.put(c, relative, buffer.getvalue())
+
+
+def fetch(database: Engine, relative: str) -> dict | None:
+    """The payload stored under `relative`, or None if nothing is (weights only, no code)."""
+    if not in_database(database):
+        path = resolve(relative, database)
+        return read(path) if path.exists() else None
+    data = blobs.get(database, relative)
+    if data is None:
+        return None
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def save(
@@ -107,8 +153,9 @@ def save(
             sources=sources,
         )
         rel = _file_for(cid, name)
-        write_atomic(
-            resolve(rel),
+        store(
+            database,
+            rel,
             {
                 "format": FORMAT,
                 "config": config.to_dict(),
@@ -117,6 +164,7 @@ def save(
                 "optimizer": optimizer_state,
                 "steps": steps,
             },
+            conn,
         )
         conn.execute(
             rows.Checkpoint.__table__.update().where(rows.Checkpoint.id == cid).values(file=rel)
@@ -143,7 +191,13 @@ def load(database: Engine, checkpoint_id: int) -> tuple[ModelConfig, dict, dict 
             f"checkpoint {checkpoint_id} was trained on feature version {row.feature_version}, "
             f"this engine computes version {features.FEATURE_VERSION}"
         )
-    payload = read(resolve(row.file))
+    payload = fetch(database, row.file)
+    if payload is None:
+        raise ValueError(
+            f"checkpoint {checkpoint_id}'s weights ({row.file}) are not in this engine's "
+            f"checkpoint store ({settings.checkpoint_store(str(database.url))}): engines that "
+            "share a database must share the store too (CANDLELAB_CHECKPOINT_STORE)"
+        )
     return ModelConfig.from_dict(payload["config"]), payload["model"], payload.get("optimizer")
 
 

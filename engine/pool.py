@@ -120,7 +120,8 @@ class ModelPool:
                     "working model %s lost %d training step(s) to a crash (kept: step %d)",
                     row.id, found.lost, kept,
                 )  # fmt: skip
-            model = WorkingModel(self.db, row, cfg, state, optimizer, self.lock_timeout_s)
+            model = WorkingModel(self.db, row, cfg, state, optimizer, self.lock_timeout_s,
+                                 self.engine_id)
             self._working[row.id] = model
         priority.settle_heap()
         return model
@@ -129,11 +130,10 @@ class ModelPool:
         """Config, weights, optimizer and step count of its state file if one was ever written
         (the file is the truth: a crash between writing it and updating the row leaves the row
         behind, never ahead), else of its base checkpoint."""
-        path = checkpoints.resolve(state_file(row.id))
-        if not path.exists():
+        payload = checkpoints.fetch(self.db, state_file(row.id))
+        if payload is None:
             cfg, state, optimizer = checkpoints.load(self.db, row.base_checkpoint_id)
             return cfg, state, optimizer, checkpoint_rows.get(self.db, row.base_checkpoint_id).steps
-        payload = checkpoints.read(path)
         return (ModelConfig.from_dict(payload["config"]), payload["model"], payload["optimizer"],
                 payload["steps"])  # fmt: skip
 

@@ -45,8 +45,9 @@ def state_file(working_model_id: int) -> str:
 
 class WorkingModel:
     def __init__(self, database: Engine, row, config: ModelConfig, state: dict,
-                 optimizer_state: dict | None, lock_timeout_s: float) -> None:  # fmt: skip
-        self.db, self.id, self.name = database, row.id, row.name
+                 optimizer_state: dict | None, lock_timeout_s: float,
+                 engine_id: str | None = None) -> None:  # fmt: skip
+        self.db, self.id, self.name, self.engine_id = database, row.id, row.name, engine_id
         self.base_checkpoint_id = row.base_checkpoint_id
         self.last_checkpoint_id = row.last_checkpoint_id
         self.runner = ModelRunner(f"working-model-{row.id}", config, state, optimizer_state,
@@ -183,14 +184,22 @@ class WorkingModel:
             log.exception("working model %s: autosave failed", self.id)
 
     def _write_state(self, model_state: dict, optimizer_state: dict, steps: int) -> None:
+        """Keep the state, only while this engine still owns the model: an engine that was
+        taken for dead (and replaced) must not overwrite what its successor trains. In the
+        database store the ownership check and the bytes commit together; in a file store the
+        check comes first."""
         rel = state_file(self.id)
-        path = checkpoints.resolve(rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        checkpoints.write_atomic(path, {
-            "format": checkpoints.FORMAT, "config": self.config.to_dict(),
-            "model": model_state, "optimizer": optimizer_state, "steps": steps,
-        })  # fmt: skip
-        rows.mark_saved(self.db, self.id, state_file=rel, steps=steps)
+        payload = {"format": checkpoints.FORMAT, "config": self.config.to_dict(),
+                   "model": model_state, "optimizer": optimizer_state, "steps": steps}  # fmt: skip
+        if checkpoints.in_database(self.db):
+            with self.db.begin() as conn:
+                rows.mark_saved(conn, self.id, state_file=rel, steps=steps, owner=self.engine_id)
+                checkpoints.store(self.db, rel, payload, conn)
+        else:  # the file is written outside the transaction: SQLite has one writer
+            rows.check_owner(self.db, self.id, self.engine_id)
+            checkpoints.store(self.db, rel, payload)
+            with self.db.begin() as conn:
+                rows.mark_saved(conn, self.id, state_file=rel, steps=steps, owner=self.engine_id)
         self.saved_steps, self.saved_at = steps, time.monotonic()
 
     def _autosave_if_due(self) -> None:
