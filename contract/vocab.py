@@ -24,6 +24,13 @@ FEED_KINDS = ("replay", "exchange", "synthetic")
 
 COMMAND_STATUSES = ("pending", "running", "done", "failed", "cancelled")
 COMMAND_FINAL = ("done", "failed", "cancelled")
+# Commands that start a background job: an engine takes them only while it has a free job slot
+# (`serve --max-jobs`), so a queue of them spreads over the engines with room.
+JOB_KINDS = ("backtest.start", "train.start")
+MAX_JOBS = 4  # an engine's default number of job slots (`serve --max-jobs`)
+# Payload fields that name what a command is about: such a command runs on the engine that owns
+# that session or working model (db/routing.py).
+SUBJECT_FIELDS = ("session_id", "working_model_id")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 AUDIT_OUTCOMES = ("ok", "refused", "failed")
 SESSION_STATUSES = ("running", "stopped", "finished", "failed", "interrupted")

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from contract.vocab import COMMAND_FINAL, PERSON_CHARS
-from db import audit, wake
+from db import audit, routing, wake
 from db.connection import insert_ignoring_duplicates, readonly
 from db.models import Command, utcnow
 
@@ -63,15 +63,26 @@ def submit(
         created_at=utcnow(),
     )
     with engine.begin() as conn:
+        values["target"] = routing.owner(conn, text) if routing.subjects(text) else None
         conn.execute(insert_ignoring_duplicates(engine, Command, ["request_id"], **values))
         command_id = conn.scalar(select(Command.id).where(Command.request_id == request_id))
-    if notify:
-        wake.notify(engine)
+        woken = notify and wake.notify_in(conn)  # PostgreSQL: delivered at this commit
+    if notify and not woken:
+        wake.notify(engine)  # SQLite: a datagram to each engine, after the commit
     return command_id
 
 
-def _claim_statement(engine: Engine, engine_id: str):
-    oldest = select(Command.id).where(Command.status == "pending").order_by(Command.id).limit(1)
+def _claim_statement(engine: Engine, engine_id: str, skip_kinds: tuple[str, ...]):
+    oldest = (
+        select(Command.id)
+        .where(
+            Command.status == "pending", Command.target.is_(None) | (Command.target == engine_id)
+        )
+        .order_by(Command.id)
+        .limit(1)
+    )
+    if skip_kinds:
+        oldest = oldest.where(Command.kind.not_in(skip_kinds))
     if engine.dialect.name == "postgresql":
         # Competing engines skip rows another one is claiming instead of queueing behind it.
         oldest = oldest.with_for_update(skip_locked=True)
@@ -84,11 +95,40 @@ def _claim_statement(engine: Engine, engine_id: str):
     )
 
 
-def claim(engine: Engine, engine_id: str) -> Command | None:
-    """Atomically take the oldest pending command for `engine_id`; None if the queue is empty.
+def claim(engine: Engine, engine_id: str, skip_kinds: tuple[str, ...] = ()) -> Command | None:
+    """Atomically take the oldest pending command `engine_id` may run (one aimed at nobody or
+    at it), leaving `skip_kinds` (work it has no room for) to others; None if there is none.
     Exactly one caller gets any given command."""
     with Session(engine, expire_on_commit=False) as s, s.begin():
-        return s.scalars(_claim_statement(engine, engine_id)).first()
+        return s.scalars(_claim_statement(engine, engine_id, skip_kinds)).first()
+
+
+def forward(engine: Engine, command_id: int, by: str, target: str) -> bool:
+    """Hand a command `by` claimed, and has not started, to engine `target` (the owner of what
+    it is about, or a less loaded engine): it is pending again, for `target` only."""
+    with engine.begin() as conn:
+        moved = conn.execute(
+            update(Command)
+            .where(Command.id == command_id, Command.status == "running", Command.claimed_by == by)
+            .values(status="pending", target=target, claimed_by=None, claimed_at=None)
+        ).rowcount
+        woken = moved and wake.notify_in(conn)
+    if moved and not woken:
+        wake.notify(engine)
+    return moved == 1
+
+
+def release_targets(engine: Engine, engine_ids: list[str]) -> int:
+    """Waiting commands aimed at (dead) `engine_ids` are aimed at nobody again: the engine that
+    claims one routes it to the new owner of what it is about. How many."""
+    if not engine_ids:
+        return 0
+    with engine.begin() as conn:
+        return conn.execute(
+            update(Command)
+            .where(Command.status == "pending", Command.target.in_(engine_ids))
+            .values(target=None)
+        ).rowcount
 
 
 def _close(engine: Engine, command_id: int, from_status: tuple[str, ...],

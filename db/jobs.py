@@ -86,11 +86,12 @@ def update_progress(engine: Engine, job_id: int, progress: float, message: str,
 
 def finish(engine: Engine, job_id: int, status: str, message: str,
            result: dict | None = None, error: str | None = None) -> None:  # fmt: skip
-    """Close a job as done / failed / cancelled."""
+    """Close a job as done / failed / cancelled — unless it was closed already (an engine
+    that found this one dead ended it `interrupted`; that answer stands)."""
     with engine.begin() as conn:
         conn.execute(
             update(Job)
-            .where(Job.id == job_id)
+            .where(Job.id == job_id, Job.status.in_(UNFINISHED))
             .values(
                 status=status,
                 message=message,

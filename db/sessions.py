@@ -52,13 +52,45 @@ def update_row(engine: Engine, session_id: int, **values: Any) -> None:
         conn.execute(update(LiveSession).where(LiveSession.id == session_id).values(**values))
 
 
-def close(engine: Engine, session_id: int, status: str, error: str | None = None) -> None:
-    """End a running session as stopped / finished / failed / interrupted."""
+class NotOwner(RuntimeError):
+    """Another engine has taken this session over: this one must write nothing more of it."""
+
+
+def _owned(session_id: int, owner: str | None):
+    """The session, if engine `owner` runs it (any engine when `owner` is None)."""
+    where = [LiveSession.id == session_id]
+    if owner is not None:
+        where.append(LiveSession.engine_id == owner)
+    return where
+
+
+def close(engine: Engine, session_id: int, status: str, error: str | None = None,
+          owner: str | None = None) -> None:  # fmt: skip
+    """End a running session as stopped / finished / failed / interrupted (only if engine
+    `owner`, when given, still runs it)."""
     with engine.begin() as conn:
         conn.execute(
             update(LiveSession)
-            .where(LiveSession.id == session_id, LiveSession.status == "running")
+            .where(*_owned(session_id, owner), LiveSession.status == "running")
             .values(status=status, stopped_at=utcnow(), error=error)
+        )
+
+
+def take_over(engine: Engine, session_id: int, from_engine: str | None, to_engine: str) -> bool:
+    """Make `to_engine` the owner of a running session `from_engine` (gone) had. Exactly one
+    of several engines trying at once succeeds; it resumes the session from its `last_ts`,
+    which no write of the old owner can move any more (record_candle checks the owner)."""
+    was = LiveSession.engine_id.is_(None) if from_engine is None else (
+        LiveSession.engine_id == from_engine
+    )  # fmt: skip
+    with engine.begin() as conn:
+        return (
+            conn.execute(
+                update(LiveSession)
+                .where(LiveSession.id == session_id, LiveSession.status == "running", was)
+                .values(engine_id=to_engine)
+            ).rowcount
+            == 1
         )
 
 
@@ -74,6 +106,7 @@ def record_candle(
     pivots: list[dict],
     learning: dict[str, int] | None = None,
     candle=None,
+    owner: str | None = None,
 ) -> None:
     """Everything one candle changed, in one transaction: its prediction, the fill of the
     previous signal, the account, the pivots it confirmed. After a crash a candle is stored
@@ -83,8 +116,20 @@ def record_candle(
     `latency_ms` runs from then to its insert, the last statement before the commit.
     `learning` carries the session's training-queue counts (samples_waiting, samples_dropped);
     `candle`, the statement storing a live feed's candle (db.candles.live_insert).
+    When `owner` is given, nothing is stored unless that engine still owns the session: the
+    ownership check is the transaction's first statement, so an engine taken for dead, whose
+    session another engine has resumed, can never store a candle twice (raises NotOwner).
     """
     with engine.begin() as conn:
+        owned = conn.execute(
+            update(LiveSession)
+            .where(*_owned(session_id, owner))
+            .values(
+                last_ts=last_ts, state=state, candles=LiveSession.candles + 1, **(learning or {})
+            )  # fmt: skip
+        ).rowcount
+        if not owned:
+            raise NotOwner(f"session {session_id} is run by another engine now")
         if candle is not None:
             conn.execute(candle)
         if trades:
@@ -95,13 +140,6 @@ def record_candle(
             conn.execute(
                 PivotRow.__table__.insert(), [{"session_id": session_id, **p} for p in pivots]
             )
-        conn.execute(
-            update(LiveSession)
-            .where(LiveSession.id == session_id)
-            .values(
-                last_ts=last_ts, state=state, candles=LiveSession.candles + 1, **(learning or {})
-            )  # fmt: skip
-        )
         conn.execute(
             PredictionRow.__table__.insert().values(
                 session_id=session_id,

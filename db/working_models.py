@@ -129,6 +129,19 @@ def check_owner(engine: Engine, working_model_id: int, owner: str | None) -> Non
         raise NotOwner(f"working model {working_model_id} is no longer owned by engine {owner}")
 
 
+def let_go(engine: Engine, working_model_id: int, owner: str | None) -> None:
+    """Engine `owner` has unloaded the working model: nobody owns it until an engine loads it
+    again (a no-op if another engine owns it by now)."""
+    if owner is None:
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            update(WorkingModel)
+            .where(WorkingModel.id == working_model_id, WorkingModel.engine_id == owner)
+            .values(engine_id=None)
+        )
+
+
 def mark_saved(conn, working_model_id: int, *, state_file: str, steps: int,
                owner: str | None) -> None:  # fmt: skip
     """Record, in the caller's transaction, that `state_file` holds the weights after optimizer

@@ -14,9 +14,7 @@ id, never from the name a person typed, so no name can point outside the store.
 from __future__ import annotations
 
 import io
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -50,22 +48,9 @@ def checkpoint_dir(database: Engine | None = None) -> Path:
 
 def write_atomic(path: Path, payload: dict) -> None:
     """torch.save `payload` to `path` so that readers see the old file or the new, whole."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    blobs.write_file(path, buffer.getvalue())
 
 
 def read(path: Path) -> dict:

@@ -15,7 +15,7 @@ from contract import vocab
 from contract.access import refusal
 from contract.payloads import MAX_ID
 from db import accounts, bus, candles, engines, jobs, sessions, settings
-from engine import cli_accounts
+from engine import cli_accounts, cli_migrate
 from engine.cli_accounts import acting_user
 
 USER_HELP = "the account this acts as (default: CANDLELAB_USER, else the system account)"
@@ -33,6 +33,9 @@ def _serve(args) -> int:
             debug_commands=args.debug_commands,
             seed=not args.no_seed and os.environ.get("CANDLELAB_SEED", "1") != "0",
             lock_timeout_s=args.lock_timeout,
+            name=args.name,
+            max_jobs=args.max_jobs or None,
+            max_sessions=args.max_sessions or None,
         ),
     )
     service.install_signal_handlers()
@@ -52,12 +55,28 @@ def _status(args) -> int:
         "running_jobs": jobs.running_count(engine),
         "running_sessions": sessions.running_count(engine),
         "database": engine.url.render_as_string(hide_password=True),
+        "engines": [
+            {
+                "id": load.row.id,
+                "name": load.row.name,
+                "host": load.row.host,
+                "sessions": load.sessions,
+                "max_sessions": load.row.max_sessions,
+                "jobs": load.jobs,
+                "max_jobs": load.row.max_jobs,
+                "working_models": load.working_models,
+            }
+            for load in engines.loads(engine)
+        ],  # fmt: skip
     }
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         if st.online:
             print(f"engine online: {st.instance.id}, heartbeat {out['heartbeat_age_s']} s ago")
+            for e in out["engines"]:
+                print(f"  {e['name']} ({e['id']}): {e['sessions']} sessions, {e['jobs']} jobs, "
+                      f"{e['working_models']} working models")  # fmt: skip
         elif st.instance is None:
             print("engine OFFLINE: no engine has ever run on this database")
         else:
@@ -459,6 +478,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between queue polls when not woken (default 0.1)",
     )
     s.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
+    s.add_argument(
+        "--name",
+        default=os.environ.get("CANDLELAB_ENGINE_NAME"),
+        help="what the views call this engine (default: the host name)",
+    )
+    s.add_argument(
+        "--max-jobs",
+        type=int,
+        default=int(os.environ.get("CANDLELAB_MAX_JOBS", vocab.MAX_JOBS)),
+        help=f"background jobs (backtests, batch training) run at once; more wait for a free "
+        f"engine (default {vocab.MAX_JOBS}; 0: no limit)",
+    )
+    s.add_argument(
+        "--max-sessions",
+        type=int,
+        default=int(os.environ.get("CANDLELAB_MAX_SESSIONS", "0")),
+        help="live sessions run at once; new ones go to engines with room (default 0: no limit)",
+    )
     s.add_argument("--no-seed", action="store_true", help="do not import sample data on first run")
     s.add_argument(
         "--lock-timeout",
@@ -568,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--user", default=acting_user(), help=USER_HELP)
     s.set_defaults(fn=_seed)
     cli_accounts.register(sub)
+    cli_migrate.register(sub)
     return p
 
 

@@ -66,8 +66,11 @@ OnStop = Callable[[Job, JobStopped], Outcome]
 
 
 class JobRunner:
-    def __init__(self, database: Engine, engine_id: str, stopping: threading.Event) -> None:
+    def __init__(self, database: Engine, engine_id: str, stopping: threading.Event,
+                 on_free: Callable[[], None] | None = None) -> None:  # fmt: skip
+        """`on_free` is called whenever a job ends (a slot is free: the engine may take more)."""
         self.db, self.engine_id, self.stopping = database, engine_id, stopping
+        self.on_free = on_free
         self._threads: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
 
@@ -107,6 +110,8 @@ class JobRunner:
                     log.exception("%s job %s: on_end failed", job.kind, job.id)
             with self._lock:  # an engine running for weeks keeps no trace of ended jobs
                 self._threads.pop(job.id, None)
+            if self.on_free is not None:
+                self.on_free()
 
     def _carry_out(self, job: Job, work: Work, on_stop: OnStop | None, on_failure) -> None:
         try:

@@ -120,8 +120,9 @@ class ModelPool:
                     "working model %s lost %d training step(s) to a crash (kept: step %d)",
                     row.id, found.lost, kept,
                 )  # fmt: skip
-            model = WorkingModel(self.db, row, cfg, state, optimizer, self.lock_timeout_s,
-                                 self.engine_id)
+            model = WorkingModel(
+                self.db, row, cfg, state, optimizer, self.lock_timeout_s, self.engine_id
+            )
             self._working[row.id] = model
         priority.settle_heap()
         return model

@@ -1,10 +1,14 @@
 """`python -m engine serve`: the command loop, the heartbeat, reconciliation and shutdown.
 
-One process, one instance id. The main thread runs the command loop: it sleeps on a loopback
-wake-up socket (so a submit is picked up at once) with the poll interval as the fallback,
-claims commands one at a time and runs their handlers. A heartbeat thread refreshes this
-instance's row and, every few beats, reaps instances that died: their running commands end
-`failed` and their jobs `interrupted`, each with a reason naming who found them and when.
+One process, one instance id; any number of them may share one PostgreSQL database
+(docs/several-machines.md). The main thread runs the command loop: it sleeps on a wake-up
+(PostgreSQL LISTEN / NOTIFY, or a loopback datagram on SQLite: db/wake.py) with the poll
+interval as the fallback, claims the commands it may run one at a time (those aimed at it or at
+nobody, and jobs only while it has a free slot), forwards those another engine must run, and
+runs the rest. A heartbeat thread renews this instance's lease and reaps instances that lost
+theirs: their running commands end `failed` and their jobs `interrupted`, each with a reason
+naming who found them and when, and their sessions resume here. An engine that finds itself
+reaped (it stalled past its lease) stops without writing anything more.
 SIGTERM / SIGINT stop the loop after the current command and record a clean stop.
 """
 
@@ -25,9 +29,10 @@ from sqlalchemy import Engine, exists, select
 import db
 from contract.access import SYSTEM_ACCOUNT
 from contract.payloads import summarise
-from db import accounts, bus, engines, jobs
+from contract.vocab import JOB_KINDS, MAX_JOBS
+from db import accounts, bus, engines, jobs, routing
 from db.models import Command, utcnow
-from db.wake import WakeSocket
+from db.wake import listener as wake_listener
 from engine import __version__, access, priority, registry
 from engine.job_runner import JobRunner
 from engine.pool import ModelPool
@@ -41,10 +46,13 @@ log = logging.getLogger("engine")
 class Settings:
     poll_interval_s: float = 0.1
     heartbeat_s: float = 1.0
-    reap_every_beats: int = 3
+    reap_every_beats: int = 1
     debug_commands: bool = False
     seed: bool = True
     lock_timeout_s: float = 30.0
+    name: str | None = None  # what the views call it (default: the host name)
+    max_jobs: int | None = MAX_JOBS  # background jobs at once; None: no limit
+    max_sessions: int | None = None  # live sessions at once; None: no limit
 
 
 @dataclass
@@ -59,6 +67,7 @@ class EngineContext:
     models: ModelPool | None = None
     sessions: SessionManager | None = None
     jobs: JobRunner | None = None
+    fenced: bool = False  # found dead by another engine: write nothing more
 
     def uptime_s(self) -> float:
         return time.monotonic() - self.started
@@ -77,8 +86,9 @@ class EngineService:
         self.ctx = EngineContext(database, new_instance_id(), self.settings)
         self.ctx.models = ModelPool(database, self.ctx.instance_id, self.settings.lock_timeout_s)
         self.ctx.sessions = SessionManager(self.ctx)
-        self.ctx.jobs = JobRunner(database, self.ctx.instance_id, self.ctx.stopping)
-        self.wake = WakeSocket()
+        self.ctx.jobs = JobRunner(database, self.ctx.instance_id, self.ctx.stopping,
+                                  on_free=lambda: self.wake.poke())  # fmt: skip
+        self.wake = wake_listener(database)
         self._beat_thread: threading.Thread | None = None
         self.stop_reason = "stopped"
 
@@ -92,7 +102,9 @@ class EngineService:
         """Upgrade the schema, register, reconcile what a crash left, seed on first run."""
         db.upgrade(self.db)
         priority.configure_process()
-        engines.register(self.db, self.ctx.instance_id, __version__, self.wake.address)
+        engines.register(self.db, self.ctx.instance_id, __version__, self.wake.address,
+                         name=self.settings.name, max_jobs=self.settings.max_jobs,
+                         max_sessions=self.settings.max_sessions)  # fmt: skip
         log.info("engine %s (version %s) starting", self.ctx.instance_id, __version__)
         self.reap(at_start=True)
         if self.settings.seed:
@@ -131,7 +143,13 @@ class EngineService:
         )
         try:
             while not self.ctx.stopping.is_set():
-                if not self.run_pending():
+                try:
+                    ran = self.run_pending()
+                except Exception:  # the database went away: keep trying, do not exit
+                    log.exception("command loop: the database failed; retrying")
+                    ran = 0
+                    self.ctx.stopping.wait(1.0)
+                if not ran:
                     self.wake.wait(self.settings.poll_interval_s)
         finally:
             self.shutdown()
@@ -143,7 +161,8 @@ class EngineService:
         self.ctx.sessions.stop_all()  # they stay 'running' and resume at the next start
         self.ctx.jobs.join(timeout=60)  # they end 'interrupted', keeping what they did
         self.ctx.models.close_all()  # trainers finish what is queued; working models autosave
-        self.ctx.sessions.record_queue_counts()
+        if not self.ctx.fenced:
+            self.ctx.sessions.record_queue_counts()
         engines.mark_stopped(self.db, self.ctx.instance_id, self.stop_reason)
         self.wake.close()
         log.info("engine %s stopped: %s", self.ctx.instance_id, self.stop_reason)
@@ -151,26 +170,62 @@ class EngineService:
     # -- commands ---------------------------------------------------------------------------
 
     def _has_pending(self) -> bool:
+        """Whether a claim is worth trying. On SQLite a cheap read comes first, so an idle poll
+        never takes the write lock; PostgreSQL claims at once (a claim that finds nothing locks
+        nothing), saving a round trip on every wake-up."""
+        if self.db.dialect.name != "sqlite":
+            return True
         with db.readonly(self.db).begin() as conn:
             return bool(conn.scalar(select(exists().where(Command.status == "pending"))))
 
     def run_pending(self) -> int:
-        """Claim and run commands until none is pending (or we are stopping); how many ran.
-        A cheap read comes first so an idle poll never takes the write lock."""
+        """Claim and run commands until none is left for this engine (or we are stopping); how
+        many ran (or were forwarded)."""
         ran = 0
         while not self.ctx.stopping.is_set() and self._has_pending():
-            cmd = bus.claim(self.db, self.ctx.instance_id)
+            cmd = bus.claim(self.db, self.ctx.instance_id, self._no_room_for())
             if cmd is None:
                 break  # another engine took it
             self.execute(cmd)
             ran += 1
         return ran
 
+    def _no_room_for(self) -> tuple[str, ...]:
+        """Command kinds this engine leaves to others now: jobs, while its slots are full."""
+        full = self.settings.max_jobs is not None and (
+            len(self.ctx.jobs.running()) >= self.settings.max_jobs
+        )
+        return JOB_KINDS if full else ()
+
+    def _runs_elsewhere(self, cmd: Command, args) -> str | None:
+        """The engine that must run `cmd` instead of this one, if any: the owner of the session
+        or working model it is about, or, for a new session, the least-loaded engine."""
+        if routing.subjects(args):
+            with db.readonly(self.db).begin() as conn:
+                owner = routing.owner(conn, args)
+            if owner is not None:
+                return None if owner == self.ctx.instance_id else owner
+        if cmd.kind != "session.start" or cmd.target is not None:
+            return None  # forwarded once already: placed, not to be placed again
+        best = engines.least_loaded(self.db, prefer=self.ctx.instance_id)
+        if best is None:
+            raise CommandError(
+                "every engine runs as many live sessions as it may (serve --max-sessions): "
+                "stop a session or start another engine"
+            )
+        return None if best == self.ctx.instance_id else best
+
     def execute(self, cmd: Command) -> None:
-        """Run one claimed command to `done` or `failed`; never raises."""
+        """Run one claimed command to `done` or `failed`, or forward it to the engine that
+        must run it; never raises."""
         started = time.perf_counter()
         try:
             handler, args = registry.resolve(cmd.kind, cmd.payload, self.settings.debug_commands)
+            elsewhere = self._runs_elsewhere(cmd, args)
+            if elsewhere is not None:
+                bus.forward(self.db, cmd.id, self.ctx.instance_id, elsewhere)
+                log.debug("command %s (%s) forwarded to %s", cmd.id, cmd.kind, elsewhere)
+                return
             access.authorize(self.db, cmd, args)
             result = handler.fn(self.ctx, args, cmd) or {}
         except CommandError as exc:
@@ -218,12 +273,24 @@ class EngineService:
         n = 0
         while not self.ctx.stopping.wait(self.settings.heartbeat_s):
             try:
-                engines.beat(self.db, self.ctx.instance_id)
+                if not engines.beat(self.db, self.ctx.instance_id):
+                    self._fenced()
+                    return
                 n += 1
                 if n % self.settings.reap_every_beats == 0:
                     self.reap(at_start=False)
             except Exception:
                 log.exception("heartbeat failed; retrying")
+
+    def _fenced(self) -> None:
+        """Another engine found this one dead (it stalled past its lease) and took its work
+        over. Stop at once, keeping nothing: every write it could still make is refused by
+        ownership checks, and a supervisor restarts it as a new instance."""
+        self.ctx.fenced = True
+        log.error("engine %s was found dead by another engine and its work taken over; "
+                  "stopping without saving (a restart joins as a new engine)",
+                  self.ctx.instance_id)  # fmt: skip
+        self.stop("stopped: its lease had expired and its work was taken over")
 
     def reap(self, at_start: bool) -> None:
         """Close out engine instances that died without a clean stop."""
@@ -244,6 +311,7 @@ class EngineService:
             engines.mark_stopped(self.db, row.id, f"died; {found}")
             failed = bus.fail_running_of(self.db, [row.id], reason)
             interrupted = jobs.interrupt_running_of(self.db, [row.id], reason)
+            bus.release_targets(self.db, [row.id])
             log.warning(
                 "engine %s had died: %d command(s) failed, %d job(s) interrupted",
                 row.id,

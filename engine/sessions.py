@@ -116,20 +116,25 @@ class LiveSession:
 
     def _run(self) -> None:
         priority.inference_thread()
+        owner = self.ctx.instance_id
         try:
             for bar in self.feed.bars(self.stop_event, after_ts=self.last_ts):
                 self.on_bar(bar, bar.arrived if bar.arrived is not None else time.monotonic())
                 if self.stop_event.is_set():
                     break
+        except session_rows.NotOwner:
+            log.warning("session %s: another engine runs it now; this one lets go", self.id)
+            self._let_go()
+            return
         except Exception as exc:
             log.exception("session %s failed", self.id)
-            session_rows.close(self.db, self.id, "failed", f"{type(exc).__name__}: {exc}")
+            session_rows.close(self.db, self.id, "failed", f"{type(exc).__name__}: {exc}", owner)
             self._end_learning("failed")
             return
         if self.ctx.stopping.is_set():
             return  # the engine is shutting down: leave it running, to be resumed
         status = "stopped" if self.stop_event.is_set() else "finished"
-        session_rows.close(self.db, self.id, status)
+        session_rows.close(self.db, self.id, status, owner=owner)
         self._end_learning(status)
 
     def on_bar(self, bar: Bar, received: float) -> None:
@@ -157,7 +162,7 @@ class LiveSession:
                 {"ts": int(ohlcv[p.index, 5]), "kind": p.kind, "price": p.price,
                  "confirmed_ts": bar.ts}
                 for p in found
-            ],
+            ], owner=self.ctx.instance_id,
         )  # fmt: skip
         self.last_ts = bar.ts
         for sample in samples:
@@ -195,6 +200,12 @@ class LiveSession:
             return None
         return candle_rows.live_insert(self.db, self.symbol, self.timeframe, bar.ts,
                                        (bar.open, bar.high, bar.low, bar.close, bar.volume))  # fmt: skip
+
+    def _let_go(self) -> None:
+        """Another engine resumed this session (this one was taken for dead): drop the working
+        model without saving anything of it — the new owner has it."""
+        if self.working is not None:
+            self.ctx.models.release(self.working)
 
     def _end_learning(self, status: str) -> None:
         """A learning session that ends leaves its learning as a checkpoint people can
@@ -248,21 +259,34 @@ class SessionManager:
             s = self.sessions.get(session_id)
         return s if s and s.thread.is_alive() else None
 
+    def room(self) -> bool:
+        """Whether this engine may run one more session (`serve --max-sessions`)."""
+        limit = self.ctx.settings.max_sessions
+        with self.lock:
+            running = sum(1 for s in self.sessions.values() if s.thread.is_alive())
+        return limit is None or running < limit
+
     def resume_orphans(self, live_engine_ids: set[str]) -> list[int]:
-        """Sessions left running by an engine that is gone (crashed, or stopped for a restart)
-        continue here from their last processed candle."""
+        """Sessions left running by an engine that is gone (crashed, stopped for a restart, or
+        found dead) continue here from their last processed candle, as many as this engine
+        has room for; when several engines try at once, each session goes to one of them."""
         resumed = []
         if self.ctx.stopping.is_set():
             return resumed
         for row in session_rows.running(self.ctx.db):
             if row.engine_id == self.ctx.instance_id or row.engine_id in live_engine_ids:
                 continue
-            session_rows.update_row(self.ctx.db, row.id, engine_id=self.ctx.instance_id)
+            if not self.room():
+                break
+            if not session_rows.take_over(self.ctx.db, row.id, row.engine_id,
+                                          self.ctx.instance_id):  # fmt: skip
+                continue  # another engine took it first
             try:
                 self.launch(session_rows.get(self.ctx.db, row.id))
                 resumed.append(row.id)
             except Exception as exc:
-                session_rows.close(self.ctx.db, row.id, "interrupted", f"could not resume: {exc}")
+                session_rows.close(self.ctx.db, row.id, "interrupted", f"could not resume: {exc}",
+                                   self.ctx.instance_id)  # fmt: skip
         return resumed
 
     def record_queue_counts(self) -> None:

@@ -215,4 +215,5 @@ class WorkingModel:
         `priority.settle_heap` exempted it from the cyclic collector."""
         self.trainer.stop(drain_s)
         self._autosave_logged()
+        rows.let_go(self.db, self.id, self.engine_id)  # unloaded: the next engine to use it owns it
         self.runner.on_step = None
