@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from contract.vocab import COMMAND_FINAL, PERSON_CHARS
-from db import audit, routing, wake
+from db import audit, engines, routing, wake
 from db.connection import insert_ignoring_duplicates, readonly
 from db.models import Command, utcnow
 
@@ -76,7 +76,8 @@ def _claim_statement(engine: Engine, engine_id: str, skip_kinds: tuple[str, ...]
     oldest = (
         select(Command.id)
         .where(
-            Command.status == "pending", Command.target.is_(None) | (Command.target == engine_id)
+            Command.status == "pending",
+            (Command.target == engine_id) | engines.vacant(Command.target),
         )
         .order_by(Command.id)
         .limit(1)
@@ -96,8 +97,8 @@ def _claim_statement(engine: Engine, engine_id: str, skip_kinds: tuple[str, ...]
 
 
 def claim(engine: Engine, engine_id: str, skip_kinds: tuple[str, ...] = ()) -> Command | None:
-    """Atomically take the oldest pending command `engine_id` may run (one aimed at nobody or
-    at it), leaving `skip_kinds` (work it has no room for) to others; None if there is none.
+    """Atomically take the oldest pending command `engine_id` may run (one aimed at it, or at
+    no engine that still runs: a stopped target's commands go to whoever claims them), leaving `skip_kinds` (work it has no room for) to others; None if there is none.
     Exactly one caller gets any given command."""
     with Session(engine, expire_on_commit=False) as s, s.begin():
         return s.scalars(_claim_statement(engine, engine_id, skip_kinds)).first()

@@ -59,14 +59,31 @@ def beat(engine: Engine, instance_id: str) -> bool:
         )
 
 
-def mark_stopped(engine: Engine, instance_id: str, reason: str) -> None:
-    """Record that an instance stopped (cleanly, or found dead by another)."""
+def mark_stopped(engine: Engine, instance_id: str, reason: str) -> bool:
+    """Record that an instance stopped (cleanly, or found dead by another); False if its stop
+    was recorded already (of several engines finding one dead, one closes it out)."""
     with engine.begin() as conn:
-        conn.execute(
-            update(EngineInstance)
-            .where(EngineInstance.id == instance_id, EngineInstance.stopped_at.is_(None))
-            .values(stopped_at=utcnow(), stop_reason=reason)
+        return (
+            conn.execute(
+                update(EngineInstance)
+                .where(EngineInstance.id == instance_id, EngineInstance.stopped_at.is_(None))
+                .values(stopped_at=utcnow(), stop_reason=reason)
+            ).rowcount
+            == 1
         )
+
+
+def running_ids():
+    """The ids of instances with no recorded stop (alive, or dead and not found yet)."""
+    return select(EngineInstance.id).where(EngineInstance.stopped_at.is_(None))
+
+
+def vacant(owner_column):
+    """SQL: `owner_column` names no engine that still holds its work — nobody, an unknown id, or
+    an instance recorded as stopped. The recorded stop is the fencing token: an engine that
+    merely went quiet keeps what it owns until another engine has marked it stopped, and from
+    then on it cannot renew its lease (`beat`), so it can never own anything again."""
+    return owner_column.is_(None) | owner_column.not_in(running_ids())
 
 
 def _pid_alive(pid: int) -> bool:

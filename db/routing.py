@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from contract.vocab import SUBJECT_FIELDS
+from db import engines
 from db.models import EngineInstance, LiveSession, WorkingModel
 
 
@@ -59,3 +60,21 @@ def owner(conn: Connection, payload: Any) -> str | None:
         ):
             return engine_id
     return None
+
+
+def orphaned(conn: Connection, payload: Any) -> bool:
+    """Whether the payload is about a running session that no engine holds (its engine
+    stopped or was found dead, and nobody has resumed it yet)."""
+    session_id = subjects(payload).get("session_id")
+    if session_id is None:
+        return False
+    return (
+        conn.scalar(
+            select(LiveSession.id).where(
+                LiveSession.id == session_id,
+                LiveSession.status == "running",
+                engines.vacant(LiveSession.engine_id),
+            )
+        )
+        is not None
+    )

@@ -10,8 +10,17 @@ import pandas as pd
 from sqlalchemy import Engine, case, func, select, update
 from sqlalchemy.orm import Session
 
+from db import engines
 from db.connection import readonly
-from db.models import LiveSession, PivotRow, PredictionRow, TradeRow, TrainingEvent, utcnow
+from db.models import (
+    LiveSession,
+    PivotRow,
+    PredictionRow,
+    TradeRow,
+    TrainingEvent,
+    WorkingModel,
+    utcnow,
+)
 
 
 def create(engine: Engine, **values: Any) -> int:
@@ -38,6 +47,31 @@ def all_(engine: Engine, limit: int = 50) -> list[LiveSession]:
 def running(engine: Engine) -> list[LiveSession]:
     with Session(readonly(engine), expire_on_commit=False) as s:
         return list(s.scalars(select(LiveSession).where(LiveSession.status == "running")))
+
+
+def orphans(engine: Engine, me: str) -> list[LiveSession]:
+    """Running sessions no engine holds (their engine stopped, or was found dead), for engine
+    `me` to resume, oldest first — except those whose working model another engine still
+    holds: that engine resumes them, so a model keeps one trainer. Those whose working model
+    `me` holds come first."""
+    model_owner = (
+        select(WorkingModel.engine_id)
+        .where(WorkingModel.id == LiveSession.working_model_id)
+        .scalar_subquery()
+    )
+    query = (
+        select(LiveSession)
+        .where(
+            LiveSession.status == "running",
+            engines.vacant(LiveSession.engine_id),
+            LiveSession.working_model_id.is_(None)
+            | (model_owner == me)
+            | engines.vacant(model_owner),
+        )
+        .order_by((model_owner == me).desc(), LiveSession.id)
+    )
+    with Session(readonly(engine), expire_on_commit=False) as s:
+        return list(s.scalars(query))
 
 
 def running_count(engine: Engine) -> int:
@@ -77,20 +111,35 @@ def close(engine: Engine, session_id: int, status: str, error: str | None = None
 
 
 def take_over(engine: Engine, session_id: int, from_engine: str | None, to_engine: str) -> bool:
-    """Make `to_engine` the owner of a running session `from_engine` (gone) had. Exactly one
-    of several engines trying at once succeeds; it resumes the session from its `last_ts`,
-    which no write of the old owner can move any more (record_candle checks the owner)."""
+    """Make `to_engine` the owner of a running session that `from_engine` had, if no engine
+    holds it any more (`engines.vacant`). Exactly one of several engines trying at once
+    succeeds; it resumes the session from its `last_ts`, which no write of the old owner can
+    move any more (record_candle checks the owner)."""
     was = LiveSession.engine_id.is_(None) if from_engine is None else (
         LiveSession.engine_id == from_engine
     )  # fmt: skip
     with engine.begin() as conn:
-        return (
-            conn.execute(
-                update(LiveSession)
-                .where(LiveSession.id == session_id, LiveSession.status == "running", was)
-                .values(engine_id=to_engine)
-            ).rowcount
-            == 1
+        taken = conn.execute(
+            update(LiveSession)
+            .where(
+                LiveSession.id == session_id,
+                LiveSession.status == "running",
+                was,
+                engines.vacant(LiveSession.engine_id),
+            )  # fmt: skip
+            .values(engine_id=to_engine)
+        )
+        return taken.rowcount == 1
+
+
+def hand_back(engine: Engine, session_id: int, by: str, to_engine: str | None) -> None:
+    """Engine `by` took a session it cannot run after all (its working model went to another
+    engine meanwhile): it is an orphan again, owned by `to_engine` (the stopped one)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(LiveSession)
+            .where(LiveSession.id == session_id, LiveSession.engine_id == by)
+            .values(engine_id=to_engine)
         )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from db import jobs
+from db import engines, jobs
 from db.connection import readonly
 from db.models import Checkpoint, Job, LiveSession, TrainingEvent, WorkingModel, utcnow
 
@@ -71,12 +71,13 @@ class Claim:
     lost: int = 0
 
 
-def claim(engine: Engine, working_model_id: int, engine_id: str | None, alive: set[str],
+def claim(engine: Engine, working_model_id: int, engine_id: str | None,
           kept_steps: int) -> Claim:  # fmt: skip
     """Load a working model for `engine_id`, whose weights at hand (its state file, or its
     base) hold `kept_steps` steps — in one transaction:
-    - take ownership, unless another engine that is `alive` has it: one engine trains a working
-      model at a time (two would each keep a copy and overwrite each other's saves);
+    - take ownership, unless another engine still holds it (one with no recorded stop): one
+      engine trains a working model at a time (two would each keep a copy and overwrite each
+      other's saves);
     - the steps recorded beyond `kept_steps` were applied by an engine that died before saving
       them: flag their training events `lost` and add them to the row's count."""
     owner = WorkingModel.engine_id
@@ -84,8 +85,7 @@ def claim(engine: Engine, working_model_id: int, engine_id: str | None, alive: s
         taken = conn.execute(
             update(WorkingModel)
             .where(
-                WorkingModel.id == working_model_id,
-                owner.is_(None) | (owner == engine_id) | owner.not_in(sorted(alive)),
+                WorkingModel.id == working_model_id, (owner == engine_id) | engines.vacant(owner)
             )
             .values(engine_id=engine_id, saved_steps=kept_steps)
         ).rowcount

@@ -21,6 +21,14 @@ from engine.cli_accounts import acting_user
 USER_HELP = "the account this acts as (default: CANDLELAB_USER, else the system account)"
 
 
+def _count(text: str) -> int:
+    """A capacity: a whole number, 0 or more (0: no limit)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative: use 0 for no limit")
+    return value
+
+
 def _serve(args) -> int:
     import engine.commands  # noqa: F401  (registers the handlers)
     from engine.service import EngineService, Settings
@@ -485,14 +493,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--max-jobs",
-        type=int,
+        type=_count,
         default=int(os.environ.get("CANDLELAB_MAX_JOBS", vocab.MAX_JOBS)),
         help=f"background jobs (backtests, batch training) run at once; more wait for a free "
         f"engine (default {vocab.MAX_JOBS}; 0: no limit)",
     )
     s.add_argument(
         "--max-sessions",
-        type=int,
+        type=_count,
         default=int(os.environ.get("CANDLELAB_MAX_SESSIONS", "0")),
         help="live sessions run at once; new ones go to engines with room (default 0: no limit)",
     )

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from db import checkpoints as checkpoint_rows
-from db import engines
 from db import working_models as rows
 from engine import checkpoints, priority
 from engine.model import CandleTransformer, ModelConfig
@@ -108,8 +107,7 @@ class ModelPool:
                 return found
             row = rows.get(self.db, working_model_id)
             cfg, state, optimizer, kept = self._weights_of(row)
-            alive = {e.id for e in engines.alive(self.db)}
-            found = rows.claim(self.db, row.id, self.engine_id, alive, kept_steps=kept)
+            found = rows.claim(self.db, row.id, self.engine_id, kept_steps=kept)
             if found.owner is not None:
                 raise WorkingModelElsewhere(
                     f"working model {row.id} is trained by engine {found.owner}, which is "

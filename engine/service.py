@@ -89,7 +89,11 @@ class EngineService:
         self.ctx.jobs = JobRunner(database, self.ctx.instance_id, self.ctx.stopping,
                                   on_free=lambda: self.wake.poke())  # fmt: skip
         self.wake = wake_listener(database)
-        self._beat_thread: threading.Thread | None = None
+        # Two threads: one renews the lease and does nothing else, so no slow work (a takeover
+        # loading models) can make this engine look dead; the other finds dead engines.
+        self._beat_thread = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
+        self._reap_thread = threading.Thread(target=self._reap_loop, name="reaper", daemon=True)
+        self._lease_end = threading.Event()  # set once the clean stop is recorded
         self.stop_reason = "stopped"
 
     @property
@@ -106,6 +110,7 @@ class EngineService:
                          name=self.settings.name, max_jobs=self.settings.max_jobs,
                          max_sessions=self.settings.max_sessions)  # fmt: skip
         log.info("engine %s (version %s) starting", self.ctx.instance_id, __version__)
+        self._beat_thread.start()  # the lease is renewed from now on, however long start-up takes
         self.reap(at_start=True)
         if self.settings.seed:
             self._seed_first_run()
@@ -117,8 +122,7 @@ class EngineService:
                         "sign-in link for the first admin")  # fmt: skip
         self._resume_sessions()
         priority.settle_heap()
-        self._beat_thread = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
-        self._beat_thread.start()
+        self._reap_thread.start()
 
     def stop(self, reason: str) -> None:
         """Ask the loop to finish the current command and exit (safe from signal handlers)."""
@@ -155,15 +159,20 @@ class EngineService:
             self.shutdown()
 
     def shutdown(self) -> None:
+        """Stop everything, keeping the lease until the clean stop is recorded: an engine that
+        takes a minute to stop its jobs must not be taken for dead meanwhile."""
         self.ctx.stopping.set()
-        if self._beat_thread:  # first: a reap in progress could otherwise resume sessions
-            self._beat_thread.join(timeout=5)
-        self.ctx.sessions.stop_all()  # they stay 'running' and resume at the next start
+        if self._reap_thread.is_alive():  # first: a reap could otherwise resume sessions here
+            self._reap_thread.join(timeout=60)
+        self.ctx.sessions.stop_all()  # still 'running': another engine, or the next start, resumes
         self.ctx.jobs.join(timeout=60)  # they end 'interrupted', keeping what they did
         self.ctx.models.close_all()  # trainers finish what is queued; working models autosave
         if not self.ctx.fenced:
             self.ctx.sessions.record_queue_counts()
         engines.mark_stopped(self.db, self.ctx.instance_id, self.stop_reason)
+        self._lease_end.set()
+        if self._beat_thread.is_alive():
+            self._beat_thread.join(timeout=5)
         self.wake.close()
         log.info("engine %s stopped: %s", self.ctx.instance_id, self.stop_reason)
 
@@ -201,12 +210,11 @@ class EngineService:
         """The engine that must run `cmd` instead of this one, if any: the owner of the session
         or working model it is about, or, for a new session, the least-loaded engine."""
         if routing.subjects(args):
-            with db.readonly(self.db).begin() as conn:
-                owner = routing.owner(conn, args)
+            owner = self._owner_of(args)
             if owner is not None:
                 return None if owner == self.ctx.instance_id else owner
         if cmd.kind != "session.start" or cmd.target is not None:
-            return None  # forwarded once already: placed, not to be placed again
+            return None  # aimed at this engine by another one's placement: not placed again
         best = engines.least_loaded(self.db, prefer=self.ctx.instance_id)
         if best is None:
             raise CommandError(
@@ -214,6 +222,19 @@ class EngineService:
                 "stop a session or start another engine"
             )
         return None if best == self.ctx.instance_id else best
+
+    def _owner_of(self, args) -> str | None:
+        """The engine holding what `args` is about. A session whose engine died and that no
+        one has resumed yet is resumed first (here, or by the engine holding its model), so a
+        command about it waits for its new owner instead of failing."""
+        with db.readonly(self.db).begin() as conn:
+            owner = routing.owner(conn, args)
+            orphan = owner is None and routing.orphaned(conn, args)
+        if not orphan:
+            return owner
+        self._resume_sessions()
+        with db.readonly(self.db).begin() as conn:
+            return routing.owner(conn, args)
 
     def execute(self, cmd: Command) -> None:
         """Run one claimed command to `done` or `failed`, or forward it to the engine that
@@ -270,26 +291,31 @@ class EngineService:
     # -- heartbeat and reconciliation -------------------------------------------------------
 
     def _beat_loop(self) -> None:
-        n = 0
-        while not self.ctx.stopping.wait(self.settings.heartbeat_s):
+        while not self._lease_end.wait(self.settings.heartbeat_s):
             try:
                 if not engines.beat(self.db, self.ctx.instance_id):
                     self._fenced()
                     return
-                n += 1
-                if n % self.settings.reap_every_beats == 0:
-                    self.reap(at_start=False)
             except Exception:
                 log.exception("heartbeat failed; retrying")
 
+    def _reap_loop(self) -> None:
+        every = self.settings.heartbeat_s * self.settings.reap_every_beats
+        while not self.ctx.stopping.wait(every):
+            try:
+                self.reap(at_start=False)
+            except Exception:
+                log.exception("looking for dead engines failed; retrying")
+
     def _fenced(self) -> None:
         """Another engine found this one dead (it stalled past its lease) and took its work
-        over. Stop at once, keeping nothing: every write it could still make is refused by
-        ownership checks, and a supervisor restarts it as a new instance."""
+        over. Stop at once: its session candles and working-model saves are refused by
+        ownership checks from now on, and a supervisor restarts it as a new instance."""
         self.ctx.fenced = True
         log.error("engine %s was found dead by another engine and its work taken over; "
                   "stopping without saving (a restart joins as a new engine)",
                   self.ctx.instance_id)  # fmt: skip
+        self._lease_end.set()
         self.stop("stopped: its lease had expired and its work was taken over")
 
     def reap(self, at_start: bool) -> None:
@@ -308,10 +334,10 @@ class EngineService:
                 f"interrupted: engine {row.id} stopped without finishing this "
                 f"(last heartbeat {row.last_beat:%Y-%m-%d %H:%M:%S} UTC); {found}"
             )
-            engines.mark_stopped(self.db, row.id, f"died; {found}")
+            if not engines.mark_stopped(self.db, row.id, f"died; {found}"):
+                continue  # another engine found it first and closes it out
             failed = bus.fail_running_of(self.db, [row.id], reason)
             interrupted = jobs.interrupt_running_of(self.db, [row.id], reason)
-            bus.release_targets(self.db, [row.id])
             log.warning(
                 "engine %s had died: %d command(s) failed, %d job(s) interrupted",
                 row.id,
@@ -319,11 +345,10 @@ class EngineService:
                 len(interrupted),
             )
         if not at_start:
-            self._resume_sessions()
+            self._resume_sessions()  # before the commands about them are claimed anew
 
     def _resume_sessions(self) -> None:
-        live = {r.id for r in engines.alive(self.db)} | {self.ctx.instance_id}
-        for sid in self.ctx.sessions.resume_orphans(live):
+        for sid in self.ctx.sessions.resume_orphans():
             log.info("resumed session %s", sid)
 
     def _seed_first_run(self) -> None:

@@ -34,7 +34,7 @@ from engine.feeds import Bar, Feed, FeedError, ReplayFeed, SyntheticFeed
 from engine.feeds.exchange import ExchangeFeed, make_client
 from engine.inference import context_size
 from engine.online import OnlineLearner, Sample
-from engine.pool import FrozenModel
+from engine.pool import FrozenModel, WorkingModelElsewhere
 from engine.working import WorkingModel
 
 log = logging.getLogger(__name__)
@@ -266,27 +266,28 @@ class SessionManager:
             running = sum(1 for s in self.sessions.values() if s.thread.is_alive())
         return limit is None or running < limit
 
-    def resume_orphans(self, live_engine_ids: set[str]) -> list[int]:
+    def resume_orphans(self) -> list[int]:
         """Sessions left running by an engine that is gone (crashed, stopped for a restart, or
         found dead) continue here from their last processed candle, as many as this engine
-        has room for; when several engines try at once, each session goes to one of them."""
-        resumed = []
-        if self.ctx.stopping.is_set():
-            return resumed
-        for row in session_rows.running(self.ctx.db):
-            if row.engine_id == self.ctx.instance_id or row.engine_id in live_engine_ids:
-                continue
-            if not self.room():
+        has room for (those on a working model it holds, always: one model, one trainer).
+        When several engines try at once, each session goes to one of them."""
+        resumed: list[int] = []
+        db, me = self.ctx.db, self.ctx.instance_id
+        for row in session_rows.orphans(db, me):
+            if self.ctx.stopping.is_set():
                 break
-            if not session_rows.take_over(self.ctx.db, row.id, row.engine_id,
-                                          self.ctx.instance_id):  # fmt: skip
+            holds_model = row.working_model_id in {m.id for m in self.ctx.models.loaded()}
+            if not (holds_model or self.room()):
+                continue
+            if not session_rows.take_over(db, row.id, row.engine_id, me):
                 continue  # another engine took it first
             try:
-                self.launch(session_rows.get(self.ctx.db, row.id))
+                self.launch(session_rows.get(db, row.id))
                 resumed.append(row.id)
+            except WorkingModelElsewhere:  # its model went to another engine meanwhile
+                session_rows.hand_back(db, row.id, me, row.engine_id)  # which resumes it
             except Exception as exc:
-                session_rows.close(self.ctx.db, row.id, "interrupted", f"could not resume: {exc}",
-                                   self.ctx.instance_id)  # fmt: skip
+                session_rows.close(db, row.id, "interrupted", f"could not resume: {exc}", me)
         return resumed
 
     def record_queue_counts(self) -> None:

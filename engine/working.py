@@ -151,6 +151,7 @@ class WorkingModel:
         parent_steps = checkpoint_rows.get(self.db, parent).steps
         if only_if_changed and self.runner.steps == parent_steps:
             return None
+        rows.check_owner(self.db, self.id, self.engine_id)  # not if another engine took it over
         model_state, optimizer_state, steps = self.runner.state()
         cid = checkpoints.save(
             self.db, name=name, config=self.config, model_state=model_state,

@@ -116,6 +116,7 @@ def _client(url: str, client: int, count: int, start) -> None:
             bus.submit(database, kind, payload, created_by="ana", request_id=request_id)
 
 
+@pytest.mark.timeout(900)
 def test_commands_from_four_clients_end_exactly_once_while_engines_die(fleet, pg_database):
     rng = random.Random(11)
     names = ["e1", "e2", "e3"]
