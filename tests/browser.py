@@ -1,6 +1,24 @@
 """Browser-test fixtures: the whole product started as the README starts it
 (`scripts/start.py`: engine + Streamlit) on a fresh data directory, real Chromium, and signing
-in through the sign-in page. Test modules import the fixtures they use."""
+in through the sign-in page. Test modules import the fixtures they use.
+
+An app start costs a 2-core machine 10-15 s, and the app's first pages draw slowly while it is
+cold, so the tests of a module share one app where that is honest:
+
+- `app`: the module's shared app. A test that uses it must not depend on what another test left
+  (ids, counts, audit events: it reads what it made) and must not leave anything that changes
+  what another test sees. The app is handed out only while its processes and its engine are
+  alive and nothing runs (no session, no job, no pending command); otherwise, as after a test
+  that failed half-way, a fresh one is started first.
+- `spoils_app`: ask for it beside `app` in a test that leaves the app unfit for the others
+  (it kills the engine, or adds a dataset that then shows first everywhere): the app is stopped
+  after that test and the next test gets a fresh one.
+- `fresh_app`: an app started for this test alone, on a fresh data directory, stopped after it:
+  for tests that count what is in the database or change accounts.
+
+A module sets `APP_ENV` (a dict) to add to the apps' environment, e.g. {"CANDLELAB_SEED": "0"}
+when its tests need no sample data. One Chromium serves a module; each page is in its own
+browser context (its own cookies, so its own person), closed after its test."""
 
 from __future__ import annotations
 
@@ -15,7 +33,7 @@ import urllib.request
 import pytest
 
 import db
-from db import engines
+from db import bus, engines, jobs, sessions
 from tests.conftest import ROOT, make_account, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -30,6 +48,8 @@ ARGS = [
 PASSWORD = "a long test password"
 # The people of the browser tests: created before the app starts, so no first-admin link.
 PEOPLE = {"ana": "trader", "tom": "trader", "vic": "viewer", "ada": "admin"}
+# For apps whose tests need no sample data: the engine then imports nothing on its first run.
+NO_SEED = {"CANDLELAB_SEED": "0"}
 
 
 def free_port() -> int:
@@ -46,10 +66,18 @@ def healthy(url: str) -> bool:
         return False
 
 
+def app_database(home):
+    """The (migrated) database of the data directory `home`."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CANDLELAB_HOME", str(home))
+        mp.delenv("DATABASE_URL", raising=False)
+        return db.init()
+
+
 def start_app(home, port: int, people: dict[str, str] | None = PEOPLE, env: dict | None = None):
     """scripts/start.py on `port` over the data directory `home`, with `people` (name → role,
     password PASSWORD) added first; the process (its own session: kill the group)."""
-    database = db.init()
+    database = app_database(home)
     for name, role in (people or {}).items():
         make_account(database, name, role, password=PASSWORD)
     full_env = {**os.environ, "CANDLELAB_HOME": str(home), **(env or {})}
@@ -69,33 +97,118 @@ def stop_app(proc) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+class RunningApp:
+    """scripts/start.py (with PEOPLE) on a fresh data directory, up: Streamlit answers and the
+    engine is online."""
+
+    def __init__(self, home, env: dict | None = None) -> None:
+        self.home = home
+        port = free_port()
+        self.proc = start_app(home, port, env=env)
+        self.url = f"http://127.0.0.1:{port}"
+        self.database = app_database(home)
+        try:
+            wait_until(lambda: healthy(self.url), 90, 0.2, "Streamlit health")
+            wait_until(lambda: engines.alive(self.database), 90, 0.2, "engine online")
+        except BaseException:
+            self.stop()
+            raise
+
+    def fit_to_share(self) -> bool:
+        """Up (scripts/start.py exits when Streamlit does), with nothing running that a test
+        would see."""
+        d = self.database
+        return (
+            self.proc.poll() is None
+            and bool(engines.alive(d))
+            and sessions.running_count(d) == 0
+            and jobs.running_count(d) == 0
+            and bus.queue_depth(d) == 0
+        )
+
+    def stop(self) -> None:
+        stop_app(self.proc)
+        self.database.dispose()
+
+
+class AppPool:
+    """The app the tests of one module share (see the module's docstring)."""
+
+    def __init__(self, tmp_path_factory, env: dict | None) -> None:
+        self.tmp_path_factory, self.env = tmp_path_factory, env
+        self.current: RunningApp | None = None
+
+    def get(self, fresh: bool = False) -> RunningApp:
+        if self.current and (fresh or not self.current.fit_to_share()):
+            self.close()
+        if self.current is None:
+            self.current = RunningApp(self.tmp_path_factory.mktemp("app"), self.env)
+        return self.current
+
+    def close(self) -> None:
+        if self.current:
+            self.current, app = None, self.current
+            app.stop()
+
+
+@pytest.fixture(scope="module")
+def app_pool(request, tmp_path_factory):
+    pool = AppPool(tmp_path_factory, getattr(request.module, "APP_ENV", None))
+    yield pool
+    pool.close()
+
+
+def _handed_out(running: RunningApp, monkeypatch):
+    """What a test gets: the URL and the database; this process uses that data directory."""
+    monkeypatch.setenv("CANDLELAB_HOME", str(running.home))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    return running.url, running.database
+
+
 @pytest.fixture
-def app(home):
-    """The whole product on a fresh data directory (the engine seeds real data); the URL and
-    the database."""
-    port = free_port()
-    proc = start_app(home, port)
-    url = f"http://127.0.0.1:{port}"
-    database = db.get_engine()
+def app(app_pool, monkeypatch):
+    """The whole product on a data directory the module's tests share (the engine seeded real
+    data there); the URL and the database."""
+    return _handed_out(app_pool.get(), monkeypatch)
+
+
+@pytest.fixture
+def spoils_app(app_pool, app):
+    """This test leaves the shared app unfit for others: it is stopped after the test."""
+    yield
+    app_pool.close()
+
+
+@pytest.fixture
+def fresh_app(app_pool, monkeypatch):
+    """The whole product on a fresh data directory, for this test alone; the URL and the
+    database."""
+    running = app_pool.get(fresh=True)
     try:
-        wait_until(lambda: healthy(url), 90, 0.2, "Streamlit health")
-        wait_until(lambda: engines.alive(database), 90, 0.2, "engine online")
-        yield url, database
+        yield _handed_out(running, monkeypatch)
     finally:
-        stop_app(proc)
+        app_pool.close()
 
 
-@pytest.fixture
-def browser():
+@pytest.fixture(scope="module")
+def chromium():
     from playwright.sync_api import expect, sync_playwright
 
     # A cold app on a busy 2-core machine (engine seeding and importing torch beside it) can
     # take longer than Playwright's 5 s default to draw its first page.
     expect.set_options(timeout=30_000)
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser(chromium):
+    """The module's Chromium; the browser contexts a test opens are closed after it."""
+    yield chromium
+    for context in chromium.contexts:
+        context.close()
 
 
 def new_page(browser):
@@ -124,3 +237,13 @@ def sign_in(page, url: str, name: str = "ana", path: str = "", password: str = P
                10, 0.1, "session cookie")  # fmt: skip
     if path:
         page.goto(url + path)
+
+
+def next_id(database, table: str) -> int:
+    """The id the next row of `table` gets: one past the largest there (SQLite's rowid rule; no
+    table here is AUTOINCREMENT, and deletes that keep ids are soft). On a shared app a test
+    expects the ids of what it makes from this, not from a fresh database's 1, 2, …"""
+    from sqlalchemy import text
+
+    with database.connect() as conn:
+        return conn.scalar(text(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"))

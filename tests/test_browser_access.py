@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from db import accounts, bus, candles, sessions
-from tests.browser import NO_CHROMIUM, app, browser, new_page, sign_in
+from tests.browser import NO_CHROMIUM, app_pool, browser, chromium, fresh_app, new_page, sign_in
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.browser, NO_CHROMIUM]
@@ -32,10 +32,11 @@ def start_session(database, who: str) -> int:
     return row.result["session_id"]
 
 
-def test_viewer_trader_admin_and_the_audit_page(app, browser):
+def test_viewer_trader_admin_and_the_audit_page(fresh_app, browser):
+    """Its own app: it counts audit events and disables an account."""
     from playwright.sync_api import expect
 
-    url, database = app
+    url, database = fresh_app
     toms = start_session(database, "tom")
 
     viewer = new_page(browser)

@@ -12,10 +12,13 @@ import db
 from db import accounts, audit
 from tests.browser import (
     NO_CHROMIUM,
+    NO_SEED,
     PASSWORD,
-    app,
+    app_pool,
     browser,
+    chromium,
     free_port,
+    fresh_app,
     healthy,
     new_page,
     sign_in,
@@ -26,6 +29,7 @@ from tests.conftest import make_account, wait_until
 from tests.oidc import provider
 
 pytestmark = [pytest.mark.browser, NO_CHROMIUM]
+APP_ENV = NO_SEED  # signing in needs no market data: the engine imports none
 PAGES = ["", "/live", "/annotate", "/train", "/backtest", "/report?id=1", "/data", "/admin",
          "/audit"]  # fmt: skip
 
@@ -37,7 +41,7 @@ def test_first_start_prints_a_one_time_link_that_signs_the_admin_in(home, browse
     from playwright.sync_api import expect
 
     port = free_port()
-    proc = start_app(home, port, people=None)
+    proc = start_app(home, port, people=None, env=NO_SEED)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: healthy(url), 90, 0.2, "Streamlit health")
@@ -69,10 +73,11 @@ def test_first_start_prints_a_one_time_link_that_signs_the_admin_in(home, browse
         stop_app(proc)
 
 
-def test_wrong_passwords_lock_the_account_and_the_lock_is_audited(home, app, browser):
+def test_wrong_passwords_lock_the_account_and_the_lock_is_audited(fresh_app, browser):
+    """Its own app: it counts audit events and locks an account."""
     from playwright.sync_api import expect
 
-    url, database = app
+    url, database = fresh_app
     page = new_page(browser)
     page.goto(url)
     for attempt in range(1, accounts.MAX_FAILURES_PER_ACCOUNT + 2):
@@ -104,7 +109,7 @@ def test_single_sign_on_through_a_local_openid_provider_lands_with_the_mapped_ro
     make_account(database, "olga", "trader")
     accounts.change(database, "olga", by="system", email="olga@example.com")
     with provider(tmp_path, port) as idp:
-        proc = start_app(home, port, people=None, env=idp.env)
+        proc = start_app(home, port, people=None, env={**idp.env, **NO_SEED})
         try:
             wait_until(lambda: healthy(idp.app_url), 90, 0.2, "Streamlit health")
             for email, lands in (("nobody@example.com", False), ("olga@example.com", True)):
