@@ -216,6 +216,8 @@ class EngineService:
         if cmd.kind != "session.start" or cmd.target is not None:
             return None  # aimed at this engine by another one's placement: not placed again
         best = engines.least_loaded(self.db, prefer=self.ctx.instance_id)
+        if best is None and self.ctx.sessions.room():
+            return None  # no engine looks alive with room, yet this one is both
         if best is None:
             raise CommandError(
                 "every engine runs as many live sessions as it may (serve --max-sessions): "
