@@ -63,7 +63,7 @@ def submit(
         created_at=utcnow(),
     )
     with engine.begin() as conn:
-        values["target"] = routing.owner(conn, text) if routing.subjects(text) else None
+        values["target"] = routing.owner(conn, text)  # no query for a payload naming no subject
         conn.execute(insert_ignoring_duplicates(engine, Command, ["request_id"], **values))
         command_id = conn.scalar(select(Command.id).where(Command.request_id == request_id))
         woken = notify and wake.notify_in(conn)  # PostgreSQL: delivered at this commit
