@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from contract.vocab import PIVOT_LEFT, PIVOT_RIGHT
+from contract.vocab import ACTIONS, PIVOT_LEFT, PIVOT_RIGHT
+from db import series
 from db.connection import readonly
-from db.models import Backtest, BacktestPrediction, utcnow
+from db.models import Backtest, BacktestSeries, utcnow
 
-_CHUNK = 5_000
+# A trade as a report row keeps it (times as ISO text), in the order tables show it.
+TRADE_COLUMNS = ("entry_time", "exit_time", "side", "entry_price", "exit_price", "pnl",
+                 "return_pct", "fees", "open_at_end")  # fmt: skip
+_P_COLUMNS = [f"p_{a.lower()}" for a in ACTIONS]  # p_buy, p_sell, p_hold
 
 
 def create(engine: Engine, **values: Any) -> int:
@@ -32,22 +37,28 @@ def update(engine: Engine, backtest_id: int, **values: Any) -> None:
         conn.execute(sa.update(Backtest).where(Backtest.id == backtest_id).values(**values))
 
 
-def finish(engine: Engine, backtest_id: int, status: str, **values: Any) -> None:
-    """Store the results (metrics, trades, equity) and the final status."""
+def finish(
+    engine: Engine, backtest_id: int, status: str, arrays: dict | None = None, **values: Any
+) -> None:
+    """Store the results (metrics, trades) and the final status. `arrays` = the run's
+    per-candle {"ts", "equity", "probs" (None for signals)}: kept whole as one blob beside the
+    row (db/series.py), and decimated in the row's `equity` for charts."""
     with engine.begin() as conn:
+        if arrays is not None and len(arrays["ts"]):
+            probs = arrays.get("probs")
+            conn.execute(
+                BacktestSeries.__table__.insert().values(
+                    backtest_id=backtest_id, candles=len(arrays["ts"]),
+                    predictions=0 if probs is None else len(probs),
+                    data=series.pack(arrays["ts"], arrays["equity"], probs),
+                )
+            )  # fmt: skip
+            values["equity"] = series.row_equity(arrays["ts"], arrays["equity"])
         conn.execute(
             sa.update(Backtest)
             .where(Backtest.id == backtest_id)
             .values(status=status, finished_at=utcnow(), **values)
         )
-
-
-def add_predictions(engine: Engine, backtest_id: int, frame: pd.DataFrame) -> None:
-    """Per-candle predictions (columns ts, action, p_buy, p_sell, p_hold)."""
-    rows = [{"backtest_id": backtest_id, **r} for r in frame.to_dict("records")]
-    with engine.begin() as conn:
-        for i in range(0, len(rows), _CHUNK):
-            conn.execute(BacktestPrediction.__table__.insert(), rows[i : i + _CHUNK])
 
 
 def get(engine: Engine, backtest_id: int) -> Backtest | None:
@@ -61,20 +72,31 @@ def all_(engine: Engine, limit: int = 500) -> list[Backtest]:
         return list(s.scalars(select(Backtest).order_by(Backtest.id.desc()).limit(limit)))
 
 
-def predictions(engine: Engine, backtest_id: int) -> pd.DataFrame:
-    q = (
-        select(
-            BacktestPrediction.ts,
-            BacktestPrediction.action,
-            BacktestPrediction.p_buy,
-            BacktestPrediction.p_sell,
-            BacktestPrediction.p_hold,
-        )  # fmt: skip
-        .where(BacktestPrediction.backtest_id == backtest_id)
-        .order_by(BacktestPrediction.ts)
-    )
+def arrays(engine: Engine, backtest_id: int) -> dict[str, np.ndarray] | None:
+    """A report's whole per-candle arrays ("ts", "equity", and "probs" for a model's run), or
+    None for a report that kept none (failed, or stopped before two candles)."""
     with readonly(engine).begin() as conn:
-        return pd.DataFrame(conn.execute(q).mappings().all())
+        data = conn.scalar(
+            select(BacktestSeries.data).where(BacktestSeries.backtest_id == backtest_id)
+        )
+    return None if data is None else series.unpack(data)
+
+
+def predictions_frame(arrays: dict[str, np.ndarray] | None) -> pd.DataFrame:
+    """The model's action and probabilities at each candle: columns ts, action, p_buy, p_sell,
+    p_hold (empty for a signals backtest)."""
+    if arrays is None or arrays.get("probs") is None:
+        return pd.DataFrame(columns=["ts", "action", *_P_COLUMNS])
+    probs = arrays["probs"]
+    return pd.DataFrame(
+        {"ts": arrays["ts"], "action": np.array(ACTIONS)[probs.argmax(1)],
+         **{c: probs[:, i] for i, c in enumerate(_P_COLUMNS)}}
+    )  # fmt: skip
+
+
+def predictions(engine: Engine, backtest_id: int) -> pd.DataFrame:
+    """`predictions_frame` of a stored report."""
+    return predictions_frame(arrays(engine, backtest_id))
 
 
 def training_note(settings: dict | None) -> str | None:
@@ -109,12 +131,17 @@ def _iso(value) -> str | None:
     return value.isoformat()
 
 
-def report_dict(row: Backtest, preds: pd.DataFrame | None) -> dict[str, Any]:
+def report_dict(row: Backtest, arrays: dict[str, np.ndarray] | None) -> dict[str, Any]:
     """A report in the one layout both the app's JSON download and the CLI (`backtest --json`,
     `show backtest ID --json`) write, so a script reads either the same way. `row` may be
-    unsaved (a `--no-save` run); `preds` has columns ts, action, p_buy, p_sell, p_hold.
-    Per-candle data are arrays per column: a 100k-candle report stays cheap to build."""
-    none = preds is None or preds.empty
+    unsaved (a `--no-save` run); `arrays` are the run's per-candle arrays (`arrays()`): the
+    whole equity curve and, for a model's run, its predictions. Per-candle data are arrays per
+    column: a 100k-candle report stays cheap to build."""
+    if arrays is None:  # nothing kept whole: the row's curve is all there is
+        equity = row.equity or {"ts": [], "equity": []}
+    else:
+        equity = {"ts": arrays["ts"].tolist(), "equity": arrays["equity"].tolist()}
+    preds = predictions_frame(arrays)
     return {
         "id": row.id, "name": row.name, "status": row.status,
         "symbol": row.symbol, "timeframe": row.timeframe,
@@ -124,19 +151,19 @@ def report_dict(row: Backtest, preds: pd.DataFrame | None) -> dict[str, Any]:
         "settings": row.settings, "created_by": row.created_by,
         "created_at": _iso(row.created_at), "finished_at": _iso(row.finished_at),
         "metrics": row.metrics, "trades": (row.trades or {}).get("rows", []),
-        "equity": row.equity or {"ts": [], "equity": []},
-        "predictions": None if none else {c: preds[c].tolist() for c in preds.columns},
+        "equity": equity,
+        "predictions": None if preds.empty else {c: preds[c].tolist() for c in preds.columns},
     }  # fmt: skip
 
 
 def report(engine: Engine, backtest_id: int) -> dict[str, Any]:
-    """A stored report with its predictions, in `report_dict`'s layout."""
+    """A stored report with its whole per-candle arrays, in `report_dict`'s layout."""
     row = get(engine, backtest_id)
     if row is None:
         raise LookupError(
             f"no backtest with id {backtest_id}: `python -m engine list backtests` lists them"
         )
-    return report_dict(row, predictions(engine, backtest_id))
+    return report_dict(row, arrays(engine, backtest_id))
 
 
 def report_json(report: dict[str, Any]) -> str:
@@ -153,9 +180,11 @@ def summary(engine: Engine, backtest_id: int) -> dict[str, Any]:
             f"no backtest with id {backtest_id}: `python -m engine list backtests` lists them"
         )
     with readonly(engine).begin() as conn:
-        n_pred = conn.scalar(
-            select(sa.func.count()).where(BacktestPrediction.backtest_id == backtest_id)
-        )
+        kept = conn.execute(
+            select(BacktestSeries.candles, BacktestSeries.predictions).where(
+                BacktestSeries.backtest_id == backtest_id
+            )
+        ).first()
     out = report_dict(row, None)
     for key in ("trades", "equity", "predictions"):
         del out[key]
@@ -165,8 +194,8 @@ def summary(engine: Engine, backtest_id: int) -> dict[str, Any]:
         "source": source(row),
         "return_pct": metrics.get("Return [%]"),
         "trades": len((row.trades or {}).get("rows", [])),
-        "candles": len((row.equity or {}).get("ts", [])),
-        "predictions": n_pred,
+        "candles": kept.candles if kept else len((row.equity or {}).get("ts", [])),
+        "predictions": kept.predictions if kept else 0,
         "job_id": row.job_id,
         "report_page": f"/report?id={row.id}",
     }

@@ -180,6 +180,26 @@ def load(
     return df
 
 
+def span(
+    engine: Engine,
+    symbol: str,
+    timeframe: str,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> tuple[int, int | None, int | None]:
+    """How many candles of one dataset lie in `start_ms <= ts <= end_ms`, and the first and
+    last of their times: what a request needs checked before a job loads them all."""
+    cond = [Candle.symbol == symbol, Candle.timeframe == timeframe]
+    if start_ms is not None:
+        cond.append(Candle.ts >= start_ms)
+    if end_ms is not None:
+        cond.append(Candle.ts <= end_ms)
+    q = select(func.count(), func.min(Candle.ts), func.max(Candle.ts)).where(*cond)
+    with readonly(engine).begin() as conn:
+        n, first, last = conn.execute(q).one()
+    return n, first, last
+
+
 def after(engine: Engine, symbol: str, timeframe: str, after_ms: int | None, limit: int):
     """Up to `limit` candles strictly after `after_ms` (all from the start when None)."""
     cond = [Candle.symbol == symbol, Candle.timeframe == timeframe]

@@ -407,25 +407,23 @@ class Backtest(Base):
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
     metrics: Mapped[dict[str, Any] | None]
     trades: Mapped[dict[str, Any] | None]  # {"rows": [...]}
-    equity: Mapped[dict[str, Any] | None]  # {"ts": [...], "equity": [...]}
+    # {"ts": [...], "equity": [...]}, decimated (db/series.py); whole in BacktestSeries
+    equity: Mapped[dict[str, Any] | None]
     created_by: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
 
-class BacktestPrediction(Base):
-    """The model's action at each candle of a backtest (absent for signal-file backtests)."""
+class BacktestSeries(Base):
+    """A report's per-candle arrays (times, equity, the model's probabilities) as one `.npz`
+    blob (db/series.py); the report row keeps the equity decimated."""
 
-    __tablename__ = "backtest_predictions"
-    __table_args__ = (UniqueConstraint("backtest_id", "ts"),)
+    __tablename__ = "backtest_series"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    backtest_id: Mapped[int] = mapped_column(ForeignKey("backtests.id"))
-    ts: Mapped[int] = mapped_column(BigInteger)
-    action: Mapped[str] = mapped_column(String(4))
-    p_buy: Mapped[float] = mapped_column(Double)
-    p_sell: Mapped[float] = mapped_column(Double)
-    p_hold: Mapped[float] = mapped_column(Double)
+    backtest_id: Mapped[int] = mapped_column(ForeignKey("backtests.id"), primary_key=True)
+    candles: Mapped[int] = mapped_column(Integer)
+    predictions: Mapped[int] = mapped_column(Integer)  # candles with a prediction (0: signals)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Account(Base):

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from contract.vocab import ACTIONS, CASH, EARLIEST_MS, FEE_BPS, LATEST_MS, PIVOT_LEFT, PIVOT_RIGHT
 from db import candles
+from db.backtests import TRADE_COLUMNS
 from engine import backtest, backtest_stats, pivots
 from engine.inference import CHUNK, context_size, predict_all
 from engine.online import OnlineLearner
@@ -129,8 +130,9 @@ def run(
 ) -> dict:
     """Backtest (symbol, timeframe) over [start, end] with `model` (a CandleTransformer) or
     signals (a CSV path, or [[ts_ms, action], …]); returns {"status", "metrics", "trades",
-    "settings", "equity", "predictions"}. If `progress` returns False the model pass stops and
-    the report covers the candles done, with status "cancelled".
+    "settings", "arrays"}. If `progress` returns False the model pass stops and
+    the report covers the candles done, with status "cancelled". "arrays" are the per-candle
+    {"ts", "equity", "probs"} (probs None for signals), or None when nothing was simulated.
 
     With `learn` = {"runner": a ModelRunner (a private copy), "mode": "pivots_only" |
     "every_candle", "left": 5, "right": 5, "event": {...}}, the range is replayed candle by
@@ -148,7 +150,7 @@ def run(
         raise BacktestError(candles.too_few(database, symbol, timeframe, len(in_range)))
     ts = in_range.ts.to_numpy()
     note: dict = {}
-    predictions = None
+    probs = None
     status = "done"
     if model is not None:
         before = candles.load(
@@ -167,18 +169,8 @@ def run(
             in_range, ts = in_range.iloc[: len(probs)], ts[: len(probs)]
             if len(in_range) < 2:
                 return {"status": status, "metrics": None, "trades": [], "settings": {},
-                        "equity": {"ts": [], "equity": []}, "predictions": None}  # fmt: skip
+                        "arrays": None}  # fmt: skip
         codes = probs.argmax(axis=1).astype(np.int8)
-        names = np.array(list(backtest.ACTION_CODES))
-        predictions = pd.DataFrame(
-            {
-                "ts": ts,
-                "action": names[codes],
-                "p_buy": probs[:, 0],
-                "p_sell": probs[:, 1],
-                "p_hold": probs[:, 2],
-            }  # fmt: skip
-        )
     else:
         frame = signals_frame(signals)
         codes, placed = signal_codes(frame, ts, timeframe)
@@ -201,30 +193,35 @@ def run(
         cash=cash, slippage_bps=slippage_bps,
     )  # fmt: skip
     metrics = backtest_stats.stats(sim, in_range.close.to_numpy(), ts)
-    trades = sim.trades.assign(
-        entry_time=sim.trades.entry_time.map(lambda t: t.isoformat()),
-        exit_time=sim.trades.exit_time.map(lambda t: t.isoformat()),
-    )[
-        [
-            "entry_time",
-            "exit_time",
-            "side",
-            "entry_price",
-            "exit_price",
-            "pnl",
-            "return_pct",
-            "fees",
-            "open_at_end",
-        ]
-    ]
     return {
         "status": status,
-        "predictions": predictions,
         "metrics": metrics,
-        "trades": trades.to_dict("records"),
+        "trades": trade_rows(sim.trades, ts),
         "settings": {"symbol": symbol, "timeframe": timeframe, "start": metrics["Start"], "end": metrics["End"],
                      "fee_bps": fee_bps, "slippage_bps": slippage_bps, "long_only": long_only,
                      "cash": cash, "candles": len(ts), **note},
-        # Arrays, not one dict per candle: a 100k-candle report stays cheap to build and store.
-        "equity": {"ts": [int(t) for t in ts], "equity": sim.equity.tolist()},
+        # Whole arrays, kept as one blob beside the report row (db/series.py).
+        "arrays": {"ts": ts, "equity": sim.equity, "probs": probs},
     }  # fmt: skip
+
+
+def iso_times(ts: np.ndarray) -> np.ndarray:
+    """Epoch ms as ISO text in UTC, as `pd.Timestamp.isoformat()` writes it, vectorised
+    (a million-candle run has tens of thousands of trades)."""
+    ts = np.asarray(ts, dtype=np.int64)
+    unit = "s" if not (ts % 1000).any() else "us"
+    return np.char.add(np.datetime_as_string(ts.astype("datetime64[ms]"), unit=unit), "+00:00")
+
+
+def trade_rows(trades: pd.DataFrame, ts: np.ndarray) -> list[dict]:
+    """A run's trades as the report row keeps them: one dict per trade, times as ISO text."""
+    if trades.empty:
+        return []
+    columns = {
+        "entry_time": iso_times(np.asarray(ts)[trades.entry_index.to_numpy()]).tolist(),
+        "exit_time": iso_times(np.asarray(ts)[trades.exit_index.to_numpy()]).tolist(),
+        **{f: trades[f].tolist() for f in TRADE_COLUMNS[2:]},
+    }
+    return [
+        dict(zip(TRADE_COLUMNS, row, strict=True)) for row in zip(*columns.values(), strict=True)
+    ]

@@ -228,10 +228,10 @@ def _checkpoint_id(engine, ref: str) -> int:
 
 def _report_fields(args, report: dict, checkpoint_id: int | None) -> dict:
     """A headless run's report row fields, as the backtest job stores them."""
-    ts = report["equity"]["ts"]
+    ts = report["arrays"]["ts"] if report["arrays"] is not None else []
     return dict(
         name=args.name, symbol=args.symbol, timeframe=args.timeframe,
-        start_ts=ts[0] if ts else None, end_ts=ts[-1] if ts else None,
+        start_ts=int(ts[0]) if len(ts) else None, end_ts=int(ts[-1]) if len(ts) else None,
         checkpoint_id=checkpoint_id, signals_name=Path(args.signals).name if args.signals else None,
         settings={**report["settings"], "headless": True}, created_by=args.user,
     )  # fmt: skip
@@ -242,11 +242,9 @@ def _keep_report(engine, fields: dict, report: dict) -> int:
     from db import backtests
 
     bid = backtests.create(engine, **fields)
-    if report["predictions"] is not None:
-        backtests.add_predictions(engine, bid, report["predictions"])
     backtests.finish(
         engine, bid, report["status"], metrics=report["metrics"],
-        trades={"rows": report["trades"]}, equity=report["equity"],
+        trades={"rows": report["trades"]}, arrays=report["arrays"],
     )  # fmt: skip
     return bid
 
@@ -316,8 +314,8 @@ def _report_json(engine, bid: int | None, fields: dict, report: dict) -> str:
     if bid is not None:
         return backtests.report_json(backtests.report(engine, bid))
     row = Backtest(**fields, status=report["status"], metrics=report["metrics"],
-                   trades={"rows": report["trades"]}, equity=report["equity"])  # fmt: skip
-    return backtests.report_json(backtests.report_dict(row, report["predictions"]))
+                   trades={"rows": report["trades"]})  # fmt: skip
+    return backtests.report_json(backtests.report_dict(row, report["arrays"]))
 
 
 def _backtest_rows(engine, limit: int) -> list[dict]:

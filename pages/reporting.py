@@ -15,8 +15,6 @@ from pages.common import TIME_LABELS, md_text
 
 HEADLINE = ["Return [%]", "Buy & Hold Return [%]", "Max. Drawdown [%]", "# Trades", "Win Rate [%]",
             "Sharpe Ratio"]  # fmt: skip
-TRADE_COLUMNS = ["entry_time", "exit_time", "side", "entry_price", "exit_price", "pnl",
-                 "return_pct", "fees", "open_at_end"]  # fmt: skip
 
 
 def table_labels(labels) -> list[str]:
@@ -53,7 +51,7 @@ def thin(df: pd.DataFrame, points: int = 2_000) -> pd.DataFrame:
 
 
 def trades_frame(row) -> pd.DataFrame:
-    return pd.DataFrame((row.trades or {}).get("rows", []), columns=TRADE_COLUMNS)
+    return pd.DataFrame((row.trades or {}).get("rows", []), columns=list(backtests.TRADE_COLUMNS))
 
 
 def label(row) -> str:

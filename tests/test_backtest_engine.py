@@ -81,7 +81,7 @@ def test_changing_later_candles_never_changes_earlier_predictions_or_fills(store
     kw = dict(timeframe="1d", start=int(df.ts.iloc[-600]), model=model, fee_bps=10)
     a = backtest_run.run(stored, symbol="SP500", **kw)
     b = backtest_run.run(stored, symbol="SP500X", **kw)
-    pa, pb = a["predictions"], b["predictions"]
+    pa, pb = (backtests.predictions_frame(r["arrays"]) for r in (a, b))
     before = pa.ts <= cut
     pd.testing.assert_frame_equal(pa[before], pb[before])
     assert not pa[~before].action.equals(pb[~before].action) or not np.allclose(
@@ -99,8 +99,7 @@ def test_changing_later_candles_never_changes_earlier_predictions_or_fills(store
     ]
     assert ta == tb
     assert (pa[before].action != "HOLD").any(), "the model should trade before the cut"
-    ea = [e for t, e in zip(a["equity"]["ts"], a["equity"]["equity"], strict=True) if t <= cut]
-    eb = [e for t, e in zip(b["equity"]["ts"], b["equity"]["equity"], strict=True) if t <= cut]
+    ea, eb = (r["arrays"]["equity"][r["arrays"]["ts"] <= cut].tolist() for r in (a, b))
     assert ea == eb and len(ea) == 301
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 import db
 from contract.access import SYSTEM_ACCOUNT
+from contract.vocab import ACTIONS
 from db import bus
 from db.migrate import current_revision, head_revision, upgrade
 from db.models import Base
@@ -83,3 +87,63 @@ def test_upgrading_a_database_with_sessions_and_their_predictions_keeps_everythi
         "every_candle", None, 0,
     )  # fmt: skip
     assert predictions == 1 and not event["lost"] and event["working_model_id"] is None
+
+
+def test_backtest_predictions_and_equity_move_into_one_series_blob_and_back(any_empty_database):
+    """0008 moves every report's prediction rows and whole equity JSON into one array blob
+    (db/series.py) and keeps the curve decimated in the row; downgrading restores both."""
+    from alembic import command
+
+    from db import backtests
+    from db.migrate import alembic_config
+
+    engine = any_empty_database
+    upgrade(engine, "0007")
+    n = 20_000
+    ts = 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 3_600_000
+    equity = 10_000 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 0.01, n)))
+    probs = np.random.default_rng(2).dirichlet([1, 1, 1], n).astype(np.float32)
+    now = "2026-01-01 00:00:00"
+    with engine.begin() as conn:
+        for bid, curve in ((1, {"ts": ts.tolist(), "equity": equity.tolist()}), (2, None)):
+            conn.execute(
+                text(
+                    "INSERT INTO backtests (id, symbol, timeframe, settings, status, equity,"
+                    " created_at) VALUES (:id, 'X', '1h', '{}', 'done', :eq, :now)"
+                ),
+                {"id": bid, "eq": None if curve is None else json.dumps(curve), "now": now},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO backtest_predictions (backtest_id, ts, action, p_buy, p_sell, p_hold)"
+                " VALUES (1, :ts, :a, :b, :s, :h)"
+            ),
+            [
+                {
+                    "ts": int(t),
+                    "a": ACTIONS[int(p.argmax())],
+                    "b": float(p[0]),
+                    "s": float(p[1]),
+                    "h": float(p[2]),
+                }
+                for t, p in zip(ts, probs, strict=True)
+            ],  # fmt: skip
+        )
+    upgrade(engine)
+    kept = backtests.arrays(engine, 1)
+    assert np.array_equal(kept["ts"], ts) and np.array_equal(kept["equity"], equity)
+    assert np.array_equal(kept["probs"], probs) and backtests.arrays(engine, 2) is None
+    row = backtests.get(engine, 1)
+    assert 2_000 < len(row.equity["ts"]) <= 4 * 2_000 + 1
+    assert max(row.equity["equity"]) == equity.max() and min(row.equity["equity"]) == equity.min()
+    assert backtests.predictions(engine, 1).action.tolist() == [ACTIONS[i] for i in probs.argmax(1)]
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0007")
+    with engine.connect() as conn:
+        back = conn.execute(text("SELECT equity FROM backtests WHERE id = 1")).scalar()
+        rows = conn.execute(text("SELECT count(*), sum(p_buy) FROM backtest_predictions")).one()
+    back = back if isinstance(back, dict) else json.loads(back)  # PostgreSQL's json is parsed
+    assert back == {"ts": ts.tolist(), "equity": equity.tolist()}
+    assert rows[0] == n and abs(rows[1] - probs[:, 0].astype(float).sum()) < 1e-6

@@ -20,9 +20,9 @@ def start(ctx, args: BacktestStart, cmd) -> dict:
         raise CommandError(str(exc)) from None
     if lo is not None and hi is not None and lo > hi:
         raise CommandError(f"end ({args.end}) is before start ({args.start})")
-    stored = candles.load(ctx.db, args.symbol, args.timeframe, lo, hi)
-    if len(stored) < 2:
-        raise CommandError(candles.too_few(ctx.db, args.symbol, args.timeframe, len(stored)))
+    n, first, last = candles.span(ctx.db, args.symbol, args.timeframe, lo, hi)
+    if n < 2:
+        raise CommandError(candles.too_few(ctx.db, args.symbol, args.timeframe, n))
     checkpoint_id = None
     if args.signals is None:
         checkpoint_id = args.checkpoint_id or ctx.models.active_id()
@@ -38,7 +38,7 @@ def start(ctx, args: BacktestStart, cmd) -> dict:
     def work(job) -> Outcome:
         def progress(fraction: float) -> bool:
             try:
-                job.progress(0.95 * fraction, f"model pass over {len(stored):,} candles",
+                job.progress(0.95 * fraction, f"model pass over {n:,} candles",
                              {"backtest_id": bt_id})  # fmt: skip
             except JobStopped as stop:
                 stopped.append(stop)
@@ -53,7 +53,7 @@ def start(ctx, args: BacktestStart, cmd) -> dict:
             model = ctx.models.frozen(checkpoint_id).snapshot.model
         report = backtest_run.run(
             ctx.db, symbol=args.symbol, timeframe=args.timeframe,
-            start=int(stored.ts.iloc[0]), end=int(stored.ts.iloc[-1]), model=model,
+            start=first, end=last, model=model,
             signals=[list(p) for p in args.signals] if args.signals is not None else None,
             progress=progress, learn=learn, **settings,
         )  # fmt: skip
@@ -70,12 +70,12 @@ def start(ctx, args: BacktestStart, cmd) -> dict:
     job = ctx.jobs.create("backtest", cmd, message="starting")
     bt_id = backtests.create(
         ctx.db, name=args.name, symbol=args.symbol, timeframe=args.timeframe,
-        start_ts=int(stored.ts.iloc[0]), end_ts=int(stored.ts.iloc[-1]), checkpoint_id=checkpoint_id,
+        start_ts=first, end_ts=last, checkpoint_id=checkpoint_id,
         signals_name=args.signals_name if args.signals is not None else None,
         settings={**settings, **learning}, job_id=job.id, created_by=cmd.created_by,
     )  # fmt: skip
     ctx.jobs.run(job, work, on_failure=lambda exc: backtests.finish(ctx.db, bt_id, "failed"))
-    return {"backtest_id": bt_id, "job_id": job.id, "candles": len(stored)}
+    return {"backtest_id": bt_id, "job_id": job.id, "candles": n}
 
 
 def _private_copy(ctx, checkpoint_id: int, bt_id: int, job_id: int, args: BacktestStart) -> dict:
@@ -90,8 +90,6 @@ def _private_copy(ctx, checkpoint_id: int, bt_id: int, job_id: int, args: Backte
 
 def _keep(ctx, bt_id, report, status, learn, args, cmd, job_id, checkpoint_id) -> None:
     """Store a finished (or stopped) run's report, and the trained copy if asked."""
-    if report["predictions"] is not None:
-        backtests.add_predictions(ctx.db, bt_id, report["predictions"])
     if learn and args.save_trained:
         cid = checkpoints.save_runner(
             ctx.db, learn["runner"], name=f"backtest #{bt_id} trained copy",
@@ -106,5 +104,5 @@ def _keep(ctx, bt_id, report, status, learn, args, cmd, job_id, checkpoint_id) -
         backtests.update(ctx.db, bt_id, settings={**row.settings, **extra})
     backtests.finish(
         ctx.db, bt_id, status, metrics=report["metrics"],
-        trades={"rows": report["trades"]}, equity=report["equity"],
+        trades={"rows": report["trades"]}, arrays=report["arrays"],
     )  # fmt: skip
