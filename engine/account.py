@@ -1,13 +1,9 @@
-"""The one fill rule, for live sessions (and backtests): a simulated account.
+"""A simulated account, candle by candle: the fill rule (engine/fills.py) for live sessions.
 
-- A signal computed at the close of candle t is filled at the open of candle t+1.
-- BUY targets a long position (closing a short first), SELL a short position (closing a long
-  first) or, when `long_only`, a flat one. HOLD keeps the position.
-- Fees are `fee_bps` basis points of the traded notional, charged on every fill.
-- The whole equity goes into each position: units = equity / (price · (1 + fee)), so a fill
-  can always be paid for.
-Equity = cash + units × price. A trade's return_pct is (exit / entry − 1) × (+1 long, −1 short)
-in percent, net of the fees of both its fills.
+Per candle, in order: `open_bar` fills what the previous close signalled at this open, `mark`
+values the position at the close, `signal` records the model's action there. `close_out` ends
+a run with the end-of-run close. Backtests apply the same rule to whole arrays
+(engine/backtest.py) and get the same trades and equity.
 """
 
 from __future__ import annotations
@@ -15,8 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from contract.vocab import CASH
-
-TARGET = {"BUY": 1, "SELL": -1}
+from engine import fills
 
 
 @dataclass
@@ -27,13 +22,15 @@ class Account:
     units: float = 0.0
     pending: int | None = None  # target position (-1, 0, 1) to fill at the next open
     entry_ts: int | None = None
-    entry_price: float | None = None
+    entry_price: float | None = None  # the entry's fill price (slippage included)
     entry_fee: float = 0.0
     realized: float = 0.0
     fees: float = 0.0
     last_price: float | None = None
     trades: int = 0
     wins: int = 0
+    slippage_bps: float = 0.0  # states saved before slippage reached live sessions: none
+    entry_equity: float | None = None  # equity the open position started from
     closed: list[dict] = field(default_factory=list, repr=False)
 
     @property
@@ -46,19 +43,15 @@ class Account:
 
     @property
     def unrealized(self) -> float:
-        if not self.units or self.entry_price is None or self.last_price is None:
+        """The open position's P&L at the last price, net of its entry fee (exit fee unpaid)."""
+        if not self.units or self.entry_equity is None or self.last_price is None:
             return 0.0
-        return self.units * (self.last_price - self.entry_price) - self.entry_fee
+        return self.equity - self.entry_equity
 
     def signal(self, action: str) -> None:
         """The model's action at a candle's close; filled at the next open."""
-        target = TARGET.get(action)
-        if target is None:
-            self.pending = None
-            return
-        if target < 0 and self.long_only:
-            target = 0
-        self.pending = target if target != self.position else None
+        target = fills.targets(self.long_only).get(action)
+        self.pending = target if target is not None and target != self.position else None
 
     def open_bar(self, ts: int, price: float) -> list[dict]:
         """A new candle opened at `price`: fill what was signalled. Returns closed trades."""
@@ -78,40 +71,40 @@ class Account:
         self.last_price = price
 
     def close_out(self, ts: int, price: float) -> list[dict]:
-        """Close any open position at `price` (the end of a backtest)."""
+        """The end-of-run close: any open position exits at `price`, the last candle's close
+        (fills.end_of_run), with slippage and fee."""
         self.last_price = price
         return [self._close(ts, price)] if self.units else []
 
-    def _fee(self, notional: float) -> float:
-        return abs(notional) * self.fee_bps / 10_000
-
     def _open(self, ts: int, price: float, side: int) -> None:
-        rate = self.fee_bps / 10_000
-        units = side * self.cash / (price * (1 + rate))
-        fee = self._fee(units * price)
-        self.cash -= units * price + fee
+        p = fills.fill_price(price, side, self.slippage_bps)
+        units = fills.size(self.cash, p, side, self.fee_bps)
+        fee = fills.fee(units, p, self.fee_bps)
+        self.entry_equity = self.cash  # flat before an entry: cash is the whole equity
+        self.cash = fills.cash_after_entry(self.cash, units, p, fee)
         self.units = units
-        self.entry_ts, self.entry_price, self.entry_fee = ts, price, fee
+        self.entry_ts, self.entry_price, self.entry_fee = ts, p, fee
         self.fees += fee
 
     def _close(self, ts: int, price: float) -> dict:
-        fee = self._fee(self.units * price)
-        self.cash += self.units * price - fee
-        pnl = self.units * (price - self.entry_price) - self.entry_fee - fee
-        side = "long" if self.units > 0 else "short"
-        notional = abs(self.units) * self.entry_price
+        side = self.position
+        p = fills.fill_price(price, -side, self.slippage_bps)
+        fee = fills.fee(self.units, p, self.fee_bps)
+        growth = fills.growth(side, self.entry_price, p, self.fee_bps)
+        pnl = fills.pnl(self.entry_equity, growth)
         trade = {
-            "side": side,
+            "side": "long" if side > 0 else "short",
             "entry_ts": self.entry_ts,
             "entry_price": self.entry_price,
             "exit_ts": ts,
-            "exit_price": price,
+            "exit_price": p,
             "pnl": pnl,
-            "return_pct": pnl / notional * 100,
+            "return_pct": fills.return_pct(pnl, self.units, self.entry_price),
             "fees": self.entry_fee + fee,
         }
+        self.cash = self.entry_equity * growth
         self.units = 0.0
-        self.entry_ts = self.entry_price = None
+        self.entry_ts = self.entry_price = self.entry_equity = None
         self.entry_fee = 0.0
         self.realized += pnl
         self.fees += fee
@@ -128,5 +121,10 @@ class Account:
 
     @classmethod
     def from_state(cls, state: dict) -> Account:
+        """An account from `state()`, also one saved by an earlier version: without slippage
+        (0 then) or without the equity an open position started from (what the entry spent)."""
         fields = {k: v for k, v in state.items() if k in cls.__dataclass_fields__}
-        return cls(**fields)
+        acc = cls(**fields)
+        if acc.units and acc.entry_equity is None:
+            acc.entry_equity = acc.cash + acc.units * acc.entry_price + acc.entry_fee
+        return acc

@@ -7,6 +7,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from db import candles
 from engine.account import Account
@@ -46,35 +48,89 @@ def signal_sets(n: int):
     return sets
 
 
-def account_loop(df, actions, fee_bps, long_only):
-    acc = Account(fee_bps=fee_bps, long_only=long_only, cash=10_000.0)
-    trades = []
-    for i, row in enumerate(df.itertuples()):
+def account_loop(df, actions, fee_bps, long_only, slippage_bps=0.0):
+    """The live sessions' way: one candle at a time through an Account, the end-of-run close
+    after the last candle. Returns its closed trades, and its position during each candle and
+    equity at each close."""
+    acc = Account(fee_bps=fee_bps, long_only=long_only, slippage_bps=slippage_bps, cash=10_000.0)
+    trades, position, equity = [], [], []
+    for row, action in zip(df.itertuples(), actions, strict=True):
         trades += acc.open_bar(row.ts, row.open)
         acc.mark(row.close)
-        acc.signal(NAMES[int(actions[i])])
+        acc.signal(NAMES[int(action)])
+        position.append(acc.position)
+        equity.append(acc.equity)
     trades += acc.close_out(int(df.ts.iloc[-1]), float(df.close.iloc[-1]))
-    return trades, acc.equity
+    equity[-1] = acc.equity
+    return trades, np.array(position), np.array(equity)
+
+
+def assert_same_run(sim, df, trades, position, equity):
+    """The vectorised run and the candle-by-candle one agree to the last bit."""
+    ts = df.ts.to_numpy()
+    got = sim.trades
+    assert len(got) == len(trades)
+    want = pd.DataFrame(trades, columns=["side", "entry_ts", "entry_price", "exit_ts",
+                                         "exit_price", "pnl", "return_pct", "fees"])  # fmt: skip
+    assert got.side.astype(str).tolist() == want.side.tolist()
+    np.testing.assert_array_equal(ts[got.entry_index], want.entry_ts.to_numpy(dtype=np.int64))
+    np.testing.assert_array_equal(ts[got.exit_index], want.exit_ts.to_numpy(dtype=np.int64))
+    for column in ("entry_price", "exit_price", "pnl", "return_pct", "fees"):
+        np.testing.assert_array_equal(got[column].to_numpy(), want[column].to_numpy(), column)
+    np.testing.assert_array_equal(sim.position, position)
+    np.testing.assert_array_equal(sim.equity, equity)
 
 
 @pytest.mark.parametrize("long_only", [False, True])
-@pytest.mark.parametrize("fee_bps", [0.0, 10.0])
+@pytest.mark.parametrize("costs", [(0.0, 0.0), (10.0, 0.0), (10.0, 5.0), (0.0, 25.0)])
 @pytest.mark.parametrize("kind", ["dense", "sparse", "flips"])
-def test_vectorised_simulation_equals_the_live_account(sp500, kind, fee_bps, long_only):
+def test_vectorised_simulation_equals_the_live_account(sp500, kind, costs, long_only):
+    fee_bps, slippage_bps = costs
     df = sp500.iloc[:1500]
     actions = signal_sets(len(df))[kind]
-    sim = simulate(df.ts, df.open, df.close, actions, fee_bps=fee_bps, long_only=long_only)
-    trades, equity = account_loop(df, actions, fee_bps, long_only)
-    assert len(sim.trades) == len(trades)
-    for got, want in zip(sim.trades.itertuples(), trades, strict=True):
-        assert (got.side, got.entry_price, got.exit_price) == (
-            want["side"],
-            want["entry_price"],
-            want["exit_price"],
-        )
-        assert got.pnl == pytest.approx(want["pnl"], rel=1e-9, abs=1e-9)
-        assert got.return_pct == pytest.approx(want["return_pct"], rel=1e-9, abs=1e-9)
-    assert sim.equity[-1] == pytest.approx(equity, rel=1e-12)
+    actions[-6:] = [ACTION_CODES[a] for a in ("SELL", "BUY", "HOLD", "HOLD", "HOLD", "HOLD")]
+    sim = simulate(df.ts, df.open, df.close, actions, fee_bps=fee_bps, long_only=long_only,
+                   slippage_bps=slippage_bps)  # fmt: skip
+    assert sim.trades.open_at_end.iloc[-1]  # a long still open after the last candle
+    assert_same_run(sim, df, *account_loop(df, actions, fee_bps, long_only, slippage_bps))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    data=st.data(),
+    n=st.integers(1, 120),
+    fee_bps=st.floats(0, 100),
+    slippage_bps=st.floats(0, 100),
+    long_only=st.booleans(),
+)
+def test_any_candles_signals_and_costs_give_the_same_run_live_and_vectorised(
+    data, n, fee_bps, slippage_bps, long_only
+):
+    # Prices within a factor 1.7 of each other: a short can lose at most what it holds.
+    price = st.floats(60, 100)
+    df = pd.DataFrame({
+        "ts": 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 3_600_000,
+        "open": data.draw(st.lists(price, min_size=n, max_size=n)),
+        "close": data.draw(st.lists(price, min_size=n, max_size=n)),
+    })  # fmt: skip
+    actions = np.array(data.draw(st.lists(st.sampled_from([0, 1, 2]), min_size=n, max_size=n)))
+    sim = simulate(df.ts, df.open, df.close, actions, fee_bps=fee_bps, long_only=long_only,
+                   slippage_bps=slippage_bps)  # fmt: skip
+    assert_same_run(sim, df, *account_loop(df, actions, fee_bps, long_only, slippage_bps))
+
+
+def test_slippage_moves_every_fill_against_the_trade():
+    df = pd.DataFrame({"ts": np.arange(5) * 60_000, "open": [100.0, 100, 110, 120, 130],
+                       "close": [100.0, 105, 115, 125, 140]})  # fmt: skip
+    buy, sell, hold = ACTION_CODES["BUY"], ACTION_CODES["SELL"], ACTION_CODES["HOLD"]
+    sim = simulate(df.ts, df.open, df.close, [buy, hold, sell, hold, hold], slippage_bps=50)
+    long, short = sim.trades.itertuples()
+    assert (long.side, long.entry_price, long.exit_price) == ("long", 100 * 1.005, 120 * 0.995)
+    # the short is still open after the last candle: bought back at the last close, higher
+    assert (short.side, short.entry_price, short.exit_price) == ("short", 120 * 0.995, 140 * 1.005)
+    assert short.open_at_end and sim.equity[-1] == pytest.approx(
+        10_000 * long.exit_price / long.entry_price * (2 - short.exit_price / short.entry_price)
+    )
 
 
 def backtesting_py(df: pd.DataFrame, actions: np.ndarray, fee_bps: float, long_only: bool):
