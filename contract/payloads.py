@@ -106,6 +106,7 @@ class SessionStart(Payload):
     frozen: bool | None = None  # default: frozen in mode none; False: a new working model
     feed: FeedSpec = FeedSpec()
     fee_bps: Bps = vocab.FEE_BPS
+    slippage_bps: Bps = vocab.SLIPPAGE_BPS
     long_only: bool = False
     pivot_left: Pivot = vocab.PIVOT_LEFT
     pivot_right: Pivot = vocab.PIVOT_RIGHT

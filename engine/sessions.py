@@ -1,11 +1,12 @@
 """Live sessions: a model on a feed, one thread each, in one of the four live modes.
 
 Per completed candle, in this order: predict from the latest published snapshot; fill the
-previous signal at this candle's open and mark the position at its close (engine/account.py,
-the fill rule backtests share); find the pivots this candle confirms; store all of it in one
-transaction (engine crash or not, a stored prediction is the one its fills followed); then, in
-a learning mode, hand the candle's training samples to the working model's trainer and move on.
-The loop never waits for the training lock: a busy lock makes samples queue, not candles.
+previous signal at this candle's open and mark the position at its close (engine/account.py:
+the fill rule of engine/fills.py, fees and slippage included, that backtests share); find the
+pivots this candle confirms; store all of it in one transaction (engine crash or not, a stored
+prediction is the one its fills followed); then, in a learning mode, hand the candle's
+training samples to the working model's trainer and move on. The loop never waits for the
+training lock: a busy lock makes samples queue, not candles.
 
 A session reads either a frozen checkpoint (mode `none`: inference only; the checkpoint never
 changes) or a working model (engine/working.py), which learning sessions, manual training and
@@ -68,7 +69,9 @@ class LiveSession:
             Account.from_state(row.state)
             if row.state
             else Account(
-                fee_bps=float(s.get("fee_bps", FEE_BPS)), long_only=bool(s.get("long_only", False))
+                fee_bps=float(s.get("fee_bps", FEE_BPS)),
+                long_only=bool(s.get("long_only", False)),
+                slippage_bps=float(s.get("slippage_bps", 0.0)),  # none before it was a setting
             )
         )
         self.context = context_size(model.config)

@@ -8,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from contract.vocab import ACTIONS, FEE_BPS
+from contract.vocab import ACTIONS, FEE_BPS, SLIPPAGE_BPS
 from contract.vocab import MODE_SHORT as SHORT
 from contract.vocab import MODE_TITLES as MODES
 from db import annotations as annotation_rows
@@ -105,15 +105,19 @@ def start_panel() -> None:
         c1, c2, c3 = st.columns(3)
         symbol, timeframe, feed = feed_choice(source, c1, c3)
         model = model_choice(c2)
-        d2, d3 = st.columns(2)
-        fee = d2.number_input("Fee (bps per fill)", 0.0, 1000.0, FEE_BPS, 1.0)
+        d1, d2, d3 = st.columns(3)
+        fee = d1.number_input("Fee (bps per fill)", 0.0, 1000.0, FEE_BPS, 1.0)
+        slip = d2.number_input("Slippage (bps)", 0.0, 1000.0, SLIPPAGE_BPS, 1.0,
+                               help="Every fill at a worse price: buys this much higher, sells "
+                               "this much lower, as in backtests.")  # fmt: skip
         long_only = d3.checkbox("Long only")
         cols = [c for _ in range(2) for c in st.columns(2)]  # 2 × 2: the full names fit
         for col, (mode, title) in zip(cols, MODES.items(), strict=True):
             if col.button(title, key=f"start_{mode}", disabled=not model, width="stretch"):
                 send("session.start",
                      {"symbol": symbol.strip(), "timeframe": timeframe.strip(), "mode": mode,
-                      **model, "feed": feed, "fee_bps": fee, "long_only": long_only},
+                      **model, "feed": feed, "fee_bps": fee, "slippage_bps": slip,
+                      "long_only": long_only},
                      key="start")  # fmt: skip
         answer("start", done=lambda r: f"Session #{r['session_id']} started.",
                on_done=lambda row: st.session_state.update(live_session=row.result["session_id"]))  # fmt: skip
@@ -137,6 +141,11 @@ chosen = st.selectbox(
     "Session", ids, index=ids.index(default) if default in ids else 0, format_func=titles.get
 )
 st.session_state.live_session = chosen
+costs = next(s for s in all_sessions if s.id == chosen).settings or {}
+st.caption(
+    f"Fee {costs.get('fee_bps', FEE_BPS):g} bps and slippage {costs.get('slippage_bps', 0):g} "
+    "bps per fill" + (" · long only" if costs.get("long_only") else " · long and short")
+)
 
 
 # -- the chart: a view the person chooses, kept while candles arrive -----------------------------

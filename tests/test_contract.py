@@ -37,6 +37,7 @@ def test_every_engine_handler_has_a_contract_payload_and_no_contract_kind_lacks_
          "feed.start_ts"),
         ("session.start", '{"symbol": "X", "timeframe": "1d", "feed": {"start_ts": -1}}', None),
         ("session.start", '{"symbol": "X", "timeframe": "1d", "colour": "red"}', "colour"),
+        ("session.start", '{"symbol": "X", "timeframe": "1d", "slippage_bps": -1}', "slippage_bps"),
         ("session.train_manual", '{"session_id": 3, "action": "buy"}', "action"),
         ("model.save", '{"working_model_id": 2, "name": ""}', "name"),
     ],

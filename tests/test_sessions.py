@@ -216,6 +216,67 @@ def test_account_fills_signals_at_the_next_open_with_fees():
     assert long_only.pending is None  # flat already: nothing to do
 
 
+def test_account_fills_pay_slippage_against_the_trade():
+    from engine.account import Account
+
+    acc = Account(slippage_bps=50, cash=1000.0)
+    acc.signal("BUY")
+    acc.open_bar(1, 100.0)
+    assert acc.entry_price == 100.0 * 1.005  # a buy pays more
+    acc.signal("SELL")
+    (long,) = acc.open_bar(2, 120.0)
+    assert long["exit_price"] == acc.entry_price == 120.0 * 0.995  # a sell gets less
+    (short,) = acc.close_out(3, 110.0)  # the end-of-run close buys the short back
+    assert short["exit_price"] == 110.0 * 1.005
+    assert acc.equity == pytest.approx(1000 * (long["exit_price"] / 100.5) * (2 - 110.55 / 119.4))
+
+
+def test_an_account_saved_before_slippage_resumes_with_none_and_its_open_position():
+    from engine.account import Account
+
+    # state() of an account with a long position, as the previous version wrote it
+    old = {"fee_bps": 10.0, "long_only": False, "cash": 0.0, "units": 9.99000999000999,
+           "pending": None, "entry_ts": 1, "entry_price": 100.0, "entry_fee": 0.999000999000999,
+           "realized": 0.0, "fees": 0.999000999000999, "last_price": 110.0, "trades": 0,
+           "wins": 0, "position": 1, "equity": 109.89010989010989, "unrealized": 98.9010989010989}  # fmt: skip
+    acc = Account.from_state(old)
+    assert acc.slippage_bps == 0 and acc.position == 1
+    assert acc.unrealized == pytest.approx(old["unrealized"])
+    acc.signal("SELL")
+    (trade,) = acc.open_bar(2, 120.0)
+    units, fee_rate = old["units"], 10 / 10_000
+    assert trade["exit_price"] == 120.0
+    assert trade["pnl"] == pytest.approx(units * 20 - old["entry_fee"] - units * 120 * fee_rate)
+    assert Account.from_state(acc.state()).state() == acc.state()
+
+
+def test_a_live_session_pays_its_slippage_on_every_fill_as_a_backtest_would(ctx):
+    from engine.backtest import ACTION_CODES, simulate
+
+    sid = run_session(ctx, "none", 200, slippage_bps=20)
+    row = session_rows.get(ctx.db, sid)
+    assert row.settings["slippage_bps"] == 20 and row.state["slippage_bps"] == 20
+    stored = session_rows.trades(ctx.db, sid)
+    assert len(stored)
+    bars = sp500(ctx.db).set_index("ts")
+    side = np.where(stored.side == "long", 1, -1)
+    np.testing.assert_array_equal(
+        stored.entry_price, bars.open[stored.entry_ts].to_numpy() * (1 + side * 0.002)
+    )
+    np.testing.assert_array_equal(
+        stored.exit_price, bars.open[stored.exit_ts].to_numpy() * (1 - side * 0.002)
+    )
+    # The same predictions through the vectorised backtest: the same trades, to the last bit.
+    preds = session_rows.predictions(ctx.db, sid)
+    candles_ = bars.loc[preds.ts]
+    sim = simulate(preds.ts, candles_.open, candles_.close, preds.action.map(ACTION_CODES),
+                   fee_bps=10, slippage_bps=20)  # fmt: skip
+    done = sim.trades[~sim.trades.open_at_end]
+    assert len(done) == len(stored)
+    for column in ("entry_price", "exit_price", "pnl", "return_pct", "fees"):
+        np.testing.assert_array_equal(done[column].to_numpy(), stored[column].to_numpy())
+
+
 def test_pivot_detector_matches_its_definition_on_random_walks():
     from engine import pivots
 

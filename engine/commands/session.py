@@ -63,6 +63,7 @@ def start(ctx, args: SessionStart, cmd) -> dict:
         feed=feed_spec,
         settings={
             "fee_bps": args.fee_bps,
+            "slippage_bps": args.slippage_bps,
             "long_only": args.long_only,
             "pivot_left": args.pivot_left,
             "pivot_right": args.pivot_right,
