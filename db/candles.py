@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, and_, func, insert, select
 from sqlalchemy.orm import Session
 
-from db import audit
+from db import audit, columnar
 from db.accounts import require, transaction
 from db.connection import insert_ignoring_duplicates, readonly
 from db.models import Candle, DataImport
@@ -164,15 +163,8 @@ def load(
     cols = [Candle.ts, *(getattr(Candle, c) for c in OHLCV)]
     q = select(*cols).where(and_(*cond))
     q = q.order_by(Candle.ts.desc()).limit(last) if last else q.order_by(Candle.ts)
-    with readonly(engine).begin() as conn:
-        rows = conn.execute(q).all()
-    # Column by column: building a frame from Row objects is ~3× slower at 200k candles.
-    columns = list(zip(*rows, strict=True)) or [[]] * (1 + len(OHLCV))
     df = pd.DataFrame(
-        {
-            name: np.asarray(values, dtype="int64" if name == "ts" else "float64")
-            for name, values in zip(["ts", *OHLCV], columns, strict=True)
-        }
+        columnar.read(readonly(engine), q, ["ts", *OHLCV], ["int64"] + ["float64"] * 5)
     )
     if last:
         df = df.iloc[::-1].reset_index(drop=True)

@@ -19,7 +19,8 @@ from contract.vocab import ACTIONS, CASH, EARLIEST_MS, FEE_BPS, LATEST_MS, PIVOT
 from db import candles
 from db.backtests import TRADE_COLUMNS
 from engine import backtest, backtest_stats, pivots
-from engine.inference import CHUNK, context_size, predict_all
+from engine.device import training_device
+from engine.inference import context_size, predict_all
 from engine.online import OnlineLearner
 from market import signals as market_signals
 from market import timeframes
@@ -125,7 +126,7 @@ def run(
     long_only: bool = False,
     cash: float = CASH,
     progress=None,
-    chunk: int = CHUNK,
+    chunk: int | None = None,
     learn: dict | None = None,
 ) -> dict:
     """Backtest (symbol, timeframe) over [start, end] with `model` (a CandleTransformer) or
@@ -163,7 +164,8 @@ def run(
             note["train_mode"] = learn["mode"]
             note["training_steps"] = learn["runner"].steps
         else:
-            probs = predict_all(model, ohlcv, chunk=chunk, progress=progress)[0][len(before) :]
+            probs, _ = predict_all(model, ohlcv, chunk, progress, training_device(), ghost=False)
+            probs = probs[len(before) :]
         if len(probs) < len(in_range):  # cancelled: report what was done
             status = "cancelled"
             in_range, ts = in_range.iloc[: len(probs)], ts[: len(probs)]

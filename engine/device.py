@@ -1,5 +1,5 @@
-"""Where training runs: CUDA or Apple MPS when present, else the CPU (CANDLELAB_DEVICE forces
-one, e.g. `cpu`). Live inference always runs on the CPU: one candle is too small a job to be
+"""Where training and a backtest's model pass run: CUDA or Apple MPS when present, else the CPU
+(CANDLELAB_DEVICE forces one, e.g. `cpu`). Live inference always runs on the CPU: one candle is too small a job to be
 worth a transfer, and the CPU keeps latency steady."""
 
 from __future__ import annotations

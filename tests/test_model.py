@@ -52,6 +52,16 @@ def test_one_causal_pass_equals_live_inference_at_every_real_candle(sp500, model
     assert worst <= 1e-5
 
 
+def test_a_pass_in_gpu_sized_chunks_on_a_named_device_gives_the_same_probabilities(sp500, model):
+    """A backtest's pass (device given, GPU-sized chunks, no ghost candles) equals the default
+    one; the caller's model stays where it was."""
+    probs, _ = predict_all(model, sp500, chunk=1000)
+    big, ghost = predict_all(model, sp500, chunk=65_536, device="cpu", ghost=False)
+    assert ghost is None and big.shape == probs.shape
+    np.testing.assert_allclose(big, probs, atol=1e-6)
+    assert next(model.parameters()).device.type == "cpu"
+
+
 def test_changing_later_candles_never_changes_earlier_predictions(sp500, model):
     probs, _ = predict_all(model, sp500[:3000])
     shaken = sp500[:3000].copy()
