@@ -1,14 +1,19 @@
 """Backtest speed, as ratios measured in one run.
 
-    python bench/backtest.py [--candles 100000] [--sim-candles 1000000]
+    python bench/backtest.py [--candles 1000000] [--sim-candles 1000000] [--repeats 5]
+                             [--reference-repeats 3] [--jobs 3] [--skip-simulation]
 
-1. End to end on 100,000 candles (model pass + simulation + stats) vs the naive way a live
-   session would do it, one candle at a time (predict_last + the account), timed on a 2,000
-   candle sample: candles/s each, and the ratio.
-2. The simulation alone on 1,000,000 candles with dense random signals (a third each of BUY,
-   SELL, HOLD) and sparse (2 % BUY, 2 % SELL) random signals, no fees, vs backtesting.py 0.6
-   (FractionalBacktest, the same signals and
-   rules): seconds each, the ratio, and whether the trades are identical.
+1. End to end on 1,000,000 hourly candles: a real engine process (`python -m engine serve`)
+   runs `backtest.start` with the packaged model, timed from submitting the command to the
+   stored report (loading candles, model pass, simulation, statistics, trades and arrays
+   stored), the median of --jobs jobs; vs the naive way a live session would do it, one
+   candle at a time (predict_last + the account), timed on a 2,000-candle sample (median of
+   3): candles/s each, and the ratio.
+2. The simulation alone (engine/backtest.py `simulate`) on 1,000,000 candles with dense random
+   signals (a third each of BUY, SELL, HOLD) and sparse (2 % BUY, 2 % SELL) random signals, no
+   fees, vs backtesting.py 0.6 (FractionalBacktest, the same signals and rules): the median
+   seconds of --repeats runs of ours and --reference-repeats of theirs, the ratio, whether the
+   trades are identical (on the first 100,000 candles), and ours again with fees and slippage.
 Candles: the packaged S&P 500 and NASDAQ daily series, each detrended, chained (each piece
 rescaled to continue the last close) and repeated to the length asked, on hourly timestamps.
 """
@@ -16,7 +21,11 @@ rescaled to continue the last close) and repeated to the length asked, on hourly
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def chained(database, n: int) -> pd.DataFrame:
@@ -58,26 +68,26 @@ CASH = 10_000.0
 CHECK = 100_000  # candles on which trades are compared one by one
 
 
-def compare(big: pd.DataFrame, actions: np.ndarray) -> tuple:
-    """Our simulation vs backtesting.py on the same candles and signals, no fees (so random
-    trading does not take equity below what a broker can size an order for)."""
+def timed(run, repeats: int) -> tuple:
+    """The last result of `repeats` calls of run(), and their median wall time."""
+    times = []
+    for _ in range(max(repeats, 1)):
+        t0 = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - t0)
+    return result, float(np.median(times))
+
+
+def reference_run(big: pd.DataFrame, actions: np.ndarray):
+    """backtesting.py 0.6 over the same candles and signals, all-in, no fees: a callable that
+    runs it and returns its stats."""
     from backtesting import Strategy
     from backtesting.lib import FractionalBacktest
 
-    from engine import backtest
-
-    t0 = time.perf_counter()
-    sim = backtest.simulate(big.ts, big.open, big.close, actions, fee_bps=0, cash=CASH)
-    ours = time.perf_counter() - t0
     data = pd.DataFrame(
-        {
-            "Open": big.open,
-            "High": big.high,
-            "Low": big.low,
-            "Close": big.close,
-            "Volume": big.volume,
-        }
-    ).set_index(pd.to_datetime(big.ts, unit="ms"))
+        {"Open": big.open, "High": big.high, "Low": big.low, "Close": big.close,
+         "Volume": big.volume}
+    ).set_index(pd.to_datetime(big.ts, unit="ms"))  # fmt: skip
 
     class Signals(Strategy):
         def init(self):
@@ -90,37 +100,141 @@ def compare(big: pd.DataFrame, actions: np.ndarray) -> tuple:
             elif a == 1 and not self.position.is_short:
                 self.sell(size=0.999999999)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bt = FractionalBacktest(data, Signals, cash=CASH, commission=0.0, exclusive_orders=True,
-                                finalize_trades=True, fractional_unit=1e-9)  # fmt: skip
-        t0 = time.perf_counter()
-        ref = bt.run()
-        theirs = time.perf_counter() - t0
+    bt = FractionalBacktest(data, Signals, cash=CASH, commission=0.0, exclusive_orders=True,
+                            finalize_trades=True, fractional_unit=1e-9)  # fmt: skip
+
+    def run():
+        # its progress bar (tqdm, when installed) stays on, off the screen
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            return bt.run()
+
+    return run
+
+
+def compare(big: pd.DataFrame, actions: np.ndarray, repeats: int = 5, reference_repeats: int = 3,
+            **costs) -> dict:  # fmt: skip
+    """Our simulation vs backtesting.py on the same candles and signals, no fees (so random
+    trading does not take equity below what a broker can size an order for): median seconds of
+    each, and whether the trades are identical (same entry candles, same exit prices; a trade
+    still open at the end closes at the last close here, at the last open in backtesting.py's
+    finalize_trades, so the last exit is left out) with the equity before the last candle.
+    With `costs` (fee_bps, slippage_bps), ours is timed once more with them."""
+    from engine import backtest
+
+    def ours(**c):
+        return backtest.simulate(big.ts, big.open, big.close, actions, cash=CASH, **c)
+
+    sim, seconds = timed(ours, repeats)
+    out = {"trades": len(sim.trades), "ours": seconds}
+    if costs:
+        out["ours_with_costs"] = timed(lambda: ours(**costs), repeats)[1]
+    ref, out["theirs"] = timed(reference_run(big, actions), reference_repeats)
     t = ref._trades
-    same = (
+    out["same"] = bool(
         len(t) == len(sim.trades)
         and np.array_equal(t.EntryBar.to_numpy(), sim.trades.entry_index.to_numpy())
-        # every exit but the last: a trade still open at the end closes at the last close here,
-        # at the last open in backtesting.py's finalize_trades
         and np.allclose(
             t.ExitPrice.to_numpy()[:-1], sim.trades.exit_price.to_numpy()[:-1], rtol=1e-12
         )
     )
-    before_end = abs(sim.equity[-2] / ref._equity_curve["Equity"].to_numpy()[-2] - 1)
-    return ours, theirs, same, before_end, len(sim.trades)
+    out["before_end"] = abs(sim.equity[-2] / ref._equity_curve["Equity"].to_numpy()[-2] - 1)
+    return out
+
+
+def simulation(big: pd.DataFrame, repeats: int, reference_repeats: int) -> None:
+    """Section 2: the simulation alone vs backtesting.py, dense and sparse random signals."""
+    rng = np.random.default_rng(0)
+    dense = rng.integers(0, 3, len(big))
+    sparse = np.full(len(big), 2)
+    pick = rng.random(len(big))
+    sparse[pick < 0.02] = 0
+    sparse[(pick >= 0.02) & (pick < 0.04)] = 1
+    costs = {"fee_bps": 1.0, "slippage_bps": 1.0}
+    for name, actions in (("dense", dense), ("sparse", sparse)):
+        actions[0] = 2  # backtesting.py never calls next() on the first candle
+        full = compare(big, actions, repeats, reference_repeats, **costs)
+        # Over a million random candles equity decays (volatility drag) until backtesting.py's
+        # whole 1e-9 units stop matching exact fractions; trades are compared where it holds.
+        check = compare(big.iloc[:CHECK].reset_index(drop=True), actions[:CHECK], 1, 1)
+        ours, theirs = full["ours"], full["theirs"]
+        print(
+            f"simulation, {len(big):,} candles, {name} ({full['trades']:,} trades): ours "
+            f"{ours:.3f} s ({len(big) / ours / 1e6:.1f}M candles/s), backtesting.py {theirs:.1f} s "
+            f"-> {theirs / ours:.0f}x (medians of {repeats} and {reference_repeats} runs); "
+            f"identical trades: {check['same']} (first {CHECK:,} candles, {check['trades']:,} "
+            f"trades; equity before the last candle within {check['before_end']:.1e}); ours with "
+            f"{costs['fee_bps']:g} bps fee and {costs['slippage_bps']:g} bps slippage "
+            f"{full['ours_with_costs']:.3f} s",
+            flush=True,
+        )
+
+
+def engine_jobs(database, repeats: int) -> tuple[list[float], int]:
+    """Seconds from submitting `backtest.start` to its stored report, for each of `repeats`
+    backtests of the BENCH series run one after another by a real engine process (the
+    packaged default model), and the trades of the last."""
+    from contract.access import SYSTEM_ACCOUNT
+    from db import backtests, bus, engines
+
+    home = os.environ["CANDLELAB_HOME"]
+    log = open(Path(home) / "engine.log", "w")  # noqa: SIM115 (open while the engine runs)
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--no-seed"], cwd=ROOT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        while not any(r.pid == proc.pid for r in engines.alive(database)):
+            if proc.poll() is not None:
+                raise SystemExit(f"the engine did not start: see {log.name}")
+            time.sleep(0.1)
+        times, row = [], None
+        for i in range(repeats):
+            t0 = time.perf_counter()
+            cid = bus.submit(database, "backtest.start", {"symbol": "BENCH", "timeframe": "1h",
+                             "name": f"bench {i}"}, created_by=SYSTEM_ACCOUNT)  # fmt: skip
+            while (cmd := bus.get(database, cid)).status in ("pending", "running"):
+                time.sleep(0.01)
+            if cmd.status != "done":
+                raise SystemExit(f"backtest.start {cmd.status}: {cmd.error}")
+            while (row := backtests.get(database, cmd.result["backtest_id"])).status == "running":
+                time.sleep(0.01)
+            times.append(time.perf_counter() - t0)
+            if row.status != "done":
+                raise SystemExit(f"backtest {row.id} ended {row.status}: see {log.name}")
+        return times, row.metrics["# Trades"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+
+
+def per_candle_loop(model, ts, ohlcv, account_cls, predict_last, sample: int = 2_000) -> float:
+    """Seconds a candle the naive way a live session would backtest: predict the latest candle
+    from its context, then fill through the account, one candle at a time."""
+    acc = account_cls(fee_bps=10)
+    t0 = time.perf_counter()
+    for i in range(1_000, 1_000 + sample):
+        acc.open_bar(int(ts[i]), ohlcv[i, 0])
+        acc.mark(ohlcv[i, 3])
+        acc.signal(predict_last(model, ohlcv[: i + 1]).action)
+    return (time.perf_counter() - t0) / sample
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--candles", type=int, default=100_000)
+    ap.add_argument("--candles", type=int, default=1_000_000)
     ap.add_argument("--sim-candles", type=int, default=1_000_000)
+    ap.add_argument("--jobs", type=int, default=3, help="end-to-end jobs, timed as a median")
+    ap.add_argument("--skip-simulation", action="store_true", help="end to end only")
+    ap.add_argument("--repeats", type=int, default=5, help="runs of ours, timed as a median")
+    ap.add_argument("--reference-repeats", type=int, default=3,
+                    help="runs of backtesting.py (seconds each on a million candles)")  # fmt: skip
     args = ap.parse_args()
     os.environ["CANDLELAB_HOME"] = tempfile.mkdtemp(prefix="candlelab-bench-")
     import db
     from contract.access import SYSTEM_ACCOUNT
     from db import candles
-    from engine import backtest_run, checkpoints
+    from engine import checkpoints
     from engine.account import Account
     from engine.inference import predict_last
     from engine.model import CandleTransformer
@@ -136,44 +250,21 @@ def main() -> int:
     model = CandleTransformer(cfg).eval()
     model.load_state_dict(state)
 
-    t0 = time.perf_counter()
-    report = backtest_run.run(database, symbol="BENCH", timeframe="1h", model=model, fee_bps=10)
-    batched = time.perf_counter() - t0
+    jobs, trades = engine_jobs(database, args.jobs)
+    batched = statistics.median(jobs)
     ohlcv = frame[["open", "high", "low", "close", "volume"]].to_numpy()
-    sample = 2_000
-    acc = Account(fee_bps=10)
-    t0 = time.perf_counter()
-    for i in range(1_000, 1_000 + sample):
-        acc.open_bar(int(frame.ts[i]), ohlcv[i, 0])
-        acc.mark(ohlcv[i, 3])
-        acc.signal(predict_last(model, ohlcv[: i + 1]).action)
-    naive = (time.perf_counter() - t0) / sample
-    rate_b, rate_n = len(frame) / batched, 1 / naive
+    loop = []
+    for _ in range(3):
+        loop.append(per_candle_loop(model, frame.ts.to_numpy(), ohlcv, Account, predict_last))
+    rate_b, rate_n = len(frame) / batched, 1 / statistics.median(loop)
     print(
-        f"end to end, {len(frame):,} candles: batched {rate_b:,.0f} candles/s ({batched:.2f} s, "
-        f"{report['metrics']['# Trades']} trades); per-candle loop {rate_n:,.0f} candles/s -> "
-        f"{rate_b / rate_n:.0f}x"
+        f"end to end (engine job, command -> stored report), {len(frame):,} candles, median of "
+        f"{len(jobs)}: {batched:.2f} s = {rate_b:,.0f} candles/s ({trades:,} trades); per-candle "
+        f"loop {rate_n:,.0f} candles/s -> {rate_b / rate_n:.0f}x  (target >= 200,000/s, >= 100x)"
     )
 
-    big = chained(database, args.sim_candles)
-    rng = np.random.default_rng(0)
-    dense = rng.integers(0, 3, len(big))
-    sparse = np.full(len(big), 2)
-    pick = rng.random(len(big))
-    sparse[pick < 0.02] = 0
-    sparse[(pick >= 0.02) & (pick < 0.04)] = 1
-    for name, actions in (("dense", dense), ("sparse", sparse)):
-        actions[0] = 2  # backtesting.py never calls next() on the first candle
-        ours, theirs, _, _, n = compare(big, actions)
-        # Over a million random candles equity decays (volatility drag) until backtesting.py's
-        # whole 1e-9 units stop matching exact fractions; trades are compared where it holds.
-        _, _, same, diff, m = compare(big.iloc[:CHECK].reset_index(drop=True), actions[:CHECK])
-        print(
-            f"simulation, {len(big):,} candles, {name} signals ({n:,} trades): ours {ours:.3f} s, "
-            f"backtesting.py {theirs:.1f} s -> {theirs / ours:.0f}x; on the first {CHECK:,} "
-            f"candles ({m:,} trades) identical trades: {same}, equity before the last candle "
-            f"within {diff:.1e}"
-        )
+    if not args.skip_simulation:
+        simulation(chained(database, args.sim_candles), args.repeats, args.reference_repeats)
     return 0
 
 

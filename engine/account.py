@@ -99,7 +99,7 @@ class Account:
             "exit_ts": ts,
             "exit_price": p,
             "pnl": pnl,
-            "return_pct": fills.return_pct(pnl, self.units, self.entry_price),
+            "return_pct": fills.return_pct(growth, self.fee_bps),
             "fees": self.entry_fee + fee,
         }
         self.cash = self.entry_equity * growth

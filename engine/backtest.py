@@ -41,23 +41,25 @@ def _fills(actions: np.ndarray, long_only: bool) -> tuple[np.ndarray, np.ndarray
     aims = np.zeros(max(ACTION_CODES.values()) + 1, dtype=np.int8)
     for action, position in fills.targets(long_only).items():
         aims[ACTION_CODES[action]] = position
-    signal = a != ACTION_CODES["HOLD"]  # HOLD keeps the position
-    signal[-1:] = False  # a signal at the last close has no next open to fill at
-    aim = aims.take(a)[signal]  # the position each signal targets, in order
+    # Index arrays and take(), not boolean masks: about 3x faster on a million candles.
+    # HOLD keeps the position; a signal at the last close has no next open to fill at.
+    at = np.flatnonzero(a[:-1] != ACTION_CODES["HOLD"])
+    aim = aims.take(a.take(at))  # the position each signal targets, in order
     moved = np.empty(len(aim), dtype=bool)
     moved[:1] = aim[:1] != 0  # flat before the first signal
     np.not_equal(aim[1:], aim[:-1], out=moved[1:])
-    fill = np.zeros(len(a), dtype=bool)
-    fill[signal] = moved
-    return np.flatnonzero(fill) + 1, aim[moved]
+    moved = np.flatnonzero(moved)
+    return at.take(moved) + 1, aim.take(moved)
 
 
 _UTC = pd.DatetimeTZDtype("us", "UTC")
+_SIDES = pd.CategoricalDtype(["short", "long"])  # codes: 0 short, 1 long
 
 
 def _times(ts: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """Epoch ms as UTC times, as pd.to_datetime(ts, unit="ms", utc=True) gives them."""
-    return pd.array((ts * 1000).view("M8[us]"), dtype=_UTC)
+    """Epoch ms as UTC times, as pd.to_datetime(ts, unit="ms", utc=True) gives them (through a
+    Series: pd.array localises element by element, 20x slower)."""
+    return pd.Series((ts * 1000).view("M8[us]"), dtype=_UTC, copy=False).array
 
 
 def simulate(
@@ -75,60 +77,77 @@ def simulate(
     (ACTION_CODES); `slippage_bps` moves every fill against the trade (buys higher, sells
     lower), in backtests as in live sessions."""
     o, c = np.asarray(open_, dtype=float), np.asarray(close, dtype=float)
-    n = len(c)
     at, pos = _fills(actions, long_only)
+    opening = np.flatnonzero(pos)  # the fills that open a trade (long-only: not those to flat)
+    trades, after, cash_in, units = _trades(
+        np.asarray(ts, dtype=np.int64), o, c, at, pos, opening,
+        fee_bps=fee_bps, slippage_bps=slippage_bps, cash=cash,
+    )  # fmt: skip
+    equity, held = _marked(c, at, pos, opening, after, cash_in, units)
+    if len(pos) and pos[-1]:  # the last fill opened a trade: closed at the last close
+        equity[-1] = after[-1]
+    return Simulation(trades, equity, held, cash, fee_bps)
+
+
+def _trades(ts, o, c, at, pos, opening, *, fee_bps, slippage_bps, cash) -> tuple:
+    """Every trade at once (the Simulation's trades), with the equity after each (after[0] is
+    the initial cash), and each trade's cash after its entry and units."""
+    n = len(c)
     following = np.append(at, n)  # each fill's next fill, or the end of the run
-    opening = np.flatnonzero(pos)  # fills that open a position (long-only: not those to flat)
-    if len(opening) == len(pos):  # every fill opens one: each trade ends at the next fill
+    if len(opening) == len(pos):  # long-short: every fill opens a trade, closing the one before
         starts, exit_index, side = at, following[1:], pos
     else:
-        starts, exit_index, side = at[opening], following[opening + 1], pos[opening]
+        starts, exit_index, side = at.take(opening), following.take(opening + 1), pos.take(opening)
     open_at_end = np.zeros(len(starts), dtype=bool)
     open_at_end[-1:] = exit_index[-1:] == n  # only the last trade can be
     exit_index[open_at_end] = n - 1
     market_out = o.take(exit_index)
-    market_out[open_at_end] = fills.end_of_run(c)
+    if open_at_end[-1:].any():
+        market_out[-1] = fills.end_of_run(c)
     p_in = fills.fill_price(o.take(starts), side, slippage_bps)
     p_out = fills.fill_price(market_out, -side, slippage_bps)
     growth = fills.growth(side, p_in, p_out, fee_bps)
-    after = np.cumprod(np.concatenate([[cash], growth]))  # equity after k trades, in order
+    after = np.empty(len(growth) + 1)  # equity after k trades: a running product, in order
+    after[0] = cash
+    after[1:] = growth
+    np.multiply.accumulate(after, out=after)
     before = after[:-1]
     units = fills.size(before, p_in, side, fee_bps)
     fee_in = fills.fee(units, p_in, fee_bps)
-    cash_in = fills.cash_after_entry(before, units, p_in, fee_in)
     pnl = fills.pnl(before, growth)
-    ts = np.asarray(ts, dtype=np.int64)
     trades = pd.DataFrame(
         {
             "entry_index": starts,
             "exit_index": exit_index,
             "entry_time": _times(ts.take(starts)),
             "exit_time": _times(ts.take(exit_index)),
-            "side": pd.Categorical.from_codes((side > 0).view(np.int8), ["short", "long"]),
+            "side": pd.Categorical.from_codes((side > 0).view(np.int8), dtype=_SIDES),
             "size": units,
             "entry_price": p_in,
             "exit_price": p_out,
             "pnl": pnl,
-            "return_pct": fills.return_pct(pnl, units, p_in),
+            "return_pct": fills.return_pct(growth, fee_bps),
             "fees": fee_in + fills.fee(units, p_out, fee_bps),
             "open_at_end": open_at_end,
         },
         copy=False,
     )
-    # Equity at each close is cash + units × close, with each stretch's cash and units: a
-    # trade's cash after its entry, or flat, the equity after the trades closed before it.
-    seg_pos = np.concatenate([np.zeros(1, np.int8), pos])  # stretch j: from fill j − 1 on
-    trade_stretch = opening + 1
+    return trades, after, fills.cash_after_entry(before, units, p_in, fee_in), units
+
+
+def _marked(c, at, pos, opening, after, cash_in, units) -> tuple[np.ndarray, np.ndarray]:
+    """Each candle's position, and its equity at the close: cash + units × close, with the cash
+    and units of the stretch between fills it is in (a trade's cash after its entry and units,
+    or flat, the equity after the trades before it)."""
+    seg_pos = np.concatenate([np.zeros(1, np.int8), pos])  # stretch j runs from fill j − 1 on
     seg_cash = after.take(np.cumsum(seg_pos != 0) - (seg_pos != 0))
-    seg_cash[trade_stretch] = cash_in
     seg_units = np.zeros(len(seg_pos))
-    seg_units[trade_stretch] = units
-    stretch = np.zeros(n, dtype=np.intp)  # each candle's stretch: the fills before it
+    seg_cash[opening + 1] = cash_in
+    seg_units[opening + 1] = units
+    stretch = np.zeros(len(c), dtype=np.intp)  # each candle's stretch: the fills up to it
     stretch[at] = 1
     np.cumsum(stretch, out=stretch)
     equity = seg_units.take(stretch)
     equity *= c
     equity += seg_cash.take(stretch)
-    if open_at_end[-1:].any():
-        equity[-1] = after[-1]  # closed at the last close, exit fee paid
-    return Simulation(trades, equity, seg_pos.take(stretch), cash, fee_bps)
+    return equity, seg_pos.take(stretch)

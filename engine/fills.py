@@ -73,12 +73,13 @@ def pnl(equity_before, trade_growth):
     return equity_before * (trade_growth - 1)
 
 
+def return_pct(trade_growth, fee_bps: float):
+    """A trade's return in percent of its entry notional, net of both fills' fees: its P&L over
+    units × entry price, which is the equity it started with over (1 + fee)."""
+    return (trade_growth - 1) * ((1 + rate(fee_bps)) * 100)
+
+
 def end_of_run(close):
     """The market price a position still open after the last candle is closed at: the last
     close (slippage and fee apply as to any exit)."""
     return close[-1]
-
-
-def return_pct(trade_pnl, units, entry_price):
-    """A trade's return in percent of its entry notional, net of both fills' fees."""
-    return trade_pnl / (abs(units) * entry_price) * 100
