@@ -140,10 +140,13 @@ def _marked(c, at, pos, opening, after, cash_in, units) -> tuple[np.ndarray, np.
     and units of the stretch between fills it is in (a trade's cash after its entry and units,
     or flat, the equity after the trades before it)."""
     seg_pos = np.concatenate([np.zeros(1, np.int8), pos])  # stretch j runs from fill j − 1 on
-    seg_cash = after.take(np.cumsum(seg_pos != 0) - (seg_pos != 0))
+    seg_cash = np.empty(len(seg_pos))
+    seg_cash[0] = after[0]
+    seg_cash[1:] = after.take(np.cumsum(pos != 0))  # right for the flat ones: trades so far
     seg_units = np.zeros(len(seg_pos))
-    seg_cash[opening + 1] = cash_in
-    seg_units[opening + 1] = units
+    in_trade = opening + 1
+    seg_cash[in_trade] = cash_in
+    seg_units[in_trade] = units
     stretch = np.zeros(len(c), dtype=np.intp)  # each candle's stretch: the fills up to it
     stretch[at] = 1
     np.cumsum(stretch, out=stretch)
