@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from contract.vocab import ACTIONS
-from engine import features
+from engine import features, priority
 from engine.model import CandleTransformer, ModelConfig
 
 CHUNK = 4096  # candles per model call on the CPU
@@ -43,7 +43,9 @@ def _probs_and_ghost(
     model: CandleTransformer, feats: np.ndarray, chunk: int, progress=None, ghost: bool = True
 ):
     """Run `feats` (n, F) through the model in chunks that overlap by R−1 rows, on the device
-    the model is on (results come back to the CPU); ghost candles only if asked."""
+    the model is on (results come back to the CPU); ghost candles only if asked. On the CPU a
+    background job's pass takes every core while nothing live needs one (engine/priority.py),
+    like a training step: a backtest otherwise ran on one core of an idle machine."""
     r = model.cfg.receptive_field
     device = next(model.parameters()).device
     n = len(feats)
@@ -52,6 +54,8 @@ def _probs_and_ghost(
     start = 0
     with torch.inference_mode():
         while start < n:
+            if device.type == "cpu":  # every core while no live session or other job needs one
+                torch.set_num_threads(priority.spare_cores())
             end = min(n, start + chunk)
             lo = max(0, start - (r - 1))
             x = torch.from_numpy(feats[lo:end]).to(device).unsqueeze(0)  # (1, T, F)
