@@ -16,9 +16,7 @@ from db import series
 from db.connection import readonly
 from db.models import Backtest, BacktestSeries, utcnow
 
-# A trade as a report row keeps it (times as ISO text), in the order tables show it.
-TRADE_COLUMNS = ("entry_time", "exit_time", "side", "entry_price", "exit_price", "pnl",
-                 "return_pct", "fees", "open_at_end")  # fmt: skip
+TRADE_COLUMNS = series.TRADE_COLUMNS
 _P_COLUMNS = [f"p_{a.lower()}" for a in ACTIONS]  # p_buy, p_sell, p_hold
 
 
@@ -40,9 +38,9 @@ def update(engine: Engine, backtest_id: int, **values: Any) -> None:
 def finish(
     engine: Engine, backtest_id: int, status: str, arrays: dict | None = None, **values: Any
 ) -> None:
-    """Store the results (metrics, trades) and the final status. `arrays` = the run's
-    per-candle {"ts", "equity", "probs" (None for signals)}: kept whole as one blob beside the
-    row (db/series.py), and decimated in the row's `equity` for charts."""
+    """Store the results (metrics) and the final status. `arrays` = the run's per-candle
+    {"ts", "equity", "probs" (None for signals)} and its "trades" (columns): kept whole as blobs
+    beside the row (db/series.py), the equity also decimated in the row's `equity` for charts."""
     with engine.begin() as conn:
         if arrays is not None and len(arrays["ts"]):
             probs = arrays.get("probs")
@@ -51,6 +49,7 @@ def finish(
                     backtest_id=backtest_id, candles=len(arrays["ts"]),
                     predictions=0 if probs is None else len(probs),
                     data=series.pack(arrays["ts"], arrays["equity"], probs),
+                    trades=series.pack_trades(arrays["trades"]),
                 )
             )  # fmt: skip
             values["equity"] = series.row_equity(arrays["ts"], arrays["equity"])
@@ -72,14 +71,31 @@ def all_(engine: Engine, limit: int = 500) -> list[Backtest]:
         return list(s.scalars(select(Backtest).order_by(Backtest.id.desc()).limit(limit)))
 
 
-def arrays(engine: Engine, backtest_id: int) -> dict[str, np.ndarray] | None:
-    """A report's whole per-candle arrays ("ts", "equity", and "probs" for a model's run), or
-    None for a report that kept none (failed, or stopped before two candles)."""
+def arrays(engine: Engine, backtest_id: int) -> dict[str, Any] | None:
+    """A report's whole per-candle arrays ("ts", "equity", and "probs" for a model's run) and
+    its "trades" (columns), or None for a report that kept none (failed, or stopped before two
+    candles)."""
+    with readonly(engine).begin() as conn:
+        row = conn.execute(
+            select(BacktestSeries.data, BacktestSeries.trades).where(
+                BacktestSeries.backtest_id == backtest_id
+            )
+        ).first()
+    if row is None:
+        return None
+    return {**series.unpack(row.data), "trades": series.unpack_trades(row.trades)}
+
+
+def trades(engine: Engine, backtest_id: int) -> pd.DataFrame:
+    """A report's trades as tables show them (`series.trade_frame`; none when it kept none),
+    without reading its per-candle arrays."""
     with readonly(engine).begin() as conn:
         data = conn.scalar(
-            select(BacktestSeries.data).where(BacktestSeries.backtest_id == backtest_id)
+            select(BacktestSeries.trades).where(BacktestSeries.backtest_id == backtest_id)
         )
-    return None if data is None else series.unpack(data)
+    if data is None:
+        return pd.DataFrame(columns=list(TRADE_COLUMNS))
+    return series.trade_frame(series.unpack_trades(data))
 
 
 def predictions_frame(arrays: dict[str, np.ndarray] | None) -> pd.DataFrame:
@@ -150,7 +166,8 @@ def report_dict(row: Backtest, arrays: dict[str, np.ndarray] | None) -> dict[str
         "trained_during_run": training_note(row.settings),
         "settings": row.settings, "created_by": row.created_by,
         "created_at": _iso(row.created_at), "finished_at": _iso(row.finished_at),
-        "metrics": row.metrics, "trades": (row.trades or {}).get("rows", []),
+        "metrics": row.metrics,
+        "trades": [] if arrays is None else series.trade_frame(arrays["trades"]).to_dict("records"),
         "equity": equity,
         "predictions": None if preds.empty else {c: preds[c].tolist() for c in preds.columns},
     }  # fmt: skip
@@ -193,7 +210,7 @@ def summary(engine: Engine, backtest_id: int) -> dict[str, Any]:
         **out,
         "source": source(row),
         "return_pct": metrics.get("Return [%]"),
-        "trades": len((row.trades or {}).get("rows", [])),
+        "trades": (row.metrics or {}).get("# Trades", 0),
         "candles": kept.candles if kept else len((row.equity or {}).get("ts", [])),
         "predictions": kept.predictions if kept else 0,
         "job_id": row.job_id,

@@ -406,7 +406,7 @@ class Backtest(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
     metrics: Mapped[dict[str, Any] | None]
-    trades: Mapped[dict[str, Any] | None]  # {"rows": [...]}
+    trades: Mapped[dict[str, Any] | None]  # unused since 0008: trades live in BacktestSeries
     # {"ts": [...], "equity": [...]}, decimated (db/series.py); whole in BacktestSeries
     equity: Mapped[dict[str, Any] | None]
     created_by: Mapped[str | None] = mapped_column(String(PERSON_CHARS))
@@ -415,8 +415,8 @@ class Backtest(Base):
 
 
 class BacktestSeries(Base):
-    """A report's per-candle arrays (times, equity, the model's probabilities) as one `.npz`
-    blob (db/series.py); the report row keeps the equity decimated."""
+    """A report's per-candle arrays (times, equity, the model's probabilities) and its trades,
+    each as one `.npz` blob (db/series.py); the report row keeps the equity decimated."""
 
     __tablename__ = "backtest_series"
 
@@ -424,6 +424,7 @@ class BacktestSeries(Base):
     candles: Mapped[int] = mapped_column(Integer)
     predictions: Mapped[int] = mapped_column(Integer)  # candles with a prediction (0: signals)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    trades: Mapped[bytes] = mapped_column(LargeBinary)  # trade columns, db/series.py
 
 
 class Account(Base):

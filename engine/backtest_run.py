@@ -16,8 +16,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from contract.vocab import ACTIONS, CASH, EARLIEST_MS, FEE_BPS, LATEST_MS, PIVOT_LEFT, PIVOT_RIGHT
-from db import candles
-from db.backtests import TRADE_COLUMNS
+from db import candles, series
 from engine import backtest, backtest_stats, pivots
 from engine.device import training_device
 from engine.inference import context_size, predict_all
@@ -130,8 +129,8 @@ def run(
     learn: dict | None = None,
 ) -> dict:
     """Backtest (symbol, timeframe) over [start, end] with `model` (a CandleTransformer) or
-    signals (a CSV path, or [[ts_ms, action], …]); returns {"status", "metrics", "trades",
-    "settings", "arrays"}. If `progress` returns False the model pass stops and
+    signals (a CSV path, or [[ts_ms, action], …]); returns {"status", "metrics", "settings",
+    "arrays"}. If `progress` returns False the model pass stops and
     the report covers the candles done, with status "cancelled". "arrays" are the per-candle
     {"ts", "equity", "probs"} (probs None for signals), or None when nothing was simulated.
 
@@ -170,8 +169,7 @@ def run(
             status = "cancelled"
             in_range, ts = in_range.iloc[: len(probs)], ts[: len(probs)]
             if len(in_range) < 2:
-                return {"status": status, "metrics": None, "trades": [], "settings": {},
-                        "arrays": None}  # fmt: skip
+                return {"status": status, "metrics": None, "settings": {}, "arrays": None}
         codes = probs.argmax(axis=1).astype(np.int8)
     else:
         frame = signals_frame(signals)
@@ -198,32 +196,21 @@ def run(
     return {
         "status": status,
         "metrics": metrics,
-        "trades": trade_rows(sim.trades, ts),
         "settings": {"symbol": symbol, "timeframe": timeframe, "start": metrics["Start"], "end": metrics["End"],
                      "fee_bps": fee_bps, "slippage_bps": slippage_bps, "long_only": long_only,
                      "cash": cash, "candles": len(ts), **note},
-        # Whole arrays, kept as one blob beside the report row (db/series.py).
-        "arrays": {"ts": ts, "equity": sim.equity, "probs": probs},
+        # Whole arrays, kept as blobs beside the report row (db/series.py).
+        "arrays": {"ts": ts, "equity": sim.equity, "probs": probs,
+                   "trades": trade_columns(sim.trades, ts)},
     }  # fmt: skip
 
 
-def iso_times(ts: np.ndarray) -> np.ndarray:
-    """Epoch ms as ISO text in UTC, as `pd.Timestamp.isoformat()` writes it, vectorised
-    (a million-candle run has tens of thousands of trades)."""
-    ts = np.asarray(ts, dtype=np.int64)
-    unit = "s" if not (ts % 1000).any() else "us"
-    return np.char.add(np.datetime_as_string(ts.astype("datetime64[ms]"), unit=unit), "+00:00")
-
-
-def trade_rows(trades: pd.DataFrame, ts: np.ndarray) -> list[dict]:
-    """A run's trades as the report row keeps them: one dict per trade, times as ISO text."""
-    if trades.empty:
-        return []
-    columns = {
-        "entry_time": iso_times(np.asarray(ts)[trades.entry_index.to_numpy()]).tolist(),
-        "exit_time": iso_times(np.asarray(ts)[trades.exit_index.to_numpy()]).tolist(),
-        **{f: trades[f].tolist() for f in TRADE_COLUMNS[2:]},
+def trade_columns(trades: pd.DataFrame, ts: np.ndarray) -> dict[str, np.ndarray]:
+    """A run's trades as the report keeps them (db/series.py): times as epoch ms, side ±1."""
+    ts = np.asarray(ts)
+    return {
+        "entry_time": ts[trades.entry_index.to_numpy()],
+        "exit_time": ts[trades.exit_index.to_numpy()],
+        "side": np.where(trades.side.to_numpy() == "long", 1, -1).astype(np.int8),
+        **{c: trades[c].to_numpy() for c in series.TRADE_COLUMNS[3:]},
     }
-    return [
-        dict(zip(TRADE_COLUMNS, row, strict=True)) for row in zip(*columns.values(), strict=True)
-    ]

@@ -244,7 +244,7 @@ def _keep_report(engine, fields: dict, report: dict) -> int:
     bid = backtests.create(engine, **fields)
     backtests.finish(
         engine, bid, report["status"], metrics=report["metrics"],
-        trades={"rows": report["trades"]}, arrays=report["arrays"],
+        arrays=report["arrays"],
     )  # fmt: skip
     return bid
 
@@ -313,8 +313,7 @@ def _report_json(engine, bid: int | None, fields: dict, report: dict) -> str:
 
     if bid is not None:
         return backtests.report_json(backtests.report(engine, bid))
-    row = Backtest(**fields, status=report["status"], metrics=report["metrics"],
-                   trades={"rows": report["trades"]})  # fmt: skip
+    row = Backtest(**fields, status=report["status"], metrics=report["metrics"])
     return backtests.report_json(backtests.report_dict(row, report["arrays"]))
 
 

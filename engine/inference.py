@@ -9,6 +9,7 @@ live inference on the last context_size candles give the same numbers.
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from engine import features, priority
 from engine.model import CandleTransformer, ModelConfig
 
 CHUNK = 4096  # candles per model call on the CPU
+_PASS_THREADS = priority.ThreadChoice()  # intra-op threads of a CPU pass, measured
 GPU_CHUNK = 65_536  # and on a GPU
 
 
@@ -44,8 +46,9 @@ def _probs_and_ghost(
 ):
     """Run `feats` (n, F) through the model in chunks that overlap by R−1 rows, on the device
     the model is on (results come back to the CPU); ghost candles only if asked. On the CPU a
-    background job's pass takes every core while nothing live needs one (engine/priority.py),
-    like a training step: a backtest otherwise ran on one core of an idle machine."""
+    background job's pass takes every core while nothing live needs one and that is faster
+    (engine/priority.py), like a training step: a backtest otherwise ran on one core of an
+    idle machine, and two threads on a machine whose cores are busy run many times slower."""
     r = model.cfg.receptive_field
     device = next(model.parameters()).device
     n = len(feats)
@@ -54,12 +57,16 @@ def _probs_and_ghost(
     start = 0
     with torch.inference_mode():
         while start < n:
-            if device.type == "cpu":  # every core while no live session or other job needs one
-                torch.set_num_threads(priority.spare_cores())
             end = min(n, start + chunk)
             lo = max(0, start - (r - 1))
             x = torch.from_numpy(feats[lo:end]).to(device).unsqueeze(0)  # (1, T, F)
+            threads = _PASS_THREADS.pick(priority.spare_cores()) if device.type == "cpu" else 0
+            if threads:
+                torch.set_num_threads(threads)
+            t0 = time.perf_counter()
             logits, g = model(x)
+            if threads:
+                _PASS_THREADS.record(threads, time.perf_counter() - t0, end - lo)
             probs[start:end] = torch.softmax(logits[0, start - lo :], -1).cpu().numpy()
             if ghost:
                 ghosts[start:end] = g[0, start - lo :].cpu().numpy()

@@ -98,7 +98,7 @@ for col, key in zip(
 eq = equity_frame(row)
 st.altair_chart(equity_chart(thin(eq)), width="stretch")
 
-trades = trades_frame(row)
+trades = trades_frame(engine, row)
 df = candles.load(engine, row.symbol, row.timeframe, row.start_ts, row.end_ts, last=3000)
 in_range = len(eq) if len(eq) else len(df)
 if in_range > len(df):
@@ -174,7 +174,7 @@ d2.download_button(
 )
 d3.download_button(
     "Export as HTML",
-    lambda: report_html(row),
+    lambda: report_html(engine, row),
     f"backtest-{row.id}.html",
     "text/html",
     on_click="ignore",  # a download needs no rerun

@@ -50,8 +50,8 @@ def thin(df: pd.DataFrame, points: int = 2_000) -> pd.DataFrame:
     return df.iloc[np.unique(np.concatenate([k.to_numpy() for k in keep]))]
 
 
-def trades_frame(row) -> pd.DataFrame:
-    return pd.DataFrame((row.trades or {}).get("rows", []), columns=list(backtests.TRADE_COLUMNS))
+def trades_frame(engine, row) -> pd.DataFrame:
+    return backtests.trades(engine, row.id)
 
 
 def label(row) -> str:
@@ -200,10 +200,10 @@ def _svg_line(values: np.ndarray, width: int, height: int, color: str) -> str:
             f'<div class="axis">{lo:,.2f} – {hi:,.2f}</div>')  # fmt: skip
 
 
-def report_html(row) -> str:
+def report_html(engine, row) -> str:
     """A self-contained page (no scripts, no network): metrics, equity and drawdown, trades."""
     eq = equity_frame(row)
-    trades = trades_frame(row)
+    trades = trades_frame(engine, row)
     metrics = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(f'{v:,.4f}' if isinstance(v, float) else str(v))}</td></tr>"
         for k, v in (row.metrics or {}).items()

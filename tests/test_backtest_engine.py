@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from contract.access import SYSTEM_ACCOUNT
-from db import backtests, bus, candles, jobs
+from db import backtests, bus, candles, jobs, series
 from engine import backtest_run, checkpoints
 from engine.inference import predict_last
 from engine.model import CandleTransformer
@@ -46,7 +46,7 @@ def test_backtest_job_keeps_a_report_whose_predictions_equal_live_ones(stored, e
         lambda: (b := backtests.get(stored, bid)).status != "running" and b, 60, 0.2, "report"
     )
     assert done.status == "done" and done.created_by == "ana" and done.name == "h1"
-    assert done.metrics["# Trades"] == len(done.trades["rows"])
+    assert done.metrics["# Trades"] == len(backtests.trades(stored, done.id))
     job = jobs.get(stored, done.job_id)
     assert job.status == "done" and job.progress == 1.0
     preds = backtests.predictions(stored, bid)
@@ -89,12 +89,12 @@ def test_changing_later_candles_never_changes_earlier_predictions_or_fills(store
     )
     ta = [
         t
-        for t in a["trades"]
+        for t in series.trade_frame(a["arrays"]["trades"]).to_dict("records")
         if t["exit_time"] <= pd.Timestamp(cut, unit="ms", tz="UTC").isoformat()
     ]
     tb = [
         t
-        for t in b["trades"]
+        for t in series.trade_frame(b["arrays"]["trades"]).to_dict("records")
         if t["exit_time"] <= pd.Timestamp(cut, unit="ms", tz="UTC").isoformat()
     ]
     assert ta == tb
@@ -116,7 +116,7 @@ def test_cancel_stops_promptly_keeps_a_partial_report_and_progress_is_monotone(s
     assert seen == sorted(seen)
     assert seen[-1] >= 0.3 and all(f < 0.3 for f in seen[:-1])  # stopped at the first refusal
     assert 1000 <= report["settings"]["candles"] < 0.45 * 5031
-    assert report["metrics"]["# Trades"] == len(report["trades"])
+    assert report["metrics"]["# Trades"] == len(report["arrays"]["trades"]["pnl"])
 
 
 @pytest.mark.parametrize(
@@ -159,7 +159,7 @@ def test_signals_backtest_through_the_engine(stored, engine_process):
         0.2,
         "report",
     )
-    (trade,) = done.trades["rows"]
+    (trade,) = backtests.trades(stored, done.id).to_dict("records")
     assert trade["side"] == "long" and trade["entry_time"][:10] == pd.Timestamp(
         int(ts.iloc[-199]), unit="ms"
     ).strftime("%Y-%m-%d")

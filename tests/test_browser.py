@@ -287,7 +287,9 @@ def test_backtest_visible_chart_then_open_the_report_and_download_csv(app, page)
     expect(page.get_by_text("1 outside the range (0 before, 1 after)")).to_be_visible()
     second = backtests.get(database, b + 1)
     assert second.signals_name == "ny_signals.csv" and second.metrics["# Trades"] == 2
-    assert second.trades["rows"][0]["entry_time"][:10] == "2017-03-02"  # Mar 1's close → next open
+    assert (
+        backtests.trades(database, second.id).entry_time[0][:10] == "2017-03-02"
+    )  # Mar 1's close → next open
     assert page.get_by_test_id("stException").count() == 0
 
 

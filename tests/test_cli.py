@@ -94,7 +94,7 @@ def test_list_and_show_print_tables_json_and_what_trained(seeded, capsys):
 
     code, out, _ = cli(capsys, "show", "backtest", str(trained))
     shown = json.loads(out)
-    assert shown["trades"] == 0 and shown["predictions"] == 0  # counts, not arrays
+    assert shown["trades"] == 3 and shown["predictions"] == 0  # counts, not arrays
     assert shown["trained_during_run"].startswith("trained while backtesting")
     assert (
         "every candle" in shown["trained_during_run"] and "step 40" in shown["trained_during_run"]

@@ -104,14 +104,22 @@ def test_backtest_predictions_and_equity_move_into_one_series_blob_and_back(any_
     equity = 10_000 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 0.01, n)))
     probs = np.random.default_rng(2).dirichlet([1, 1, 1], n).astype(np.float32)
     now = "2026-01-01 00:00:00"
+    trades = [{"entry_time": "2020-09-13T12:00:00+00:00", "exit_time": "2020-09-14T01:00:00+00:00",
+               "side": side, "entry_price": 1.5, "exit_price": 2.25, "pnl": 7.0, "return_pct": 0.1,
+               "fees": 0.25, "open_at_end": side == "short"} for side in ("long", "short")]  # fmt: skip
     with engine.begin() as conn:
         for bid, curve in ((1, {"ts": ts.tolist(), "equity": equity.tolist()}), (2, None)):
             conn.execute(
                 text(
                     "INSERT INTO backtests (id, symbol, timeframe, settings, status, equity,"
-                    " created_at) VALUES (:id, 'X', '1h', '{}', 'done', :eq, :now)"
+                    " trades, created_at) VALUES (:id, 'X', '1h', '{}', 'done', :eq, :tr, :now)"
                 ),
-                {"id": bid, "eq": None if curve is None else json.dumps(curve), "now": now},
+                {
+                    "id": bid,
+                    "eq": None if curve is None else json.dumps(curve),
+                    "now": now,
+                    "tr": json.dumps({"rows": trades if curve else []}),
+                },  # fmt: skip
             )
         conn.execute(
             text(
@@ -137,13 +145,18 @@ def test_backtest_predictions_and_equity_move_into_one_series_blob_and_back(any_
     assert 2_000 < len(row.equity["ts"]) <= 4 * 2_000 + 1
     assert max(row.equity["equity"]) == equity.max() and min(row.equity["equity"]) == equity.min()
     assert backtests.predictions(engine, 1).action.tolist() == [ACTIONS[i] for i in probs.argmax(1)]
+    assert backtests.trades(engine, 1).to_dict("records") == trades
     cfg = alembic_config(engine)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0007")
     with engine.connect() as conn:
-        back = conn.execute(text("SELECT equity FROM backtests WHERE id = 1")).scalar()
+        back, back_trades = conn.execute(
+            text("SELECT equity, trades FROM backtests WHERE id = 1")
+        ).one()
         rows = conn.execute(text("SELECT count(*), sum(p_buy) FROM backtest_predictions")).one()
     back = back if isinstance(back, dict) else json.loads(back)  # PostgreSQL's json is parsed
     assert back == {"ts": ts.tolist(), "equity": equity.tolist()}
+    back_trades = back_trades if isinstance(back_trades, dict) else json.loads(back_trades)
+    assert back_trades == {"rows": trades}
     assert rows[0] == n and abs(rows[1] - probs[:, 0].astype(float).sum()) < 1e-6

@@ -104,5 +104,5 @@ def _keep(ctx, bt_id, report, status, learn, args, cmd, job_id, checkpoint_id) -
         backtests.update(ctx.db, bt_id, settings={**row.settings, **extra})
     backtests.finish(
         ctx.db, bt_id, status, metrics=report["metrics"],
-        trades={"rows": report["trades"]}, arrays=report["arrays"],
+        arrays=report["arrays"],
     )  # fmt: skip
