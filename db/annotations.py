@@ -147,6 +147,27 @@ def list_for(
         return list(s.scalars(q.order_by(Annotation.entry_ts, Annotation.id)))
 
 
+def overlapping(engine: Engine, symbol: str, timeframe: str, lo: int, hi: int) -> list:
+    """Live annotations of one dataset whose trade overlaps the candles lo..hi (ms), oldest
+    entry first: what a chart of those candles shades, read as plain rows (a chart redrawn
+    every second reads no more). The (symbol, timeframe, exit_ts) index bounds the read by
+    `lo`: a chart of the newest candles reads only the annotations that end in it."""
+    a = Annotation.__table__.c
+    q = (
+        select(a.id, a.side, a.entry_ts, a.exit_ts, a.note, a.author)
+        .where(
+            a.symbol == symbol,
+            a.timeframe == timeframe,
+            a.exit_ts >= lo,
+            a.entry_ts <= hi,
+            a.deleted_at.is_(None),
+        )  # fmt: skip
+        .order_by(a.entry_ts, a.id)
+    )
+    with readonly(engine).begin() as conn:
+        return conn.execute(q).all()
+
+
 def to_frame(rows: list[Annotation]) -> pd.DataFrame:
     """The export shape: start, end (ISO UTC), label (long/short), symbol, timeframe, author,
     note — plus id for the views."""

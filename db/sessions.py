@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, case, func, select, update
+from sqlalchemy import Engine, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from db import engines
@@ -277,16 +278,23 @@ def summary(engine: Engine, session_id: int) -> dict[str, Any]:
 # The prediction columns the Live page keeps per session (the ghost candles only for the newest).
 PREDICTION_COLUMNS = ("ts", "action", "confidence", "p_buy", "p_sell", "p_hold")
 TRADE_COLUMNS = ("id", "side", "entry_ts", "entry_price", "exit_ts", "exit_price", "pnl")
+PIVOT_COLUMNS = ("id", "ts", "kind", "price")
+MANUAL_COLUMNS = ("id", "ts", "label")  # a manual training label: its event, candle, action
+_SESSION_ROW = select(LiveSession.__table__).where(LiveSession.id == bindparam("session_id"))
 
 
 @dataclass(frozen=True)
 class Seen:
-    """How far a reader has read a session's rows: the newest prediction's candle, the newest
-    pivot's candle and id, the newest trade and training event ids. Each kind of row is written
-    by one thread per session (its loop; its working model's trainer), in order, so a row newer
-    than these is one the reader has not seen; pivots are confirmed in their candles' order
-    (each `right` candles after its own), so a new one is at or after the newest pivot seen."""
+    """How far a reader has read a session's rows: the session's candle count, the newest
+    prediction's candle, the newest pivot's candle and id, the newest trade and training event
+    ids. Each kind of row is written by one thread per session (its loop; its working model's
+    trainer), in order, so a row newer than these is one the reader has not seen; pivots are
+    confirmed in their candles' order (each `right` candles after its own), so a new one is at
+    or after the newest pivot seen. Predictions, trades and pivots are stored only with a
+    candle (`record_candle`, which counts it in the session row): while the count stays, there
+    are none to read."""
 
+    candles: int = -1
     prediction_ts: int | None = None
     pivot_ts: int | None = None
     pivot_id: int = 0
@@ -299,9 +307,10 @@ class Updates:
     """What changed in a session since `Seen`: the session row, the new rows, and the new
     `Seen`. `latest` is the newest prediction with its ghost candles (None when no new one);
     `manual` the manual training labels applied (ts, label); `steps` new counted steps;
-    `model_step` the newest counted step of the session's working model (from any source)."""
+    `model_step` the newest counted step of the session's working model (from any source) and
+    `working` its row. Rows are read-only Core rows with the columns as attributes."""
 
-    session: LiveSession | None
+    session: Any
     predictions: pd.DataFrame
     latest: dict[str, Any] | None
     pivots: pd.DataFrame
@@ -309,68 +318,95 @@ class Updates:
     manual: pd.DataFrame
     steps: int
     model_step: int | None = None
+    working: Any = None
     seen: Seen = field(default_factory=Seen)
 
 
 def _rows(conn, q, columns: list[str]) -> pd.DataFrame:
+    return _frame_of(conn.execute(q).all(), columns)
+
+
+@functools.cache
+def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
+    """One empty frame per set of columns, shared: most refreshes find nothing new, and
+    building an empty frame costs pandas more than the query that found nothing. Never
+    changed in place (`keep_up` only reads it)."""
+    return pd.DataFrame(columns=list(columns))
+
+
+def _frame_of(rows, columns: list[str]) -> pd.DataFrame:
     """Column by column: a frame built from 60,000 Row objects takes ~5× longer."""
-    rows = conn.execute(q).all()
     if not rows:
-        return pd.DataFrame(columns=columns)
+        return _empty(tuple(columns))
     return pd.DataFrame(dict(zip(columns, zip(*rows, strict=True), strict=True)))
 
 
 def updates(engine: Engine, session_id: int, seen: Seen | None = None) -> Updates:
     """Everything the Live page shows that is newer than `seen` (all of it when None), in one
-    read transaction. Each query is an index range: predictions by the (session_id, ts) unique
-    index; pivots, trades and training events by their session_id index, whose entries end in
-    the row id (SQLite) so `id > ?` is a range too."""
+    read transaction of plain Core statements (no ORM session: this runs every second in
+    every open tab). Each query is an index range: predictions by the (session_id, ts) unique
+    index; pivots by (session_id, ts, kind); trades and training events by their
+    (session_id, id) indexes; the working model's newest step by (working_model_id, step)."""
     seen = seen or Seen()
-    with Session(readonly(engine), expire_on_commit=False) as s:
-        sess = s.get(LiveSession, session_id)
-        conn = s.connection()
-        t = PredictionRow.__table__.c
-        q = select(*(t[c] for c in PREDICTION_COLUMNS)).where(t.session_id == session_id)
-        if seen.prediction_ts is not None:
-            q = q.where(t.ts > seen.prediction_ts)
-        preds = _rows(conn, q.order_by(t.ts), list(PREDICTION_COLUMNS))
-        latest = None
-        if not preds.empty:
-            row = conn.execute(
-                select(*(t[c] for c in PREDICTION_COLUMNS), t.ghost).where(
-                    t.session_id == session_id, t.ts == int(preds.ts.iloc[-1])
-                )
-            ).first()
-            latest = dict(row._mapping) if row is not None else None
-        p = PivotRow.__table__.c
-        q = select(p.id, p.ts, p.kind, p.price).where(p.session_id == session_id)
-        if seen.pivot_ts is not None:  # the (session_id, ts, kind) index's range
-            q = q.where(p.ts >= seen.pivot_ts, p.id > seen.pivot_id)
-        pivots = _rows(conn, q.order_by(p.ts, p.kind), ["id", "ts", "kind", "price"])
-        tr = TradeRow.__table__.c
-        trades = _rows(
-            conn,
-            select(*(tr[c] for c in TRADE_COLUMNS))
-            .where(tr.session_id == session_id, tr.id > seen.trade_id)
-            .order_by(tr.id),
-            list(TRADE_COLUMNS),
-        )
+    with readonly(engine).begin() as conn:
+        sess = conn.execute(_SESSION_ROW, {"session_id": session_id}).first()
+        # Rows stored with a candle: only when the session counted a new one since.
+        candle_rows = sess is not None and sess.candles != seen.candles
+        preds, pivots = _empty(PREDICTION_COLUMNS), _empty(PIVOT_COLUMNS)
+        trades, latest = _empty(TRADE_COLUMNS), None
+        if candle_rows:
+            t = PredictionRow.__table__.c
+            # After the first read the new rows are few: their ghost candles come with them (the
+            # newest row's are kept); a first read takes the newest row's in a second statement.
+            q = select(*(t[c] for c in PREDICTION_COLUMNS), t.ghost).where(
+                t.session_id == session_id
+            )
+            if seen.prediction_ts is not None:
+                rows = conn.execute(q.where(t.ts > seen.prediction_ts).order_by(t.ts)).all()
+                latest = dict(rows[-1]._mapping) if rows else None
+                preds = _frame_of([r[:-1] for r in rows], list(PREDICTION_COLUMNS))
+            else:
+                preds = _rows(conn, q.with_only_columns(*(t[c] for c in PREDICTION_COLUMNS))
+                              .order_by(t.ts), list(PREDICTION_COLUMNS))  # fmt: skip
+                row = None
+                if not preds.empty:
+                    row = conn.execute(q.where(t.ts == int(preds.ts.iloc[-1]))).first()
+                latest = dict(row._mapping) if row is not None else None
+            p = PivotRow.__table__.c
+            q = select(p.id, p.ts, p.kind, p.price).where(p.session_id == session_id)
+            if seen.pivot_ts is not None:  # the (session_id, ts, kind) index's range
+                q = q.where(p.ts >= seen.pivot_ts, p.id > seen.pivot_id)
+            pivots = _rows(conn, q.order_by(p.ts, p.kind), list(PIVOT_COLUMNS))
+            tr = TradeRow.__table__.c
+            trades = _rows(
+                conn,
+                select(*(tr[c] for c in TRADE_COLUMNS))
+                .where(tr.session_id == session_id, tr.id > seen.trade_id)
+                .order_by(tr.id),
+                list(TRADE_COLUMNS),
+            )
+        # Training events (and so manual labels and steps) exist only for a session that
+        # trains a working model: a frozen checkpoint's session never gets one.
         e = TrainingEvent.__table__.c
         new_events = (e.session_id == session_id, e.id > seen.event_id)
-        last_event, steps = conn.execute(
-            select(func.max(e.id), func.sum(case((e.skipped.is_(False), 1), else_=0))).where(
-                *new_events
-            )
-        ).one()
-        manual = _rows(
-            conn,
-            select(e.id, e.candle_ts, e.label)
-            .where(*new_events, e.source == "manual", e.skipped.is_(False))
-            .order_by(e.id),
-            ["id", "ts", "label"],
-        )
-        model_step = None
+        last_event = steps = model_step = working = None
+        manual = _empty(MANUAL_COLUMNS)
         if sess is not None and sess.working_model_id is not None:
+            last_event, steps = conn.execute(
+                select(func.max(e.id), func.sum(case((e.skipped.is_(False), 1), else_=0))).where(
+                    *new_events
+                )
+            ).one()
+            manual = _rows(
+                conn,
+                select(e.id, e.candle_ts, e.label)
+                .where(*new_events, e.source == "manual", e.skipped.is_(False))
+                .order_by(e.id),
+                list(MANUAL_COLUMNS),
+            )
+            working = conn.execute(
+                select(WorkingModel.__table__).where(WorkingModel.id == sess.working_model_id)
+            ).first()
             # db.working_models.latest_step, as a walk down the (working_model_id, step) index
             # that stops at the first counted row (max() with these filters reads every row).
             model_step = conn.scalar(
@@ -389,7 +425,9 @@ def updates(engine: Engine, session_id: int, seen: Seen | None = None) -> Update
         manual=manual,
         steps=int(steps or 0),
         model_step=model_step,
+        working=working,
         seen=Seen(
+            candles=sess.candles if sess is not None else -1,
             prediction_ts=int(preds.ts.iloc[-1]) if not preds.empty else seen.prediction_ts,
             pivot_ts=int(pivots.ts.max()) if not pivots.empty else seen.pivot_ts,
             pivot_id=int(pivots.id.max()) if not pivots.empty else seen.pivot_id,
@@ -405,20 +443,17 @@ class Kept:
     `keep_up` adds only what is new. `latest`: the newest prediction with its ghost candles."""
 
     session_id: int
-    session: LiveSession | None = None
+    session: Any = None
     predictions: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=list(PREDICTION_COLUMNS))
     )
     latest: dict[str, Any] | None = None
-    pivots: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["id", "ts", "kind", "price"])
-    )
+    pivots: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(PIVOT_COLUMNS)))
     trades: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(TRADE_COLUMNS)))
-    manual: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["id", "ts", "label"])
-    )
+    manual: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(MANUAL_COLUMNS)))
     steps: int = 0
     model_step: int | None = None
+    working: Any = None
     seen: Seen = field(default_factory=Seen)
 
 
@@ -441,5 +476,6 @@ def keep_up(engine: Engine, session_id: int, kept: Kept | None = None) -> Kept:
     kept.manual = _append(kept.manual, new.manual)
     kept.steps += new.steps
     kept.model_step = new.model_step
+    kept.working = new.working
     kept.seen = new.seen
     return kept

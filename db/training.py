@@ -35,3 +35,19 @@ def frame(engine: Engine, limit: int = 5000, **where: Any) -> pd.DataFrame:
         result = conn.execute(q)
         frame = pd.DataFrame(result.all(), columns=list(result.keys()))  # columns even if empty
     return frame.iloc[::-1].reset_index(drop=True)
+
+
+def losses(engine: Engine, job_id: int, after_id: int = 0, limit: int = 5000) -> pd.DataFrame:
+    """A job's counted (not skipped) batches after event `after_id`: columns id, loss, oldest
+    first, at most the newest `limit`. A page polling a running job reads only the batches
+    since its last read: an index range on (job_id, id), not the job's whole history."""
+    e = TrainingEvent.__table__.c
+    q = (
+        select(e.id, e.loss)
+        .where(e.job_id == job_id, e.id > after_id, e.skipped.is_(False))
+        .order_by(e.id.desc())
+        .limit(limit)
+    )
+    with readonly(engine).begin() as conn:
+        rows = conn.execute(q).all()[::-1]
+    return pd.DataFrame(rows, columns=["id", "loss"])

@@ -4,6 +4,7 @@ since its last read, through index ranges, adding up to what a full read gives."
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
@@ -12,6 +13,7 @@ from db import checkpoints, training
 from db import sessions as session_rows
 from db import working_models as working_rows
 from db.connection import readonly
+from tests.conftest import make_account
 
 T0, STEP = 1_600_000_000_000, 60_000
 
@@ -38,6 +40,8 @@ def candle(database, sid: int, wm: int, i: int, *, trade=False, pivot=False, man
         prediction={"ts": ts, "action": "BUY", "p_buy": 0.5, "p_sell": 0.25, "p_hold": 0.25,
                     "confidence": 0.5, "ghost": {"ohlc": [[1, 2, 0.5, 1.5]] * 5}, "model_step": i},
     )  # fmt: skip
+    if wm is None:  # a frozen session: nothing trains
+        return
     training.record(database, model_key="k", source="pivot", working_model_id=wm, session_id=sid,
                     step=2 * i + 1, candle_ts=ts, label="SELL", skipped=i % 3 == 0)  # fmt: skip
     if manual:
@@ -96,19 +100,9 @@ def test_each_refresh_query_is_an_index_range(session):
     for i in range(5):
         candle(database, sid, wm, i, trade=True, pivot=i == 3, manual="HOLD" if i == 2 else None)
     kept = session_rows.keep_up(database, sid)
-    statements: list[str] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append((statement, parameters))
-
-    from sqlalchemy import event
-
-    event.listen(database, "before_cursor_execute", capture)
-    try:
+    candle(database, sid, wm, 5, trade=True, pivot=True, manual="BUY")  # something to read
+    with selects(database) as statements:
         session_rows.updates(database, sid, kept.seen)
-    finally:
-        event.remove(database, "before_cursor_execute", capture)
     tables = set()
     with readonly(database).connect() as conn:
         for statement, parameters in statements:
@@ -119,9 +113,163 @@ def test_each_refresh_query_is_an_index_range(session):
     assert {"predictions", "pivots", "trades", "training_events", "sessions"} <= tables
 
 
+@contextmanager
+def selects(database):
+    """The SELECT statements (with their parameters) run on `database` inside the block."""
+    from sqlalchemy import event
+
+    statements: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    event.listen(database, "before_cursor_execute", capture)
+    try:
+        yield statements
+    finally:
+        event.remove(database, "before_cursor_execute", capture)
+
+
+def frozen_session(database) -> int:
+    """A session on a checkpoint, inference only (mode none): no working model."""
+    ckpt = checkpoints.insert(database, name="f", feature_version=1, config={}, file="f.pt")
+    return session_rows.create(database, symbol="X", timeframe="1m", checkpoint_id=ckpt,
+                               mode="none", feed={"kind": "replay"}, settings={},
+                               created_by="ana")  # fmt: skip
+
+
+def test_a_refresh_with_no_new_candle_reads_the_session_row_and_no_candle_rows(session):
+    """Predictions, trades and pivots are stored only with a candle, which the session row
+    counts: without a new one they are not read. A frozen session reads nothing else; a
+    learning one also reads its training events (applied after the candle, by its trainer)."""
+    database, sid, wm = session
+    frozen = frozen_session(database)
+    for i in range(3):
+        candle(database, sid, wm, i, trade=True, pivot=i == 2)
+        candle(database, frozen, None, i, trade=True, pivot=i == 2)
+    learning = {"sessions", "training_events", "working_models"}
+    for which, reads, n in ((frozen, {"sessions"}, 1), (sid, learning, 5)):
+        kept = session_rows.keep_up(database, which)
+        with selects(database) as statements:
+            again = session_rows.keep_up(database, which, kept)
+        tables = {t for statement, _ in statements for t in learning if f"FROM {t}" in statement}
+        assert tables == reads and len(statements) == n, statements
+        assert again.seen == kept.seen and len(again.predictions) == 3
+
+
+def test_many_small_refreshes_add_up_to_one_full_read_for_a_frozen_session(session):
+    """One candle at a time (the ghost candles then come with the new prediction) gives the
+    frames, the newest prediction and its ghost candles that one read of everything gives."""
+    database, _, _ = session
+    sid = frozen_session(database)
+    kept = session_rows.keep_up(database, sid)
+    for i in range(12):
+        candle(database, sid, None, i, trade=i % 3 == 0, pivot=i % 4 == 1)
+        kept = session_rows.keep_up(database, sid, kept)
+        assert kept.latest["ts"] == T0 + STEP * i and len(kept.latest["ghost"]["ohlc"]) == 5
+    full = session_rows.keep_up(database, sid)
+    for name in ("predictions", "pivots", "trades", "manual"):
+        pd.testing.assert_frame_equal(getattr(kept, name), getattr(full, name), check_dtype=False)
+    assert kept.latest == full.latest and kept.seen == full.seen
+    assert kept.steps == full.steps == 0 and kept.working is None and kept.model_step is None
+
+
+def test_annotations_overlapping_a_window_are_those_a_full_list_overlaps(database):
+    from db import annotations
+
+    make_account(database, "ana")
+    spans = [(0, 5), (3, 9), (10, 12), (20, 40), (2, 30)]
+    for k, (a, b) in enumerate(spans):
+        annotations.create(database, annotations.AnnotationIn("X", "1m", T0 + STEP * a,
+                           T0 + STEP * b, "long" if k % 2 else "short"), "ana")  # fmt: skip
+    annotations.create(database, annotations.AnnotationIn("Y", "1m", T0, T0 + STEP, "long"), "ana")
+    annotations.delete(database, 2, "ana")
+    every = annotations.list_for(database, "X", "1m")
+    for lo, hi in ((0, 1), (4, 11), (13, 19), (25, 50), (41, 60)):
+        lo_ms, hi_ms = T0 + STEP * lo, T0 + STEP * hi
+        got = annotations.overlapping(database, "X", "1m", lo_ms, hi_ms)
+        want = [a for a in every if a.exit_ts >= lo_ms and a.entry_ts <= hi_ms]
+        assert [r.id for r in got] == [a.id for a in want]
+        assert [(r.side, r.entry_ts, r.exit_ts, r.note, r.author) for r in got] == [
+            (a.side, a.entry_ts, a.exit_ts, a.note, a.author) for a in want
+        ]
+
+
 def test_an_empty_session_reads_as_empty_frames(session):
     database, sid, _ = session
     kept = session_rows.keep_up(database, sid)
     assert kept.session.id == sid and kept.latest is None and kept.steps == 0
     for frame in (kept.predictions, kept.pivots, kept.trades, kept.manual):
         assert isinstance(frame, pd.DataFrame) and frame.empty and ("ts" in frame or "id" in frame)
+
+
+def test_the_live_page_appends_what_is_new_and_draws_what_a_fresh_tab_draws(session):
+    """The Live panel keeps what it read per tab and reads only what is newer: after more
+    candles its candle window is the newest FOLLOW_SHOWN, and its chart's data is what a tab
+    opened afresh (nothing held, no drawing shared) draws."""
+    import numpy as np
+    import pyarrow as pa
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from contract.access import SYSTEM_ACCOUNT
+    from db import candles
+    from tests.conftest import ROOT
+
+    database, sid, wm = session
+    n = 180
+    close = 100 + np.cumsum(np.random.default_rng(3).normal(0, 1, n))
+    candles.store(database, pd.DataFrame({"ts": T0 + STEP * np.arange(n), "open": close,
+                  "high": close + 1, "low": close - 1, "close": close, "volume": 1.0}),
+                  symbol="X", timeframe="1m", source="t", sha256="t", format="generic",
+                  rows_in_file=n, rows_skipped=0, created_by=SYSTEM_ACCOUNT)  # fmt: skip
+
+    def page():
+        at = AppTest.from_file(str(ROOT / "pages" / "live.py"), default_timeout=60)
+        at.run()
+        assert not at.exception
+        return at
+
+    def datasets(at) -> list[pa.Table]:
+        (chart,) = at.get("vega_lite_chart")
+        return [pa.ipc.open_stream(d.data.data).read_all() for d in chart.proto.datasets]
+
+    for i in range(130):
+        candle(database, sid, wm, i, trade=i % 9 == 0, pivot=i % 7 == 3,
+               manual="SELL" if i % 40 == 5 else None)  # fmt: skip
+    tab = page()
+    for i in range(130, 150):
+        candle(database, sid, wm, i, trade=i % 9 == 0, pivot=i % 7 == 3,
+               manual="BUY" if i == 145 else None)  # fmt: skip
+    tab.run()
+    held = tab.session_state["live_candles"][sid]
+    want = candles.load(database, "X", "1m", end_ms=T0 + STEP * 149, last=120)
+    pd.testing.assert_frame_equal(held, want)
+    kept = tab.session_state["live_kept"][sid]
+    assert list(kept.predictions.ts) == [T0 + STEP * i for i in range(150)]
+    st.cache_resource.clear()  # no drawing shared with the fresh tab
+    fresh = page()
+    assert [t.equals(f) for t, f in zip(datasets(tab), datasets(fresh), strict=True)] == [True] * 6
+
+
+def test_a_jobs_loss_curve_read_in_steps_is_the_curve_read_whole(database):
+    """The Train page polls a running job's batches with db.training.losses from the last one
+    it holds: the pieces add up to one read of the newest `limit` counted batches."""
+    from db import jobs
+
+    job = jobs.create(database, "train", command_id=None, engine_id="e", created_by=None)
+    held = training.losses(database, job)
+    for i in range(40):
+        training.record(database, model_key="k", source="batch", job_id=job, step=i + 1,
+                        loss=1.0 / (i + 1), skipped=i % 7 == 3)  # fmt: skip
+        if i % 6 == 5:
+            held = pd.concat([held, training.losses(database, job, after_id=int(held.id.iloc[-1])
+                                                    if len(held) else 0)], ignore_index=True)  # fmt: skip
+    held = pd.concat([held, training.losses(database, job, after_id=int(held.id.iloc[-1]))],
+                     ignore_index=True)  # fmt: skip
+    whole = training.losses(database, job)
+    pd.testing.assert_frame_equal(held, whole, check_dtype=False)
+    counted = training.frame(database, job_id=job, skipped=False)
+    assert list(whole.loss) == list(counted.loss) and len(whole) == 40 - 6
+    assert list(training.losses(database, job, limit=5).id) == list(counted.id.iloc[-5:])
