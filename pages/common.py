@@ -153,9 +153,10 @@ def annotation_frame(rows, df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def annotation_layers(ann: pd.DataFrame) -> list:
-    """Shaded spans for annotated trades (green long, red short) with entry/exit ticks."""
-    if ann.empty:
+def annotation_layers(ann: pd.DataFrame | alt.Data) -> list:
+    """Shaded spans for annotated trades (green long, red short) with entry/exit ticks; `ann`
+    may name a dataset the chart is given later."""
+    if isinstance(ann, pd.DataFrame) and ann.empty:
         return []
     color = alt.Color(
         "side:N", scale=alt.Scale(domain=["long", "short"], range=[UP, DOWN]), legend=None
@@ -170,7 +171,7 @@ def annotation_layers(ann: pd.DataFrame) -> list:
 
 
 def candle_layers(
-    df: pd.DataFrame, body: float | None = None, opacity: float = 1.0, **bar_encoding
+    df: pd.DataFrame | alt.Data, body: float | None = None, opacity: float = 1.0, **bar_encoding
 ):
     """The two marks of a candlestick (low–high wick, open–close body), colored up / down.
     Returns (wick, body) so a caller can add a selection to the body."""

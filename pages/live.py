@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from datetime import UTC, datetime, time, timedelta
+from typing import NamedTuple
 
 import altair as alt
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import streamlit as st
+from streamlit import dataframe_util
 
 from contract.vocab import ACTIONS, FEE_BPS, SLIPPAGE_BPS
 from contract.vocab import MODE_SHORT as SHORT
@@ -225,10 +231,21 @@ def _in_view(ch: alt.Chart, x_scale: alt.Scale, y_scale: alt.Scale | None) -> al
     return ch
 
 
-def _times(frame: pd.DataFrame, column: str = "ts") -> pd.DataFrame:
-    frame = frame.copy()
-    frame["time"] = pd.to_datetime(frame[column].astype("int64"), unit="ms", utc=True)
-    return frame
+def _following(sess) -> pd.DataFrame:
+    """The last FOLLOW_SHOWN candles up to the session's last one: those this browser holds,
+    with only the newer ones read (stored candles never change; a feed adds them in order)."""
+    held = st.session_state.setdefault("live_candles", {}).get(sess.id)
+    if held is None or held.empty or int(held.ts.iloc[-1]) > sess.last_ts:
+        df = candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts)
+    elif int(held.ts.iloc[-1]) == sess.last_ts:
+        df = held
+    else:
+        new = candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts,
+                             after_ms=int(held.ts.iloc[-1]))  # fmt: skip
+        df = pd.concat([held, new], ignore_index=True).iloc[-FOLLOW_SHOWN:]
+        df = df.reset_index(drop=True)
+    st.session_state["live_candles"][sess.id] = df
+    return df
 
 
 def _window(sess, view) -> tuple[pd.DataFrame, float, float, str]:
@@ -236,9 +253,7 @@ def _window(sess, view) -> tuple[pd.DataFrame, float, float, str]:
     the last FOLLOW_SHOWN when following (`view` None), else those around the chosen view."""
     step = timeframes.interval_ms(sess.timeframe)
     if view is None:
-        df = candles.load(
-            engine, sess.symbol, sess.timeframe, end_ms=sess.last_ts, last=FOLLOW_SHOWN
-        )
+        df = _following(sess)
         lo, hi = (df.ts.iloc[0] - step / 2, sess.last_ts + step * 5.5) if len(df) else (0, 0)
         return df, lo, hi, "following the latest candle"
     lo, hi = view
@@ -246,8 +261,8 @@ def _window(sess, view) -> tuple[pd.DataFrame, float, float, str]:
     # At most MAX_DRAWN candles read, however far the person zoomed out: the newest of the view
     # and its margin, never a live feed's newer candle (not the session's yet).
     end = int(min(hi + width / 2, sess.last_ts)) if sess.last_ts is not None else int(hi)
-    df = candles.load(engine, sess.symbol, sess.timeframe, int(lo - width / 2), end,
-                      last=MAX_DRAWN)  # fmt: skip
+    df = candles.recent(engine, sess.symbol, sess.timeframe, MAX_DRAWN, end,
+                        start_ms=int(lo - width / 2))  # fmt: skip
     note = "your view: it stays while candles arrive"
     if len(df) == MAX_DRAWN and df.ts.iloc[0] > lo:
         note += f"; the newest {MAX_DRAWN:,} candles of it drawn"
@@ -259,73 +274,192 @@ def _iso(ms: float) -> str:
     return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
 
 
-def chart(sess, kept, view) -> tuple[alt.LayerChart | None, str]:
-    """The session's candles with what it predicted, confirmed, filled and was taught, and a
-    line saying what is shown. Following (`view` None), the spec stays the same from candle to
-    candle (the domains follow the data), so the browser only swaps the data of the view it
-    has: a wheel or a drag is never lost to a view being re-created."""
+class Drawn(NamedTuple):
+    """What the chart shows of a session at one moment in one view, but the annotations:
+    its datasets as the Arrow bytes Streamlit sends, and how to draw them."""
+
+    datasets: dict[str, bytes]
+    domains: tuple[str, str, float, float] | None  # the chosen view's x and y; None following
+    body: float  # candle width (px)
+    lo: float  # the x range shown (ms)
+    hi: float
+    span: pd.DataFrame  # the first and the last candle drawn (annotations overlapping them)
+    caption: str
+
+
+@st.cache_resource(show_spinner=False)
+def _drawings() -> tuple[threading.Lock, OrderedDict]:
+    """Drawings every browser of this app shares, newest last: tabs on one session at one
+    moment show the same data, made and serialised once (by the first tab to ask)."""
+    return threading.Lock(), OrderedDict()
+
+
+def chart(sess, kept, view) -> tuple[dict | None, str]:
+    """The session's candles with what it predicted, confirmed, filled and was taught, as a
+    Vega-Lite spec with its data, and a line saying what is shown. Following (`view` None), the
+    spec stays the same from candle to candle (the domains follow the data), so the browser
+    only swaps the data of the view it has: a wheel or a drag is never lost to a view being
+    re-created. The spec is built once per shape (`chart_spec`) and the data once per session,
+    moment and view (`draw`): what is new in a second is made once, however many tabs watch."""
     if sess.last_ts is None:
         return None, ""
+    # The same session row and rows read so far: the same drawing (what the tab has read is
+    # the session's rows up to `seen`, and stored candles never change).
+    key = (sess.id, sess.last_ts, kept.seen, view)
+    lock, shared = _drawings()
+    with lock:
+        drawn = shared.get(key)
+    if drawn is None:
+        drawn = draw(sess, kept, view)
+        with lock:
+            shared[key] = drawn
+            while len(shared) > 256:
+                shared.popitem(last=False)
+    if drawn is None:
+        return None, ""
+    st.session_state.setdefault("live_drawn", {})[sess.id] = (drawn.lo, drawn.hi)
+    ann = annotation_frame(
+        annotation_rows.overlapping(engine, sess.symbol, sess.timeframe,
+                                    int(drawn.span.ts.iloc[0]), int(drawn.span.ts.iloc[-1])),
+        drawn.span,
+    )  # fmt: skip
+    # No annotation in view: no annotation layers, as the chart has always been drawn.
+    data = {"annotations": ann, **drawn.datasets} if not ann.empty else drawn.datasets
+    spec = chart_spec(f"{sess.symbol} {sess.timeframe}", drawn.domains, drawn.body, not ann.empty)
+    return {**spec, "datasets": data}, drawn.caption
+
+
+def draw(sess, kept, view) -> Drawn | None:
+    """The chart's data for `sess` as `kept` holds it, in `view` (None: following): plain
+    array work on the rows in the window (this runs once a candle for each session watched)."""
     df, lo, hi, note = _window(sess, view)
     if df.empty:
-        return None, ""
-    st.session_state.setdefault("live_drawn", {})[sess.id] = (lo, hi)
+        return None
     step = timeframes.interval_ms(sess.timeframe)
+    ts, high, low = (df[c].to_numpy() for c in ("ts", "high", "low"))
     latest = kept.latest
-    ghost = pd.DataFrame(
-        latest["ghost"]["ohlc"] if latest else [], columns=["open", "high", "low", "close"]
-    )
-    ghost["ts"] = (int(latest["ts"]) if latest else 0) + step * (ghost.index + 1)
-    ghost = _times(ghost)
-    seen = pd.concat([df[["ts", "high", "low"]], ghost[["ts", "high", "low"]]])
-    seen = seen[(seen.ts >= lo) & (seen.ts <= hi)]
-    if seen.empty:
-        seen = df[["ts", "high", "low"]]
-    top, bottom = float(seen.high.max()), float(seen.low.min())
+    ohlc = np.asarray(latest["ghost"]["ohlc"] if latest else [], dtype=float).reshape(-1, 4)
+    g_ts = (int(latest["ts"]) if latest else 0) + step * np.arange(1, len(ohlc) + 1)
+    # y: the candles and ghost candles inside the x range shown (all candles if none is)
+    all_ts, all_hi, all_lo = (np.concatenate(pair) for pair in
+                              ((ts, g_ts), (high, ohlc[:, 1]), (low, ohlc[:, 2])))  # fmt: skip
+    inside = (all_ts >= lo) & (all_ts <= hi)
+    if not inside.any():
+        inside, all_hi, all_lo = slice(None), high, low
+    top, bottom = float(np.nanmax(all_hi[inside])), float(np.nanmin(all_lo[inside]))
     gap = (top - bottom) * 0.04 or abs(top) * 0.004 or 1.0  # a mark's distance from its candle
     if view is None:  # domains from the data: the same spec every candle
-        x_scale, y_scale = alt.Scale(nice=False), alt.Scale(zero=False, padding=16)
+        domains = None
         body = max(1.0, min(14.0, 700.0 / (FOLLOW_SHOWN + 6)))
     else:  # the chosen view; y fitted to the candles in it, with room for the labels
-        x_scale = alt.Scale(domain=[_iso(lo), _iso(hi)])
-        y_scale = alt.Scale(domain=[bottom - 2.5 * gap, top + 2.5 * gap], zero=False)
+        domains = (_iso(lo), _iso(hi), bottom - 2.5 * gap, top + 2.5 * gap)
         body = max(1.0, min(14.0, 700.0 / max((hi - lo) / step, 1.0)))
-    first, last = int(df.ts.iloc[0]), int(df.ts.iloc[-1])
-    candle_cols = ["ts", "time", "high", "low"]
+    first, last = int(ts[0]), int(ts[-1])
 
-    preds = kept.predictions
-    p = preds[(preds.ts >= first) & (preds.ts <= last) & (preds.action != "HOLD")]
-    p = p.merge(df[candle_cols], on="ts")
-    p["y"] = p.low.where(p.action == "BUY", p.high) + gap * p.action.map(
-        {"BUY": -1, "SELL": 1}
-    ).astype(float)
-    piv = _times(kept.pivots[(kept.pivots.ts >= first) & (kept.pivots.ts <= last)])
-    piv["y"] = piv.price + 1.8 * gap * piv.kind.map({"H": 1, "L": -1}).astype(float)
-    fills = kept.trades
-    marks = pd.concat(
-        [
-            pd.DataFrame({"ts": fills[f"{end}_ts"], "price": fills[f"{end}_price"],
-                          "what": f"{end} " + fills.side})
-            for end in ("entry", "exit")
-        ]
+    def on_candles(rows: pd.DataFrame, keep: np.ndarray) -> dict[str, np.ndarray]:
+        """`rows`' columns where `keep` and their ts is a drawn candle's, with that candle's
+        time, high and low: an inner join on ts, in the rows' order."""
+        r_ts = rows["ts"].to_numpy()
+        pos = np.minimum(np.searchsorted(ts, r_ts), len(ts) - 1)
+        keep = keep & (ts[pos] == r_ts)
+        pos = pos[keep]
+        return {c: rows[c].to_numpy()[keep] for c in rows.columns} | {
+            "time": ts[pos], "high": high[pos], "low": low[pos]
+        }  # fmt: skip
+
+    pr = _between(kept.predictions, "ts", first, last)
+    p = on_candles(pr, pr["action"].to_numpy() != "HOLD")
+    buy = p["action"] == "BUY"
+    p["y"] = np.where(buy, p["low"], p["high"]) + gap * np.where(
+        buy, -1.0, np.where(p["action"] == "SELL", 1.0, np.nan)
+    )
+    pv = kept.pivots
+    at = (pv["ts"].to_numpy() >= first) & (pv["ts"].to_numpy() <= last)
+    piv = {c: pv[c].to_numpy()[at] for c in pv.columns}
+    piv["time"] = piv["ts"]
+    piv["y"] = piv["price"] + 1.8 * gap * np.where(
+        piv["kind"] == "H", 1.0, np.where(piv["kind"] == "L", -1.0, np.nan)
+    )
+    fills, parts = kept.trades, []
+    for end in ("entry", "exit"):
+        f_ts = fills[f"{end}_ts"].to_numpy()
+        at = (f_ts >= first) & (f_ts <= last)
+        parts.append((f_ts[at], fills[f"{end}_price"].to_numpy()[at],
+                      [f"{end} {side}" for side in fills["side"].to_numpy()[at]]))  # fmt: skip
+    m_ts = np.concatenate([part[0] for part in parts])
+    marks = {"ts": m_ts, "price": np.concatenate([part[1] for part in parts]),
+             "what": np.array(parts[0][2] + parts[1][2], dtype=object), "time": m_ts}  # fmt: skip
+    mn = kept.manual
+    manual = on_candles(mn, (mn["ts"].to_numpy() >= first) & (mn["ts"].to_numpy() <= last))
+    manual["y"] = (manual["high"] + manual["low"]) / 2
+    manual["letter"] = np.array([label[0] for label in manual["label"]], dtype=object)
+    datasets = {
+        "candles": {c: (ts if c == "time" else df[c].to_numpy()) for c in df.columns},
+        "ghost": dict(zip(["open", "high", "low", "close"], ohlc.T, strict=True))
+        | {"ts": g_ts, "time": g_ts},
+        "predictions": p, "pivots": piv, "fills": marks, "manual": manual,
+    }  # fmt: skip
+    shown = (
+        f"{pd.Timestamp(lo, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} → "
+        f"{pd.Timestamp(hi, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} UTC"
+    )
+    return Drawn(
+        {name: _arrow(columns) for name, columns in datasets.items()},
+        domains, body, lo, hi, df[["ts"]].iloc[[0, -1]], f"Showing {shown} · {note}",
     )  # fmt: skip
-    marks = _times(marks[(marks.ts >= first) & (marks.ts <= last)])
-    manual = kept.manual[(kept.manual.ts >= first) & (kept.manual.ts <= last)]
-    manual = manual.merge(df[candle_cols], on="ts")
-    manual["y"] = (manual.high + manual.low) / 2
-    manual["letter"] = manual.label.str[0]
 
+
+TEXT_COLUMNS = {"action", "kind", "what", "label", "letter"}
+
+
+def _arrow(columns: dict[str, np.ndarray]) -> bytes:
+    """A chart dataset as the Arrow bytes Streamlit sends, built from its arrays (`time` given
+    as epoch ms) with the types pandas would give them: ids and ts int64, text as large
+    strings, times UTC in µs, the rest float64. The drawing's biggest cost was pyarrow's
+    conversion from pandas, about a millisecond a frame; this takes a tenth of that."""
+    arrays = {}
+    for name, values in columns.items():
+        if name == "time":
+            arrays[name] = pa.array(np.asarray(values, "int64") * 1000, pa.timestamp("us", "UTC"))
+        elif name in TEXT_COLUMNS:
+            arrays[name] = pa.array(np.asarray(values, object), pa.large_string())
+        else:
+            arrays[name] = pa.array(np.asarray(values, "int64" if name in ("id", "ts") else float))
+    return dataframe_util.convert_anything_to_arrow_bytes(pa.table(arrays))
+
+
+def _between(frame: pd.DataFrame, column: str, lo: int, hi: int) -> pd.DataFrame:
+    """The rows of `frame`, sorted by `column`, with lo <= column <= hi: a slice found by
+    bisection, not a comparison of every row the tab holds."""
+    values = frame[column].to_numpy()
+    i, j = values.searchsorted(lo, "left"), values.searchsorted(hi, "right")
+    return frame.iloc[i:j]
+
+
+@st.cache_resource(max_entries=256, show_spinner=False)
+def chart_spec(
+    title: str, domains: tuple[str, str, float, float] | None, body: float, shaded: bool
+) -> dict:
+    """The Live chart's Vega-Lite spec, its layers reading the named datasets `chart` fills:
+    built and validated by Altair once per shape (a title, the chosen view's x and y domains
+    or None when following, a candle width, whether annotations are shaded) and shared by
+    every browser. Do not change it."""
+    if domains is None:
+        x_scale, y_scale = alt.Scale(nice=False), alt.Scale(zero=False, padding=16)
+    else:
+        x_scale = alt.Scale(domain=list(domains[:2]))
+        y_scale = alt.Scale(domain=list(domains[2:]), zero=False)
     zoom = alt.selection_interval(name="zoom", bind="scales", encodings=["x"])
-    wick, bars = candle_layers(df, body=body)
-    g_wick, g_bars = candle_layers(ghost, body=body, opacity=0.35)  # the model's next candles
-    ann = annotation_frame(annotation_rows.list_for(engine, sess.symbol, sess.timeframe), df)
+    wick, bars = candle_layers(alt.Data(name="candles"), body=body)
+    g_wick, g_bars = candle_layers(alt.Data(name="ghost"), body=body, opacity=0.35)  # next 5
+    manual = alt.Chart(alt.Data(name="manual"))
     layers = [
-        *annotation_layers(ann),
+        *(annotation_layers(alt.Data(name="annotations")) if shaded else []),
         wick,
         bars.add_params(zoom),
         g_wick,
         g_bars,
-        alt.Chart(p)
+        alt.Chart(alt.Data(name="predictions"))
         .mark_point(filled=True, opacity=1, stroke=DARK, strokeWidth=0.8)
         .encode(
             x="time:T",
@@ -347,58 +481,70 @@ def chart(sess, kept, view) -> tuple[alt.LayerChart | None, str]:
                 alt.Tooltip("p_hold:Q", format=".2f"),
             ],
         ),
-        alt.Chart(piv)
+        alt.Chart(alt.Data(name="pivots"))
         .mark_text(fontWeight="bold", fontSize=12, color="#6a1b9a")
         .encode(x="time:T", y="y:Q", text="kind:N", tooltip=["kind:N", "price:Q"]),
-        alt.Chart(marks)
+        alt.Chart(alt.Data(name="fills"))
         .mark_point(shape="diamond", size=80, filled=True, color="#1e88e5", opacity=1)
         .encode(x="time:T", y="price:Q", tooltip=["what:N", "price:Q"]),
-        alt.Chart(manual)
-        .mark_point(shape="circle", filled=False, size=420, strokeWidth=2.5, opacity=1)
-        .encode(
+        manual.mark_point(
+            shape="circle", filled=False, size=420, strokeWidth=2.5, opacity=1
+        ).encode(
             x="time:T",
             y="y:Q",
             color=alt.Color("label:N", scale=ACTION_COLORS, legend=None),
             tooltip=[alt.Tooltip("label:N", title="manual label")],
         ),
-        alt.Chart(manual)
-        .mark_text(fontWeight="bold", fontSize=12, dx=15, align="left")
-        .encode(
+        manual.mark_text(fontWeight="bold", fontSize=12, dx=15, align="left").encode(
             x="time:T",
             y="y:Q",
             text="letter:N",
             color=alt.Color("label:N", scale=ACTION_COLORS, legend=None),
         ),
     ]
-    shown = (
-        f"{pd.Timestamp(lo, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} → "
-        f"{pd.Timestamp(hi, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} UTC"
-    )
-    return (
+    spec = (
         alt.layer(*(_in_view(layer, x_scale, y_scale) for layer in layers))
         .properties(
             height=420,
             width="container",
-            title=f"{sess.symbol} {sess.timeframe}",
+            title=title,
             # SVG: a few hundred marks, and axes a test can read
             usermeta={"embedOptions": {"renderer": "svg"}},
         )
         .configure_axisTemporal(labelExpr=TIME_LABELS)  # ticks with the year
-    ), f"Showing {shown} · {note}"
+        .to_dict()
+    )
+    # Altair's default theme sizes views that Streamlit sizes itself (st.altair_chart converts
+    # under theme "none"): drop what that theme adds, whichever theme is on in this thread.
+    view = spec.get("config", {}).get("view", {})
+    for key in ("continuousWidth", "continuousHeight"):
+        view.pop(key, None)
+    if not view:
+        spec.get("config", {}).pop("view", None)
+    return spec
 
 
-def model_line(sess, model_step: int | None) -> str:
-    """What the session's predictions come from, in one line."""
-    ckpt = checkpoint_rows.get(engine, sess.checkpoint_id)
+@st.cache_resource(max_entries=1000, show_spinner=False)
+def checkpoint_name(checkpoint_id: int) -> str:
+    """A checkpoint's name, read once per app process: checkpoints never change."""
+    return checkpoint_rows.get(engine, checkpoint_id).name
+
+
+def model_line(sess, kept) -> str:
+    """What the session's predictions come from, in one line (`kept` holds the working
+    model's row and newest step, read with the session's rows)."""
+    ckpt = sess.checkpoint_id
     if sess.working_model_id is None:
-        return f"Model: checkpoint #{ckpt.id} {md_text(ckpt.name)}, frozen (inference only)."
-    w = working_rows.get(engine, sess.working_model_id)
-    trained = f"working model W{w.id} {md_text(w.name)}, started from checkpoint #{ckpt.id}"
+        return (
+            f"Model: checkpoint #{ckpt} {md_text(checkpoint_name(ckpt))}, frozen (inference only)."
+        )
+    w = kept.working
+    trained = f"working model W{w.id} {md_text(w.name)}, started from checkpoint #{ckpt}"
     if sess.status != "running":
         return (
             f"Model: {trained}. What the session learned was saved as a checkpoint when it ended."
         )
-    step = working_rows.step_count(w, model_step)
+    step = working_rows.step_count(w, kept.model_step)
     saved = f"; last saved as checkpoint #{w.last_checkpoint_id}" if w.last_checkpoint_id else ""
     return f"Model: {trained} · now at step {step}{saved}. Save it on the Training page."
 
@@ -488,7 +634,7 @@ def panel(session_id: int) -> None:
     m[5].metric(
         "Prediction", f"{last['action']} {last['confidence']:.0%}" if last is not None else "—"
     )
-    st.caption(model_line(sess, kept.model_step))
+    st.caption(model_line(sess, kept))
     manual_status(session_id)
     if sess.error:
         st.error(md_text(sess.error))
@@ -506,8 +652,8 @@ def panel(session_id: int) -> None:
     c, shown = chart(sess, kept, None if follow else _views().get(session_id))
     if c is not None:
         key = _chart_key(session_id)
-        st.altair_chart(
-            c,
+        st.vega_lite_chart(
+            spec=c,
             width="stretch",
             key=key,
             on_select=lambda: _chose_view(session_id, key),

@@ -106,9 +106,25 @@ answer(
 )
 
 
+BATCHES_SHOWN = 5000  # the newest batches drawn in the loss curve
+
+
+def batches_of(job) -> pd.DataFrame:
+    """The job's newest BATCHES_SHOWN counted batches (id, loss), as this browser holds them:
+    each refresh reads only the batches stored since (db.training.losses)."""
+    held = st.session_state.setdefault("train_batches", {}).get(job.id)
+    after = int(held.id.iloc[-1]) if held is not None and len(held) else 0
+    new = training.losses(engine, job.id, after_id=after, limit=BATCHES_SHOWN)
+    if held is not None and len(held):
+        new = pd.concat([held, new], ignore_index=True) if len(new) else held
+        new = new.iloc[-BATCHES_SHOWN:].reset_index(drop=True)
+    st.session_state["train_batches"][job.id] = new
+    return new
+
+
 def curves(job) -> list:
     result = job.result or {}
-    batches = training.frame(engine, job_id=job.id, skipped=False)
+    batches = batches_of(job).copy()
     epochs = pd.DataFrame(result.get("epochs", []))
     charts = []
     if not batches.empty:
