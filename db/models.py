@@ -122,7 +122,8 @@ class EngineInstance(Base):
     version: Mapped[str] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_beat: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    stopped_at: Mapped[datetime | None]
+    # Indexed: every page's engine badge asks for the instances not stopped, every 2 s.
+    stopped_at: Mapped[datetime | None] = mapped_column(index=True)
     stop_reason: Mapped[str | None] = mapped_column(Text)
     wake_host: Mapped[str | None] = mapped_column(String(255))
     wake_port: Mapped[int | None] = mapped_column(Integer)
@@ -253,6 +254,8 @@ class Annotation(Base):
         CheckConstraint(f"side IN {SIDES}", name="side"),
         CheckConstraint("entry_ts < exit_ts", name="order"),
         Index("ix_annotations_symbol_timeframe", "symbol", "timeframe"),
+        # A live chart's window (db.annotations.overlapping): those ending after its start.
+        Index("ix_annotations_symbol_timeframe_exit_ts", "symbol", "timeframe", "exit_ts"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
