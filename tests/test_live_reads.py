@@ -273,3 +273,20 @@ def test_a_jobs_loss_curve_read_in_steps_is_the_curve_read_whole(database):
     counted = training.frame(database, job_id=job, skipped=False)
     assert list(whole.loss) == list(counted.loss) and len(whole) == 40 - 6
     assert list(training.losses(database, job, limit=5).id) == list(counted.id.iloc[-5:])
+
+
+def test_the_engine_badge_and_a_charts_annotations_are_index_searches(database):
+    """Every page's engine badge asks for the engines not stopped every 2 s, and the Live chart
+    for the annotations of its window every second: both searched through an index (0009),
+    not a scan of every engine that ever ran or every annotation of the dataset."""
+    from db import annotations, engines
+
+    with selects(database) as statements:
+        engines.status(database)
+        annotations.overlapping(database, "X", "1m", T0, T0 + STEP)
+    with readonly(database).connect() as conn:
+        for statement, parameters in statements:
+            plan = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
+                                                            parameters).all()]  # fmt: skip
+            reads = [step for step in plan if step.startswith(("SEARCH", "SCAN"))]
+            assert reads and all("INDEX" in step for step in reads), (statement, plan)
