@@ -8,11 +8,17 @@ the permanent generation (`gc.freeze()`), so later full collections only walk wh
 since: a few ms. The engine calls it once it has started, and after loading a model.
 
 On a small machine a batch training job would otherwise take every core and the GIL, and live
-predictions would queue behind its steps. A background job thread therefore runs torch on one
-thread and at a lower OS scheduling priority (Linux lets a thread lower its own), and the
+predictions would queue behind its steps. Background threads (jobs, trainers) therefore run at a
+lower OS scheduling priority (Linux lets a thread lower its own) on one intra-op thread, and the
 engine hands the GIL over more often than Python's default 5 ms, so a waiting inference thread
 gets it quickly; live inference itself runs a traced model (one GIL acquisition per forward,
-see `engine.inference.trace_last_candle`) on one intra-op thread. Measured by `bench/model.py`.
+see `engine.inference.trace_last_candle`) on one intra-op thread.
+
+A batch job's training step takes every core only while nothing else here needs one: no
+thread serving live predictions is alive and at most one background job runs
+(`spare_cores`, `training_threads`); with a live session it keeps to one, and the other core
+stays free for predictions. Whether the spare cores make it faster is measured, not assumed
+(`ThreadChoice`). Measured by `bench/model.py`.
 """
 
 from __future__ import annotations
@@ -22,11 +28,16 @@ import gc
 import os
 import sys
 import threading
+import time
 
 import torch
 
 GIL_SWITCH_S = 0.0001
 BACKGROUND_NICE = 19
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_serving: set[threading.Thread] = set()  # threads that called inference_thread()
+_jobs: set[threading.Thread] = set()  # threads that called background_thread()
+_registry = threading.Lock()
 
 
 def configure_process() -> None:
@@ -36,15 +47,120 @@ def configure_process() -> None:
 
 def inference_thread() -> None:
     """Call at the start of a thread that serves live predictions: one intra-op thread is as
-    fast for a one-candle forward and leaves the other core to training."""
+    fast for a one-candle forward and leaves the other core to training, which keeps to one
+    intra-op thread itself for as long as this thread lives."""
     torch.set_num_threads(1)
+    _register(_serving)
 
 
 def background_thread() -> None:
     """Call at the start of a background job's thread (affects that thread only)."""
+    trainer_thread()
+    _register(_jobs)
+
+
+def trainer_thread() -> None:
+    """Call at the start of a working model's trainer thread: background priority, but not a
+    job (it waits idle between the work handed to it)."""
     torch.set_num_threads(1)  # per thread with OpenMP: the other threads keep their pool
     with contextlib.suppress(AttributeError, OSError, PermissionError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+
+
+def _register(threads: set[threading.Thread]) -> None:
+    with _registry:
+        threads.add(threading.current_thread())
+
+
+def _alive(threads: set[threading.Thread]) -> int:
+    with _registry:
+        threads.difference_update([t for t in threads if not t.is_alive()])
+        return len(threads)
+
+
+def spare_cores() -> int:
+    """Intra-op threads a training step may use now: every core while no thread serving live
+    predictions is alive and at most one background job runs, else one."""
+    return CORES if not _alive(_serving) and _alive(_jobs) <= 1 else 1
+
+
+class ThreadChoice:
+    """How many intra-op threads a repeated piece of CPU work (one model's training steps, a
+    pass's chunks) uses while cores are spare: the count that ran fastest here lately, measured
+    in seconds per candle.
+
+    Why measured, not assumed: two OpenMP threads train a step faster than one on an idle
+    machine, but 4-6x slower while other processes keep the cores busy (each op ends at a
+    barrier that waits for the team's thread without a core; measured on a shared 2-core
+    machine). The faster count is kept; the other is tried again after EXPLORE_MIN steps, less
+    often each time it loses (up to EXPLORE_MAX), so a machine that calms down or gets busy is
+    noticed."""
+
+    EXPLORE_MIN, EXPLORE_MAX = 8, 256
+    SMOOTHING = 0.5  # weight of the newest step in the running cost
+
+    def __init__(self) -> None:
+        self._cost: dict[int, float] = {}  # threads → seconds per candle of batch
+        self._every, self._since = self.EXPLORE_MIN, 0
+        self._trying: int | None = None
+        self._lock = threading.Lock()
+
+    def pick(self, spare: int) -> int:
+        """The thread count for the next step, given `spare_cores()`."""
+        if spare <= 1:
+            return 1
+        with self._lock:
+            for n in (1, spare):  # one first: it is never the disaster
+                if n not in self._cost:
+                    return n
+            best = min((spare, 1), key=self._cost.__getitem__)
+            self._since += 1
+            if self._since < self._every:
+                return best
+            self._since, self._trying = 0, 1 if best == spare else spare
+            return self._trying
+
+    def record(self, threads: int, seconds: float, candles: int) -> None:
+        """A step on `threads` threads took `seconds` for a batch of `candles` candles."""
+        if candles <= 0:
+            return
+        with self._lock:
+            cost, old = seconds / candles, self._cost.get(threads)
+            if old is None or threads == self._trying:  # what was known of it is stale
+                self._cost[threads] = cost
+            else:
+                self._cost[threads] = old + self.SMOOTHING * (cost - old)
+            if threads == self._trying:
+                rival = min(c for n, c in self._cost.items() if n != threads)
+                won = self._cost[threads] < rival
+                self._every = self.EXPLORE_MIN if won else min(2 * self._every, self.EXPLORE_MAX)
+                self._trying = None
+
+    def costs(self) -> dict[int, float]:
+        """Seconds per candle of batch by thread count, as measured so far."""
+        with self._lock:
+            return dict(self._cost)
+
+
+@contextlib.contextmanager
+def training_threads(choice: ThreadChoice | None = None, candles: int = 0):
+    """Run a training step of `candles` candles (batch x length) on the intra-op threads
+    `choice` picks from `spare_cores()` (all spare ones without a choice), timing it for the
+    choice; then give the thread back the count it had (with OpenMP the setting is the calling
+    thread's). Yields the count."""
+    spare = spare_cores()
+    wanted = choice.pick(spare) if choice is not None else spare
+    before = torch.get_num_threads()
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    t0 = time.perf_counter()
+    try:
+        yield wanted
+        if choice is not None:
+            choice.record(wanted, time.perf_counter() - t0, candles)
+    finally:
+        if wanted != before:
+            torch.set_num_threads(before)
 
 
 def settle_heap() -> None:
