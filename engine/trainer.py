@@ -143,7 +143,7 @@ class Trainer:
         return self._requests.popleft() if self._requests else None
 
     def _loop(self) -> None:
-        priority.background_thread()
+        priority.trainer_thread()
         while True:
             with self._cond:
                 if not (self._samples or self._requests or self._stopping):
