@@ -9,13 +9,15 @@ import time
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from db import accounts, annotations, candles, jobs, training
 from engine import batch_training
 from engine.batch_training import TrainSettings
+from engine.inference import predict_last
 from engine.lock import TrainingLockTimeout
 from engine.model import ModelConfig
-from engine.runner import IGNORE, Batch, ModelRunner
+from engine.runner import GHOST_WEIGHT, IGNORE, Batch, ModelRunner, loss_and_accuracy
 from market.importer import seed_samples
 from tests.conftest import make_account
 
@@ -164,6 +166,64 @@ def test_inference_during_training_sees_only_whole_published_steps(database):
         assert finite
         for got, want in zip(params, after_step[step], strict=True):
             assert torch.equal(got, want), f"snapshot of step {step} is not that step's weights"
+
+
+def test_each_snapshot_predicts_live_with_its_own_weights(sp500):
+    """The traced last-candle forward is shared by all of a model's snapshots, each calling it
+    with its own weights: live predictions equal the snapshot's eager model at every step."""
+    ohlcv = candles.load(sp500, "SP500", "1d")[["open", "high", "low", "close", "volume"]]
+    ohlcv = ohlcv.to_numpy()[:600]
+    runner = ModelRunner("live", SMALL)
+    snaps = [runner.snapshot]
+    for i in range(3):
+        runner.train_step(random_batch(i), operation="t", source="batch")
+        snaps.append(runner.snapshot)
+    assert len({id(s.model) for s in snaps}) == 4  # a model of its own per step
+    probs = []
+    for snap in snaps:
+        live = snap.predict_last(ohlcv)  # traced, with the snapshot's weights
+        eager = predict_last(snap.model, ohlcv)
+        np.testing.assert_allclose(list(live.probs.values()), list(eager.probs.values()), atol=1e-6)
+        np.testing.assert_allclose(live.ghost, eager.ghost, rtol=1e-6)
+        probs.append(list(live.probs.values()))
+    assert len({tuple(p) for p in probs}) == 4  # and the weights really differ
+
+
+def test_the_loss_is_the_mean_over_what_is_known():
+    """Cross-entropy averaged over labelled candles plus 0.1 x smooth-L1 averaged over known
+    ghost values; a batch with nothing known still gives a loss to step on."""
+    torch.manual_seed(0)
+    model = ModelRunner("loss", SMALL).model
+    batch = random_batch(3, t=40)
+    batch.ghost[0, 30:] = float("nan")  # the future not known yet
+    loss, acc, n = loss_and_accuracy(model, batch)
+    logits, ghost = model(batch.x)
+    labelled, known = batch.actions != IGNORE, ~torch.isnan(batch.ghost)
+    want = F.cross_entropy(logits[labelled], batch.actions[labelled]) + GHOST_WEIGHT * (
+        F.smooth_l1_loss(ghost[known], batch.ghost[known])
+    )
+    torch.testing.assert_close(loss, want)
+    assert n == int(labelled.sum())
+    assert acc == pytest.approx(
+        float((logits[labelled].argmax(-1) == batch.actions[labelled]).float().mean())
+    )
+    nothing = Batch(batch.x, torch.full_like(batch.actions, IGNORE), batch.ghost * float("nan"))
+    loss, acc, n = loss_and_accuracy(model, nothing)
+    assert (n, acc, loss.item()) == (0, None, 0.0)
+    loss.backward()
+
+
+def test_an_optimizer_state_saved_without_the_fused_kernel_keeps_training(database):
+    """States written before AdamW ran fused (and on other devices) load and train on."""
+    old = ModelRunner("old", SMALL)
+    plain = torch.optim.AdamW(old.model.parameters(), lr=1e-3, weight_decay=0.01)
+    loss, _, _ = loss_and_accuracy(old.model, random_batch(0))
+    loss.backward()
+    plain.step()
+    runner = ModelRunner("new", SMALL, old.model.state_dict(), plain.state_dict())
+    assert runner.optimizer.param_groups[0]["fused"] and runner.steps == 1
+    runner.train_step(random_batch(1), operation="t", source="batch")
+    assert runner.optimizer_steps() == runner.steps == 2
 
 
 def test_learning_is_real_validation_beats_the_majority_baseline(sp500):
