@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import sys
 import threading
@@ -90,14 +91,17 @@ class ThreadChoice:
     in seconds per candle.
 
     Why measured, not assumed: two OpenMP threads train a step faster than one on an idle
-    machine, but 4-6x slower while other processes keep the cores busy (each op ends at a
+    machine, but 4-12x slower while other processes keep the cores busy (each op ends at a
     barrier that waits for the team's thread without a core; measured on a shared 2-core
-    machine). The faster count is kept; the other is tried again after EXPLORE_MIN steps, less
-    often each time it loses (up to EXPLORE_MAX), so a machine that calms down or gets busy is
-    noticed."""
+    machine). One thread comes first; every core is tried after EXPLORE_MIN steps, and whichever
+    count is not in use is tried again later, less often each time it loses (up to
+    EXPLORE_MAX), so a machine that calms down or gets busy is noticed. More threads are not
+    even tried while the kernel says tasks wait for a CPU (`cpu_pressure`): one such try costs
+    about ten steps."""
 
     EXPLORE_MIN, EXPLORE_MAX = 8, 256
     SMOOTHING = 0.5  # weight of the newest step in the running cost
+    BUSY = 0.25  # CPU pressure above which more threads are not tried
 
     def __init__(self) -> None:
         self._cost: dict[int, float] = {}  # threads → seconds per candle of batch
@@ -110,15 +114,18 @@ class ThreadChoice:
         if spare <= 1:
             return 1
         with self._lock:
-            for n in (1, spare):  # one first: it is never the disaster
-                if n not in self._cost:
-                    return n
-            best = min((spare, 1), key=self._cost.__getitem__)
+            if 1 not in self._cost:
+                return 1
+            best = spare if self._cost.get(spare, math.inf) < self._cost[1] else 1
             self._since += 1
             if self._since < self._every:
                 return best
-            self._since, self._trying = 0, 1 if best == spare else spare
-            return self._trying
+            self._since, other = 0, 1 if best == spare else spare
+            if other > best and (cpu_pressure() or 0.0) > self.BUSY:
+                self._every = min(2 * self._every, self.EXPLORE_MAX)  # as if it had lost
+                return best
+            self._trying = other
+            return other
 
     def record(self, threads: int, seconds: float, candles: int) -> None:
         """A step on `threads` threads took `seconds` for a batch of `candles` candles."""
@@ -131,7 +138,7 @@ class ThreadChoice:
             else:
                 self._cost[threads] = old + self.SMOOTHING * (cost - old)
             if threads == self._trying:
-                rival = min(c for n, c in self._cost.items() if n != threads)
+                rival = min((c for n, c in self._cost.items() if n != threads), default=math.inf)
                 won = self._cost[threads] < rival
                 self._every = self.EXPLORE_MIN if won else min(2 * self._every, self.EXPLORE_MAX)
                 self._trying = None
@@ -140,6 +147,17 @@ class ThreadChoice:
         """Seconds per candle of batch by thread count, as measured so far."""
         with self._lock:
             return dict(self._cost)
+
+
+def cpu_pressure() -> float | None:
+    """Share of the last 10 s in which some runnable task here waited for a CPU (Linux's
+    pressure stall information), or None where the kernel does not say."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            some = f.readline().split()  # "some avg10=1.23 avg60=… avg300=… total=…"
+        return float(some[1].partition("=")[2]) / 100
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @contextlib.contextmanager
