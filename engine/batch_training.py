@@ -293,6 +293,7 @@ def _step_with_retries(model, batch: Batch, job_id: int | None, lr: float):
                 operation=f"batch training job {job_id}",
                 source="batch",
                 lr=lr,
+                spare_cores=True,
                 job_id=job_id,
             )
         except TrainingLockTimeout:

@@ -9,6 +9,7 @@ never sees half-updated weights.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import priority
 from engine.device import training_device
 from engine.inference import Prediction, context_size, predict_last
 from engine.lock import TrainingLock, TrainingLockTimeout
@@ -199,6 +201,7 @@ class ModelRunner:
             self.optimizer.load_state_dict(optimizer_state)
         _fuse(self.optimizer, self.device)
         self.lock = TrainingLock(key, lock_timeout_s)
+        self.threads = priority.ThreadChoice()  # intra-op threads per step, while cores are spare
         self.on_step = on_step
         self.steps = self.optimizer_steps()
         self._snapshot = self._publish()
@@ -229,14 +232,24 @@ class ModelRunner:
         source: str,
         lr: float | None = None,
         timeout_s: float | None = None,
+        spare_cores: bool = False,
         **event: object,
     ) -> StepResult:
         """One weight update under the lock (at learning rate `lr` for this step only; others
         sharing the model keep theirs). Raises TrainingLockTimeout (after recording a skipped
-        event) if the lock is not free in time."""
+        event) if the lock is not free in time.
+
+        With `spare_cores` (a batch job's steps) the step may run on every core nothing else
+        here needs (`priority.training_threads`); other steps keep the calling thread's intra-op
+        threads, so a backtest that trains, say, gives the same weights whatever the load."""
+        threads = (
+            priority.training_threads(self.threads, batch.x.shape[0] * batch.x.shape[1])
+            if spare_cores
+            else contextlib.nullcontext()
+        )
         t0 = time.perf_counter()
         try:
-            with self.lock.hold(operation, timeout_s) as waited:
+            with self.lock.hold(operation, timeout_s) as waited, threads:
                 loss, acc, n = self._update(batch, lr)
                 step = self.steps
         except TrainingLockTimeout as exc:

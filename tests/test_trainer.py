@@ -194,3 +194,102 @@ def test_a_manual_request_the_trainer_never_applied_is_recorded_as_skipped(datab
     (event,) = training.frame(database, command_id=77).itertuples()
     assert event.skipped and "TrainerStopped" in event.error and event.requested_by == "bo"
     pool.close_all()
+
+
+@pytest.fixture
+def four_cores(monkeypatch):
+    """A machine of four cores with no thread serving predictions and no job yet."""
+    from engine import priority
+
+    monkeypatch.setattr(priority, "CORES", 4)
+    monkeypatch.setattr(priority, "_serving", set())
+    monkeypatch.setattr(priority, "_jobs", set())
+    return priority
+
+
+def on_a_thread(register, release: threading.Event) -> threading.Thread:
+    started = threading.Event()
+
+    def body():
+        register()
+        started.set()
+        release.wait(10)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    started.wait(5)
+    return thread
+
+
+def test_a_batch_step_takes_every_core_only_while_no_live_inference_and_no_other_job(four_cores):
+    priority = four_cores
+    assert priority.spare_cores() == 4
+    release = threading.Event()
+    session = on_a_thread(priority.inference_thread, release)
+    assert priority.spare_cores() == 1  # the other cores stay free for live predictions
+    release.set()
+    session.join()
+    assert priority.spare_cores() == 4  # the session ended
+    release = threading.Event()
+    jobs = [on_a_thread(priority.background_thread, release)]
+    assert priority.spare_cores() == 4  # the batch job itself
+    jobs.append(on_a_thread(priority.background_thread, release))
+    assert priority.spare_cores() == 1  # two jobs: one core each
+    release.set()
+    for job in jobs:
+        job.join()
+
+
+def test_the_faster_thread_count_is_kept_and_the_other_tried_less_often_while_it_loses(
+    monkeypatch,
+):
+    from engine import priority
+
+    monkeypatch.setattr(priority, "cpu_pressure", lambda: 0.0)  # nothing else wants a CPU
+    choice = priority.ThreadChoice()
+    seconds = {4: 1.0, 1: 2.0}  # per step of 1,000 candles: four threads twice as fast
+
+    def steps(n: int) -> list[int]:
+        picked = []
+        for _ in range(n):
+            threads = choice.pick(4)
+            choice.record(threads, seconds[threads], 1000)
+            picked.append(threads)
+        return picked
+
+    first = steps(33)
+    assert first[:9] == [1] * 8 + [4]  # one thread first, every core after 8 steps
+    assert [i for i, n in enumerate(first) if n == 1][8:] == [16, 32]  # retried after 8, 16
+    assert choice.pick(1) == 1  # no spare core: no choice
+    seconds[1] = 0.25  # one thread became faster
+    later = steps(40)
+    assert later[:31] == [4] * 31  # the next try comes 32 steps after the last one
+    assert later[31:39] == [1] * 8 and later[39] == 4  # it won: kept, the loser retried soon
+
+
+def test_more_threads_are_not_even_tried_while_tasks_wait_for_a_cpu(monkeypatch):
+    from engine import priority
+
+    monkeypatch.setattr(priority, "cpu_pressure", lambda: 0.9)  # other processes want the cores
+    choice = priority.ThreadChoice()
+    for _ in range(100):
+        threads = choice.pick(4)
+        choice.record(threads, 1.0, 1000)
+        assert threads == 1
+
+
+def test_a_step_on_spare_cores_is_timed_and_gives_the_thread_its_count_back(
+    four_cores, monkeypatch
+):
+    from engine.model import ModelConfig
+    from engine.runner import ModelRunner
+
+    monkeypatch.setattr(four_cores, "cpu_pressure", lambda: None)  # the kernel does not say
+    runner = ModelRunner("threads", ModelConfig(d_model=32, n_heads=2, d_ff=64, window=16))
+    before = torch.get_num_threads()
+    runner.train_step(random_batch(0, runner.config), operation="t", source="manual")
+    assert runner.threads.costs() == {}  # not a batch job's step: the thread's own count
+    for i in range(1, 10):  # a batch job's steps: timed, one thread, then every spare core
+        runner.train_step(random_batch(i, runner.config), operation="t", source="batch",
+                          spare_cores=True)  # fmt: skip
+    assert sorted(runner.threads.costs()) == [1, 4] and torch.get_num_threads() == before
