@@ -6,8 +6,7 @@ Because the whole equity goes into each position, a trade multiplies equity by a
 depends only on its two fill prices and the fee (fills.growth), so equity after k trades is a
 cumulative product and the simulation never loops per candle: it finds the candles whose open
 has a fill (where the targeted position changes), prices every trade at once, and spreads each
-stretch's cash and units over its candles. Plain numpy, no JIT: the first call is as fast as
-the next.
+stretch's cash and units over its candles. Plain numpy, no JIT: nothing to compile or warm up.
 """
 
 from __future__ import annotations
