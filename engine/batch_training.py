@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from contract.vocab import ACTIONS
 from db import annotations as annotation_rows
 from db import candles
-from engine import features, labels
+from engine import features, labels, priority
 from engine.lock import TrainingLockTimeout
 from engine.runner import IGNORE, Batch, loss_and_accuracy
 
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 LOCK_RETRIES = 3
 MIN_TRAIN_CANDLES = 200  # below this a run is worth a warning
 MIN_VAL_CANDLES = 50
+_EVAL_THREADS = priority.ThreadChoice()  # validation passes take the spare cores, measured
 
 
 @dataclass
@@ -148,7 +149,8 @@ def evaluate(model, ws: list[Window], seq_len: int, horizon: int, batch_size: in
     with torch.inference_mode():
         for i in range(0, len(ws), batch_size):
             batch = assemble(ws[i : i + batch_size], seq_len, horizon)
-            loss, acc, k = loss_and_accuracy(model, batch)
+            with priority.training_threads(_EVAL_THREADS, batch.x.shape[0] * batch.x.shape[1]):
+                loss, acc, k = loss_and_accuracy(model, batch)
             if k:
                 total_loss += float(loss) * k
                 correct += acc * k
