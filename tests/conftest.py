@@ -37,10 +37,10 @@ def database(home):
 PG_URL = os.environ.get("CANDLELAB_TEST_PG_URL")
 
 
-@pytest.fixture
-def empty_pg_database(home):
-    """An empty PostgreSQL database (clean schema, no tables). `scripts/test.sh` starts a local
-    server and sets CANDLELAB_TEST_PG_URL; without it this skips, except in CI, where it fails."""
+def wiped_pg_database():
+    """The test PostgreSQL database emptied (clean schema, no tables). `scripts/test.sh` starts a
+    local server and sets CANDLELAB_TEST_PG_URL; without it this skips, except in CI, where it
+    fails. For fixtures of any scope."""
     if not PG_URL:
         if os.environ.get("CI") == "true":
             pytest.fail("CANDLELAB_TEST_PG_URL is not set in CI")
@@ -52,6 +52,12 @@ def empty_pg_database(home):
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     return engine
+
+
+@pytest.fixture
+def empty_pg_database(home):
+    """An empty PostgreSQL database (clean schema, no tables)."""
+    return wiped_pg_database()
 
 
 @pytest.fixture
