@@ -14,7 +14,9 @@ cold, so the tests of a module share one app where that is honest:
   (it kills the engine, or adds a dataset that then shows first everywhere): the app is stopped
   after that test and the next test gets a fresh one.
 - `fresh_app`: an app started for this test alone, on a fresh data directory, stopped after it:
-  for tests that count what is in the database or change accounts.
+  for tests that count what is in the database or change accounts (unless they count and change
+  only a person no other test of the module uses, as `test_browser_signin.py` does on an app of
+  its own making, started for a sign-on provider with `RunningApp(..., port=)`).
 
 A module sets `APP_ENV` (a dict) to add to the apps' environment, e.g. {"CANDLELAB_SEED": "0"}
 when its tests need no sample data. One Chromium serves a module; each page is in its own
@@ -99,11 +101,11 @@ def stop_app(proc) -> None:
 
 class RunningApp:
     """scripts/start.py (with PEOPLE) on a fresh data directory, up: Streamlit answers and the
-    engine is online."""
+    engine is online. `port`: one a test chose before (a sign-on provider's redirect)."""
 
-    def __init__(self, home, env: dict | None = None) -> None:
+    def __init__(self, home, env: dict | None = None, port: int | None = None) -> None:
         self.home = home
-        port = free_port()
+        port = port or free_port()
         self.proc = start_app(home, port, env=env)
         self.url = f"http://127.0.0.1:{port}"
         self.database = app_database(home)
@@ -158,7 +160,7 @@ def app_pool(request, tmp_path_factory):
     pool.close()
 
 
-def _handed_out(running: RunningApp, monkeypatch):
+def handed_out(running: RunningApp, monkeypatch):
     """What a test gets: the URL and the database; this process uses that data directory."""
     monkeypatch.setenv("CANDLELAB_HOME", str(running.home))
     monkeypatch.delenv("DATABASE_URL", raising=False)
@@ -169,7 +171,7 @@ def _handed_out(running: RunningApp, monkeypatch):
 def app(app_pool, monkeypatch):
     """The whole product on a data directory the module's tests share (the engine seeded real
     data there); the URL and the database."""
-    return _handed_out(app_pool.get(), monkeypatch)
+    return handed_out(app_pool.get(), monkeypatch)
 
 
 @pytest.fixture
@@ -185,7 +187,7 @@ def fresh_app(app_pool, monkeypatch):
     database."""
     running = app_pool.get(fresh=True)
     try:
-        yield _handed_out(running, monkeypatch)
+        yield handed_out(running, monkeypatch)
     finally:
         app_pool.close()
 

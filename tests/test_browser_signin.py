@@ -1,6 +1,10 @@
 """Signing in, in real Chromium against the app started as the README starts it: the first
 admin's one-time link on a fresh data directory, a signed-out browser that reaches nothing
-but the sign-in page, and single sign-on through a local OpenID Connect provider."""
+but the sign-in page, and single sign-on through a local OpenID Connect provider.
+
+The lock test and the single sign-on test share one app (`sso_app`, configured for the
+provider): each reads only the audit events of its own person (tom; olga), whom no other test
+here uses, so one app start serves both."""
 
 from __future__ import annotations
 
@@ -8,20 +12,19 @@ import re
 
 import pytest
 
-import db
 from db import accounts, audit
 from tests.browser import (
     NO_CHROMIUM,
     NO_SEED,
     PASSWORD,
-    app_pool,
+    RunningApp,
+    app_database,
     browser,
     chromium,
     free_port,
-    fresh_app,
+    handed_out,
     healthy,
     new_page,
-    sign_in,
     start_app,
     stop_app,
 )
@@ -29,9 +32,32 @@ from tests.conftest import make_account, wait_until
 from tests.oidc import provider
 
 pytestmark = [pytest.mark.browser, NO_CHROMIUM]
-APP_ENV = NO_SEED  # signing in needs no market data: the engine imports none
 PAGES = ["", "/live", "/annotate", "/train", "/backtest", "/report?id=1", "/data", "/admin",
          "/audit"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sso_provider_and_app(tmp_path_factory):
+    """A local OpenID Connect provider and, on the port it redirects to, the app (PEOPLE, and
+    olga, a trader whose e-mail the provider reports; no sample data: signing in needs none)."""
+    home, port = tmp_path_factory.mktemp("app"), free_port()
+    database = app_database(home)
+    make_account(database, "olga", "trader")
+    accounts.change(database, "olga", by="system", email="olga@example.com")
+    with provider(tmp_path_factory, port) as idp:
+        running = RunningApp(home, env={**idp.env, **NO_SEED}, port=port)
+        try:
+            yield idp, running
+        finally:
+            running.stop()
+
+
+@pytest.fixture
+def sso_app(sso_provider_and_app, monkeypatch):
+    """The module's app configured for single sign-on; the provider, the URL and the
+    database."""
+    idp, running = sso_provider_and_app
+    return (idp, *handed_out(running, monkeypatch))
 
 
 def test_first_start_prints_a_one_time_link_that_signs_the_admin_in(home, browser):
@@ -73,11 +99,11 @@ def test_first_start_prints_a_one_time_link_that_signs_the_admin_in(home, browse
         stop_app(proc)
 
 
-def test_wrong_passwords_lock_the_account_and_the_lock_is_audited(fresh_app, browser):
-    """Its own app: it counts audit events and locks an account."""
+def test_wrong_passwords_lock_the_account_and_the_lock_is_audited(sso_app, browser):
+    """It counts tom's audit events and locks tom: no other test here uses him."""
     from playwright.sync_api import expect
 
-    url, database = fresh_app
+    _, url, database = sso_app
     page = new_page(browser)
     page.goto(url)
     for attempt in range(1, accounts.MAX_FAILURES_PER_ACCOUNT + 2):
@@ -97,37 +123,26 @@ def test_wrong_passwords_lock_the_account_and_the_lock_is_audited(fresh_app, bro
 
 
 def test_single_sign_on_through_a_local_openid_provider_lands_with_the_mapped_role(
-    home, tmp_path, browser
+    sso_app, browser
 ):
     """Streamlit's st.login against a real OpenID Connect provider (Authlib) the test starts:
     the e-mail it reports maps to the account olga, a trader; an unknown e-mail gets in
     nowhere."""
     from playwright.sync_api import expect
 
-    port = free_port()
-    database = db.init()
-    make_account(database, "olga", "trader")
-    accounts.change(database, "olga", by="system", email="olga@example.com")
-    with provider(tmp_path, port) as idp:
-        proc = start_app(home, port, people=None, env={**idp.env, **NO_SEED})
-        try:
-            wait_until(lambda: healthy(idp.app_url), 90, 0.2, "Streamlit health")
-            for email, lands in (("nobody@example.com", False), ("olga@example.com", True)):
-                page = new_page(browser)
-                page.goto(idp.app_url)
-                page.get_by_role("button", name="Sign in with single sign-on").click()
-                page.get_by_label("E-mail").fill(email)
-                page.get_by_role("button", name="Sign in").click()
-                if lands:
-                    expect(page.get_by_text("Signed in as olga · trader")).to_be_visible()
-                    expect(page.get_by_role("link", name="Live")).to_be_visible()
-                    assert page.get_by_role("link", name="Admin").count() == 0
-                else:
-                    expect(
-                        page.get_by_text("nobody@example.com has no enabled account")
-                    ).to_be_visible()
-                    assert page.get_by_test_id("stSidebarNav").count() == 0
-        finally:
-            stop_app(proc)
+    idp, _, database = sso_app
+    for email, lands in (("nobody@example.com", False), ("olga@example.com", True)):
+        page = new_page(browser)
+        page.goto(idp.app_url)
+        page.get_by_role("button", name="Sign in with single sign-on").click()
+        page.get_by_label("E-mail").fill(email)
+        page.get_by_role("button", name="Sign in").click()
+        if lands:
+            expect(page.get_by_text("Signed in as olga · trader")).to_be_visible()
+            expect(page.get_by_role("link", name="Live")).to_be_visible()
+            assert page.get_by_role("link", name="Admin").count() == 0
+        else:
+            expect(page.get_by_text("nobody@example.com has no enabled account")).to_be_visible()
+            assert page.get_by_test_id("stSidebarNav").count() == 0
     (event,) = audit.query(database, audit.Filter(actor="olga", action="signin"))
     assert "single sign-on" in event.detail
