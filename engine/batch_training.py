@@ -26,13 +26,13 @@ from db import annotations as annotation_rows
 from db import candles
 from engine import features, labels, priority
 from engine.lock import TrainingLockTimeout
-from engine.runner import IGNORE, Batch, loss_and_accuracy
+from engine.runner import IGNORE, Batch, loss_share
 
 log = logging.getLogger(__name__)
 LOCK_RETRIES = 3
 MIN_TRAIN_CANDLES = 200  # below this a run is worth a warning
 MIN_VAL_CANDLES = 50
-_EVAL_THREADS = priority.ThreadChoice()  # validation passes take the spare cores, measured
+_EVAL_THREADS = priority.ThreadChoice(careful=False)  # validation's parts on spare cores
 
 
 @dataclass
@@ -141,23 +141,25 @@ class Evaluation:
 
 
 def evaluate(model, ws: list[Window], seq_len: int, horizon: int, batch_size: int) -> Evaluation:
-    """Loss and accuracy on the scored candles of `ws` (no weight update)."""
+    """Loss and accuracy on the scored candles of `ws` (no weight update); a batch runs in
+    parts on the spare cores, as a training step does."""
     if not ws:
         return Evaluation(None, None, 0, None)
     total_loss = correct = n = 0
     counts = np.zeros(len(ACTIONS), dtype=np.int64)
-    with torch.inference_mode():
-        for i in range(0, len(ws), batch_size):
-            batch = assemble(ws[i : i + batch_size], seq_len, horizon)
-            with priority.training_threads(_EVAL_THREADS, batch.x.shape[0] * batch.x.shape[1]):
-                loss, acc, k = loss_and_accuracy(model, batch)
-            if k:
-                total_loss += float(loss) * k
-                correct += acc * k
-                n += k
-                counts += np.bincount(
-                    batch.actions[batch.actions != IGNORE].numpy(), minlength=len(ACTIONS)
-                )
+    for i in range(0, len(ws), batch_size):
+        batch = assemble(ws[i : i + batch_size], seq_len, horizon)
+        k = batch.labelled
+        if not k:
+            continue
+        with priority.timed(_EVAL_THREADS, batch.x.shape[0] * batch.x.shape[1]) as threads:
+            loss, hits = _scored(model, batch, threads)
+        total_loss += loss * k
+        correct += hits
+        n += k
+        counts += np.bincount(
+            batch.actions[batch.actions != IGNORE].numpy(), minlength=len(ACTIONS)
+        )
     if not n:
         return Evaluation(None, None, 0, None)
     return Evaluation(
@@ -167,6 +169,20 @@ def evaluate(model, ws: list[Window], seq_len: int, horizon: int, batch_size: in
         float(counts.max() / n),
         {a: int(c) for a, c in zip(ACTIONS, counts, strict=True)},
     )
+
+
+def _scored(model, batch: Batch, threads: int) -> tuple[float, int]:
+    """The batch's loss and how many of its labelled candles the model gets right, computed in
+    parts on `threads` threads."""
+    n, m = batch.labelled, batch.known
+
+    def share(part: Batch) -> tuple[float, int]:
+        with torch.inference_mode():  # a thread's own setting
+            loss, hits = loss_share(model, part, n, m)
+        return float(loss), hits
+
+    shares = priority.parallel_parts(share, batch.split(threads))
+    return sum(loss for loss, _ in shares), sum(hits for _, hits in shares)
 
 
 def run(

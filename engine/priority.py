@@ -15,14 +15,18 @@ gets it quickly; live inference itself runs a traced model (one GIL acquisition 
 see `engine.inference.trace_last_candle`) on one intra-op thread.
 
 A batch job's training step takes every core only while nothing else here needs one: no
-thread serving live predictions is alive and at most one background job runs
-(`spare_cores`, `training_threads`); with a live session it keeps to one, and the other core
-stays free for predictions. Whether the spare cores make it faster is measured, not assumed
-(`ThreadChoice`). Measured by `bench/model.py`.
+thread serving live predictions is alive and at most one background job runs (`spare_cores`).
+It then splits its batch into parts that run on threads of their own, each on one intra-op
+thread (`parallel_parts`), rather than asking OpenMP for more threads: a part whose core is
+taken for a moment only delays itself, while an OpenMP team waits at every op for its slowest
+thread. With a live session it keeps to one thread, and the other core stays free for
+predictions. Whether the spare cores make it faster is measured, not assumed (`ThreadChoice`).
+Measured by `bench/model.py`.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import gc
 import math
@@ -30,6 +34,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -39,6 +45,8 @@ CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os
 _serving: set[threading.Thread] = set()  # threads that called inference_thread()
 _jobs: set[threading.Thread] = set()  # threads that called background_thread()
 _registry = threading.Lock()
+_pool: concurrent.futures.ThreadPoolExecutor | None = None  # parallel_parts' helper threads
+T, R = TypeVar("T"), TypeVar("R")
 
 
 def configure_process() -> None:
@@ -103,7 +111,10 @@ class ThreadChoice:
     SMOOTHING = 0.5  # weight of the newest step in the running cost
     BUSY = 0.25  # CPU pressure above which more threads are not tried
 
-    def __init__(self) -> None:
+    def __init__(self, *, careful: bool = True) -> None:
+        """`careful=False`: try more threads whatever the CPU pressure (for work split into
+        independent parts, which loses little on busy cores)."""
+        self.careful = careful
         self._cost: dict[int, float] = {}  # threads → seconds per candle of batch
         self._every, self._since = self.EXPLORE_MIN, 0
         self._trying: int | None = None
@@ -121,7 +132,7 @@ class ThreadChoice:
             if self._since < self._every:
                 return best
             self._since, other = 0, 1 if best == spare else spare
-            if other > best and (cpu_pressure() or 0.0) > self.BUSY:
+            if self.careful and other > best and (cpu_pressure() or 0.0) > self.BUSY:
                 self._every = min(2 * self._every, self.EXPLORE_MAX)  # as if it had lost
                 return best
             self._trying = other
@@ -161,24 +172,35 @@ def cpu_pressure() -> float | None:
 
 
 @contextlib.contextmanager
-def training_threads(choice: ThreadChoice | None = None, candles: int = 0):
-    """Run a training step of `candles` candles (batch x length) on the intra-op threads
-    `choice` picks from `spare_cores()` (all spare ones without a choice), timing it for the
-    choice; then give the thread back the count it had (with OpenMP the setting is the calling
-    thread's). Yields the count."""
-    spare = spare_cores()
-    wanted = choice.pick(spare) if choice is not None else spare
-    before = torch.get_num_threads()
-    if wanted != before:
-        torch.set_num_threads(wanted)
+def timed(choice: ThreadChoice, candles: int):
+    """Yield the thread count `choice` picks from `spare_cores()` for a piece of work of
+    `candles` candles, and record how long the work took with it (unless it raised)."""
+    threads = choice.pick(spare_cores())
     t0 = time.perf_counter()
+    yield threads
+    choice.record(threads, time.perf_counter() - t0, candles)
+
+
+def parallel_parts(fn: Callable[[T], R], parts: list[T]) -> list[R]:
+    """`fn(part)` for every part at once: the first on this thread, the others on helper
+    threads (background priority, one intra-op thread each). Returns the results in order once
+    all are done; raises the first error, after every part has finished."""
+    futures = [_helpers().submit(fn, part) for part in parts[1:]]
     try:
-        yield wanted
-        if choice is not None:
-            choice.record(wanted, time.perf_counter() - t0, candles)
+        first = fn(parts[0])
     finally:
-        if wanted != before:
-            torch.set_num_threads(before)
+        concurrent.futures.wait(futures)
+    return [first] + [f.result() for f in futures]
+
+
+def _helpers() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    with _registry:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max(1, CORES - 1), thread_name_prefix="part", initializer=trainer_thread
+            )
+        return _pool
 
 
 def settle_heap() -> None:

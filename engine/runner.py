@@ -47,6 +47,17 @@ class Batch:
     def labelled(self) -> int:
         return int((self.actions != IGNORE).sum())
 
+    @property
+    def known(self) -> int:
+        """Ghost target values known (not NaN)."""
+        return int((~torch.isnan(self.ghost)).sum())
+
+    def split(self, parts: int) -> list[Batch]:
+        """At most `parts` batches of whole rows (views, no copy)."""
+        k = max(1, min(parts, len(self.x)))
+        x, actions, ghost = (t.tensor_split(k) for t in (self.x, self.actions, self.ghost))
+        return [Batch(*r) for r in zip(x, actions, ghost, strict=True)]
+
 
 @dataclass(frozen=True)
 class StepResult:
@@ -150,27 +161,35 @@ class Snapshot:
 
 
 def loss_and_accuracy(model, batch: Batch) -> tuple[torch.Tensor, float | None, int]:
-    """Cross-entropy on labelled candles plus a small ghost-candle term where the future exists.
+    """Cross-entropy on labelled candles plus a small ghost-candle term where the future exists;
+    the accuracy on the labelled candles, and how many there are."""
+    n, m = batch.labelled, batch.known
+    loss, correct = loss_share(model, batch, n, m)
+    return loss, (correct / n if n else None), n
+
+
+def loss_share(model, part: Batch, n: int, m: int) -> tuple[torch.Tensor, int]:
+    """The share of `part` (some rows of a batch with `n` labelled candles and `m` known ghost
+    values) in that batch's loss, and how many of its labelled candles the model gets right:
+    the shares of a batch's parts add up to its loss, so their gradients add up to its
+    gradient.
 
     Both terms are means over what is known, taken with masks rather than boolean indexing:
     indexing a (B, T, k, 4) target costs a nonzero, a gather and a scatter in backward — about
     a sixth of a batch step on the CPU."""
-    logits, ghost = model(batch.x)  # (B, T, 3), (B, T, k, 4)
-    labelled = batch.actions != IGNORE
-    n = int(labelled.sum())
+    logits, ghost = model(part.x)  # (B, T, 3), (B, T, k, 4)
     loss = logits.sum() * 0.0  # a graph to step on even when nothing is known
-    acc = None
+    correct = 0
     if n:
-        loss = loss + F.cross_entropy(
-            logits.flatten(0, 1), batch.actions.flatten(), ignore_index=IGNORE
-        )
-        acc = float(((logits.detach().argmax(-1) == batch.actions) & labelled).sum()) / n
-    known = ~torch.isnan(batch.ghost)
-    m = int(known.sum())
+        flat = logits.flatten(0, 1), part.actions.flatten()
+        loss = loss + F.cross_entropy(*flat, ignore_index=IGNORE, reduction="sum") / n
+        hits = (logits.detach().argmax(-1) == part.actions) & (part.actions != IGNORE)
+        correct = int(hits.sum())
     if m:
-        err = F.smooth_l1_loss(ghost, batch.ghost.nan_to_num(0.0), reduction="none")
+        known = ~torch.isnan(part.ghost)
+        err = F.smooth_l1_loss(ghost, part.ghost.nan_to_num(0.0), reduction="none")
         loss = loss + GHOST_WEIGHT * (err * known).sum() / m
-    return loss, acc, n
+    return loss, correct
 
 
 class ModelRunner:
@@ -201,7 +220,9 @@ class ModelRunner:
             self.optimizer.load_state_dict(optimizer_state)
         _fuse(self.optimizer, self.device)
         self.lock = TrainingLock(key, lock_timeout_s)
-        self.threads = priority.ThreadChoice()  # intra-op threads per step, while cores are spare
+        # Threads a batch job's step runs its parts on while cores are spare, measured: parts
+        # lose little on busy cores, so more are tried whatever the CPU pressure.
+        self.threads = priority.ThreadChoice(careful=False)
         self.on_step = on_step
         self.steps = self.optimizer_steps()
         self._snapshot = self._publish()
@@ -239,18 +260,19 @@ class ModelRunner:
         sharing the model keep theirs). Raises TrainingLockTimeout (after recording a skipped
         event) if the lock is not free in time.
 
-        With `spare_cores` (a batch job's steps) the step may run on every core nothing else
-        here needs (`priority.training_threads`); other steps keep the calling thread's intra-op
-        threads, so a backtest that trains, say, gives the same weights whatever the load."""
+        With `spare_cores` (a batch job's steps) the step may run in parts on every core nothing
+        else here needs (`priority.spare_cores`, timed by `self.threads`); other steps run on
+        the calling thread alone, so a backtest that trains, say, gives the same weights
+        whatever the load."""
         threads = (
-            priority.training_threads(self.threads, batch.x.shape[0] * batch.x.shape[1])
-            if spare_cores
-            else contextlib.nullcontext()
+            priority.timed(self.threads, batch.x.shape[0] * batch.x.shape[1])
+            if spare_cores and self.device.type == "cpu"
+            else contextlib.nullcontext(1)
         )
         t0 = time.perf_counter()
         try:
-            with self.lock.hold(operation, timeout_s) as waited, threads:
-                loss, acc, n = self._update(batch, lr)
+            with self.lock.hold(operation, timeout_s) as waited, threads as parts:
+                loss, acc, n = self._update(batch, lr, parts)
                 step = self.steps
         except TrainingLockTimeout as exc:
             self._report(model_key=self.key, source=source, skipped=True, error=str(exc),
@@ -266,8 +288,10 @@ class ModelRunner:
         )  # fmt: skip
         return result
 
-    def _update(self, batch: Batch, lr: float | None):
-        """Forward, backward, optimizer step, publish (call with the lock held)."""
+    def _update(self, batch: Batch, lr: float | None, threads: int = 1):
+        """Forward, backward, optimizer step, publish (call with the lock held). With `threads`
+        > 1 the batch's rows are split into that many parts, each part's forward and backward
+        on a thread of its own (their gradients add up in the weights'), then one step."""
         self.model.train()
         groups = self.optimizer.param_groups
         usual = [g["lr"] for g in groups]
@@ -277,9 +301,15 @@ class ModelRunner:
         self.optimizer.zero_grad(set_to_none=True)
         if self.device.type != "cpu":
             batch = Batch(*(t.to(self.device) for t in (batch.x, batch.actions, batch.ghost)))
-        try:
-            loss, acc, n = loss_and_accuracy(self.model, batch)
+        n, m = batch.labelled, batch.known
+
+        def backward(part: Batch) -> tuple[torch.Tensor, int]:
+            loss, correct = loss_share(self.model, part, n, m)
             loss.backward()
+            return loss.detach(), correct
+
+        try:
+            shares = priority.parallel_parts(backward, batch.split(threads))
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.optimizer.step()
         finally:
@@ -287,7 +317,8 @@ class ModelRunner:
                 group["lr"] = rate
         self.steps += 1
         self._snapshot = self._publish()
-        return loss, acc, n
+        loss = sum(share for share, _ in shares)
+        return loss, (sum(c for _, c in shares) / n if n else None), n
 
     def _report(self, **event) -> None:
         """Tell `on_step` (a training event); a failure to record never undoes an update."""

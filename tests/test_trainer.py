@@ -278,6 +278,34 @@ def test_more_threads_are_not_even_tried_while_tasks_wait_for_a_cpu(monkeypatch)
         assert threads == 1
 
 
+def test_a_step_split_in_parts_on_threads_gives_the_weights_of_one_whole_step(four_cores):
+    """A batch job's step on spare cores runs its rows in parts, each forward and backward on
+    a thread of its own: the gradients add up to the whole batch's."""
+    from engine.model import ModelConfig
+    from engine.priority import ThreadChoice
+    from engine.runner import ModelRunner
+
+    class Always(ThreadChoice):
+        def __init__(self, threads: int) -> None:
+            super().__init__()
+            self.threads = threads
+
+        def pick(self, spare: int) -> int:
+            return self.threads
+
+    cfg = ModelConfig(d_model=32, n_heads=2, d_ff=64, window=16)
+    whole, parts = ModelRunner("whole", cfg), ModelRunner("parts", cfg)
+    whole.threads, parts.threads = Always(1), Always(4)
+    for i in range(3):
+        batch = random_batch(i, cfg, b=6, t=80)  # the banded-block path: 80 > 4 x 16
+        a = whole.train_step(batch, operation="t", source="batch", spare_cores=True)
+        b = parts.train_step(batch, operation="t", source="batch", spare_cores=True)
+        assert a.loss == pytest.approx(b.loss, rel=1e-5) and a.accuracy == b.accuracy
+    for p, q in zip(whole.model.parameters(), parts.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+    assert not torch.equal(whole.model.inp.weight, ModelRunner("start", cfg).model.inp.weight)
+
+
 def test_a_step_on_spare_cores_is_timed_and_gives_the_thread_its_count_back(
     four_cores, monkeypatch
 ):
