@@ -62,6 +62,32 @@ def test_a_pass_in_gpu_sized_chunks_on_a_named_device_gives_the_same_probabiliti
     assert next(model.parameters()).device.type == "cpu"
 
 
+def test_a_pass_whose_chunks_run_at_once_on_spare_cores_gives_the_same_probabilities(
+    sp500, model, monkeypatch
+):
+    """With cores spare, a pass runs several chunks at once on threads of their own: the same
+    numbers as one chunk after another, progress in order, and cancelling keeps what is done."""
+    from engine import inference, priority
+
+    class Always(priority.ThreadChoice):
+        def pick(self, spare: int) -> int:
+            return 3
+
+    one_at_a_time, _ = predict_all(model, sp500, chunk=500)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(priority, "CORES", 3)
+    monkeypatch.setattr(inference, "_PASS_THREADS", Always())
+    seen: list[float] = []
+    at_once, ghost = predict_all(model, sp500, chunk=500, progress=seen.append)
+    np.testing.assert_allclose(at_once, one_at_a_time, atol=1e-6)
+    np.testing.assert_allclose(ghost, predict_all(model, sp500, chunk=500)[1], atol=1e-5)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) == -(-len(sp500) // 1500)
+    part, _ = predict_all(model, sp500, chunk=500, progress=lambda f: False)
+    assert len(part) == 1500
+    np.testing.assert_allclose(part, one_at_a_time[:1500], atol=1e-6)
+    assert torch.get_num_threads() == threads  # the caller's own count, given back
+
+
 def test_changing_later_candles_never_changes_earlier_predictions(sp500, model):
     probs, _ = predict_all(model, sp500[:3000])
     shaken = sp500[:3000].copy()
