@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from contract.vocab import ACTIONS, CASH, EARLIEST_MS, FEE_BPS, LATEST_MS, PIVOT_LEFT, PIVOT_RIGHT
-from db import candles, series
+from db import candle_cache, candles, series
 from engine import backtest, backtest_stats, pivots
 from engine.device import training_device
 from engine.inference import context_size, predict_all
@@ -145,7 +145,8 @@ def run(
         model = learn["runner"].snapshot.model
     if (model is None) == (signals is None):
         raise BacktestError("give exactly one of a checkpoint or a signals file")
-    in_range = candles.load(database, symbol, timeframe, lo, hi)
+    stored = candle_cache.shared.dataset(database, symbol, timeframe)  # reruns skip the read
+    in_range = stored.frame(lo, hi, None)
     if len(in_range) < 2:
         raise BacktestError(candles.too_few(database, symbol, timeframe, len(in_range)))
     ts = in_range.ts.to_numpy()
@@ -153,9 +154,7 @@ def run(
     probs = None
     status = "done"
     if model is not None:
-        before = candles.load(
-            database, symbol, timeframe, end_ms=int(ts[0]) - 1, last=context_size(model.cfg)
-        )
+        before = stored.frame(None, int(ts[0]) - 1, context_size(model.cfg))
         full = pd.concat([before, in_range], ignore_index=True)
         ohlcv = full[["open", "high", "low", "close", "volume"]].to_numpy()
         if learn:

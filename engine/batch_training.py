@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 
 from contract.vocab import ACTIONS
 from db import annotations as annotation_rows
-from db import candles
+from db import candle_cache
 from engine import features, labels, priority
 from engine.lock import TrainingLockTimeout
 from engine.runner import IGNORE, Batch, loss_share
@@ -72,7 +72,7 @@ def prepare(database: Engine, datasets: list[tuple[str, str]], s: TrainSettings,
     """Load candles and annotations; returns the series (only those with labels)."""
     out = []
     for symbol, timeframe in datasets:
-        df = candles.load(database, symbol, timeframe)
+        df = candle_cache.shared.load(database, symbol, timeframe)
         if df.empty:
             continue
         ohlcv = df[["open", "high", "low", "close", "volume"]].to_numpy()

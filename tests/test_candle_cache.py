@@ -1,0 +1,121 @@
+"""The engine's candle cache answers as a read from the database would, whatever was imported
+since, and reads again only what it must."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from contract.access import SYSTEM_ACCOUNT
+from db import candle_cache, candles
+from market.importer import seed_samples
+
+DAY = 86_400_000
+
+
+def stored(database, frame: pd.DataFrame, symbol: str = "X") -> None:
+    candles.store(database, frame, symbol=symbol, timeframe="1d", source="t", sha256="t",
+                  format="generic", rows_in_file=len(frame), rows_skipped=0,
+                  created_by=SYSTEM_ACCOUNT)  # fmt: skip
+
+
+def days(first: int, n: int, seed: int = 0) -> pd.DataFrame:
+    close = 100 + np.cumsum(np.random.default_rng(seed).normal(0, 1, n))
+    ts = (np.arange(first, first + n) * DAY).astype(np.int64)
+    return pd.DataFrame({"ts": ts, "open": close, "high": close + 1, "low": close - 1,
+                         "close": close, "volume": 1.0 + np.arange(n)})  # fmt: skip
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[tuple]:
+    """Every read of candles the cache makes from the database."""
+    seen: list[tuple] = []
+    load = candles.load
+
+    def counted(*args, **kw):
+        seen.append((args[1:], kw))
+        return load(*args, **kw)
+
+    monkeypatch.setattr(candles, "load", counted)
+    return seen
+
+
+def test_any_bounds_give_what_the_database_gives(database):
+    seed_samples(database)
+    cache = candle_cache.CandleCache()
+    whole = candles.load(database, "SP500", "1d")
+    ts = whole.ts.to_numpy()
+    rng = np.random.default_rng(7)
+    picks = [None, int(ts[0]) - DAY, int(ts[-1]) + DAY, *rng.choice(ts, 12).tolist()]
+    for _ in range(40):
+        lo, hi = (picks[i] for i in rng.integers(0, len(picks), 2))
+        last = [None, 1, 300, 10_000][rng.integers(0, 4)]
+        want = candles.load(database, "SP500", "1d", lo, hi, last)
+        pd.testing.assert_frame_equal(cache.load(database, "SP500", "1d", lo, hi, last), want)
+
+
+def test_new_candles_are_read_alone_and_older_ones_read_the_dataset_again(database, reads):
+    cache = candle_cache.CandleCache()
+    stored(database, days(100, 50))
+    first = cache.load(database, "X", "1d")
+    assert len(reads) == 1
+    pd.testing.assert_frame_equal(cache.load(database, "X", "1d"), first)
+    assert len(reads) == 1  # unchanged: nothing read
+
+    stored(database, days(140, 30, seed=1))  # 20 new days after the last; 10 already stored
+    assert len(cache.load(database, "X", "1d")) == 70
+    assert reads[-1] == (("X", "1d"), {"start_ms": 149 * DAY + 1})  # only the newer ones
+
+    stored(database, days(90, 5, seed=2))  # a backfill of older days
+    assert len(cache.load(database, "X", "1d")) == 75
+    assert reads[-1] == (("X", "1d"), {})  # the whole dataset again
+    for lo, hi in [(None, None), (92 * DAY, 101 * DAY), (150 * DAY, None)]:
+        pd.testing.assert_frame_equal(
+            cache.load(database, "X", "1d", lo, hi), candles.load(database, "X", "1d", lo, hi)
+        )
+
+
+def test_a_frame_handed_out_is_the_callers_own(database):
+    cache = candle_cache.CandleCache()
+    stored(database, days(100, 20))
+    frame = cache.load(database, "X", "1d")
+    frame.loc[:, "close"] = -1.0
+    frame["ts"] += 1
+    pd.testing.assert_frame_equal(
+        cache.load(database, "X", "1d"), candles.load(database, "X", "1d")
+    )
+
+
+def test_datasets_and_databases_are_kept_apart(database, tmp_path):
+    import db
+
+    cache = candle_cache.CandleCache()
+    stored(database, days(100, 20))
+    stored(database, days(100, 20, seed=5), symbol="Y")
+    other = db.init(f"sqlite:///{tmp_path / 'other.db'}")
+    stored(other, days(100, 20, seed=9))
+    for engine, symbol in [(database, "X"), (database, "Y"), (other, "X"), (database, "X")]:
+        pd.testing.assert_frame_equal(
+            cache.load(engine, symbol, "1d"), candles.load(engine, symbol, "1d")
+        )
+
+
+def test_the_least_recently_used_goes_first_and_too_large_is_not_kept(database, reads):
+    one = 20 * 6 * 8  # bytes of a 20-candle dataset
+    cache = candle_cache.CandleCache(max_mb=2.5 * one / 2**20)
+    for symbol in "ABC":
+        stored(database, days(100, 20), symbol=symbol)
+    for symbol in "ABA":
+        cache.load(database, symbol, "1d")
+    cache.load(database, "C", "1d")  # over the budget: B, the least recently used, goes
+    assert len(reads) == 3
+    cache.load(database, "A", "1d")
+    cache.load(database, "C", "1d")
+    assert len(reads) == 3
+    cache.load(database, "B", "1d")
+    assert len(reads) == 4
+    small = candle_cache.CandleCache(max_mb=0.5 * one / 2**20)
+    small.load(database, "A", "1d")
+    small.load(database, "A", "1d")
+    assert len(reads) == 6  # larger than the whole budget: read each time
