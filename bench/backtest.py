@@ -6,7 +6,8 @@
 1. End to end on 1,000,000 hourly candles: a real engine process (`python -m engine serve`)
    runs `backtest.start` with the packaged model, timed from submitting the command to the
    stored report (loading candles, model pass, simulation, statistics, trades and arrays
-   stored), the median of --jobs jobs; vs the naive way a live session would do it, one
+   stored): the first of --jobs jobs (candles read from the database), and the median of the
+   reruns (the engine holds a dataset's candles: db/candle_cache.py); vs the naive way a live session would do it, one
    candle at a time (predict_last + the account), timed on a 2,000-candle sample (median of
    3): candles/s each, and the ratio.
 2. The simulation alone (engine/backtest.py `simulate`) on 1,000,000 candles with dense random
@@ -199,11 +200,11 @@ def engine_jobs(database, repeats: int) -> tuple[list[float], int]:
             cid = bus.submit(database, "backtest.start", {"symbol": "BENCH", "timeframe": "1h",
                              "name": f"bench {i}"}, created_by=SYSTEM_ACCOUNT)  # fmt: skip
             while (cmd := bus.get(database, cid)).status in ("pending", "running"):
-                time.sleep(0.01)
+                time.sleep(0.05)
             if cmd.status != "done":
                 raise SystemExit(f"backtest.start {cmd.status}: {cmd.error}")
             while (row := backtests.get(database, cmd.result["backtest_id"])).status == "running":
-                time.sleep(0.01)
+                time.sleep(0.05)
             times.append(time.perf_counter() - t0)
             if row.status != "done":
                 raise SystemExit(f"backtest {row.id} ended {row.status}: see {log.name}")
@@ -230,7 +231,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--candles", type=int, default=1_000_000)
     ap.add_argument("--sim-candles", type=int, default=1_000_000)
-    ap.add_argument("--jobs", type=int, default=3, help="end-to-end jobs, timed as a median")
+    ap.add_argument("--jobs", type=int, default=4,
+                    help="end-to-end jobs: the first, then the median of the others")  # fmt: skip
     ap.add_argument("--skip-simulation", action="store_true", help="end to end only")
     ap.add_argument("--repeats", type=int, default=5, help="runs of ours, timed as a median")
     ap.add_argument("--reference-repeats", type=int, default=3,
@@ -256,17 +258,21 @@ def main() -> int:
     model = CandleTransformer(cfg).eval()
     model.load_state_dict(state)
 
-    jobs, trades = engine_jobs(database, args.jobs)
-    batched = statistics.median(jobs)
+    jobs, trades = engine_jobs(database, max(2, args.jobs))
     ohlcv = frame[["open", "high", "low", "close", "volume"]].to_numpy()
     loop = []
     for _ in range(3):
         loop.append(per_candle_loop(model, frame.ts.to_numpy(), ohlcv, Account, predict_last))
-    rate_b, rate_n = len(frame) / batched, 1 / statistics.median(loop)
+    rate_n = 1 / statistics.median(loop)
+    first, rerun = jobs[0], statistics.median(jobs[1:])
     print(
-        f"end to end (engine job, command -> stored report), {len(frame):,} candles, median of "
-        f"{len(jobs)}: {batched:.2f} s = {rate_b:,.0f} candles/s ({trades:,} trades); per-candle "
-        f"loop {rate_n:,.0f} candles/s -> {rate_b / rate_n:.0f}x  (target >= 200,000/s, >= 100x)"
+        f"end to end (engine job, command -> stored report), {len(frame):,} candles "
+        f"({trades:,} trades); per-candle loop {rate_n:,.0f} candles/s; target >= 200,000/s, "
+        f">= 100x\n  first job (candles read from the database, model loaded): {first:.2f} s = "
+        f"{len(frame) / first:,.0f} candles/s -> {len(frame) / first / rate_n:.0f}x\n  "
+        f"reruns on the same dataset (its candles held by the engine), median of "
+        f"{len(jobs) - 1}: {rerun:.2f} s = {len(frame) / rerun:,.0f} candles/s -> "
+        f"{len(frame) / rerun / rate_n:.0f}x"
     )
 
     if not args.skip_simulation:
