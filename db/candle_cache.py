@@ -52,6 +52,13 @@ class Dataset:
             np.concatenate([self.ohlcv, newer[OHLCV].to_numpy(dtype=np.float64)]),
         )
 
+    def spans(self, n: int, first: int | None, last: int | None) -> bool:
+        """Whether these are the `n` candles from `first` to `last` (append-only: then they are
+        the same candles; the times catch a database recreated under the same URL)."""
+        if not len(self.ts):
+            return n == 0
+        return (n, first, last) == (len(self.ts), self.ts[0], self.ts[-1])
+
     @property
     def nbytes(self) -> int:
         return self.ts.nbytes + self.ohlcv.nbytes
@@ -60,7 +67,7 @@ class Dataset:
         """The rows `candles.load` would return for these bounds."""
         lo = 0 if start_ms is None else int(np.searchsorted(self.ts, start_ms, "left"))
         hi = len(self.ts) if end_ms is None else int(np.searchsorted(self.ts, end_ms, "right"))
-        if last is not None:
+        if last:  # as candles.load: 0 or None, no limit
             lo = max(lo, hi - last)
         ts = self.ts[lo:hi].copy()  # a caller's frame is its own to change
         df = pd.DataFrame({"ts": ts, "time": pd.to_datetime(ts, unit="ms", utc=True)})
@@ -96,16 +103,19 @@ class CandleCache:
         with self._lock:
             held = self._held.get(key)
         n, first, last = candles.span(engine, symbol, timeframe)
-        if held is not None and len(held.ts) == n:
+        if held is not None and held.spans(n, first, last):
             fresh = held
         elif held is not None and len(held.ts) and n > len(held.ts) and first == held.ts[0]:
-            newer = candles.load(engine, symbol, timeframe, start_ms=int(held.ts[-1]) + 1)
-            grown = held.extended(newer)
-            fresh = grown if len(grown.ts) == n else _read(engine, symbol, timeframe)
+            fresh = _grown(engine, symbol, timeframe, held)
         else:
             fresh = _read(engine, symbol, timeframe)
         self._keep(key, fresh)
         return fresh
+
+    def clear(self) -> None:
+        """Forget every dataset (for a process that swaps databases under one URL: tests)."""
+        with self._lock:
+            self._held.clear()
 
     def _keep(self, key: tuple[str, str, str], data: Dataset) -> None:
         with self._lock:
@@ -115,6 +125,18 @@ class CandleCache:
             self._held[key] = data
             while sum(d.nbytes for d in self._held.values()) > self.max_bytes:
                 self._held.popitem(last=False)
+
+
+def _grown(engine: Engine, symbol: str, timeframe: str, held: Dataset) -> Dataset:
+    """`held` and the candles stored after its last, if nothing else was added: newer ones are
+    read first, then counted with the older ones; counts only grow, so equal counts after the
+    read mean the read saw exactly what is stored. Otherwise the whole dataset, read again."""
+    newer = candles.load(engine, symbol, timeframe, start_ms=int(held.ts[-1]) + 1)
+    n, _, _ = candles.span(engine, symbol, timeframe)
+    older = candles.span(engine, symbol, timeframe, end_ms=int(held.ts[-1]))
+    if older[:2] == (len(held.ts), held.ts[0]) and n == len(held.ts) + len(newer):
+        return held.extended(newer)
+    return _read(engine, symbol, timeframe)
 
 
 def _read(engine: Engine, symbol: str, timeframe: str) -> Dataset:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -69,18 +70,17 @@ def _probs_and_ghost(
                 ghosts[start:end] = g[0, start - lo :].cpu().numpy()
 
     spans = [(s, min(n, s + chunk)) for s in range(0, n, chunk)]
+    cpu = device.type == "cpu"
     done, i = 0, 0
     with _one_intra_op_thread(device):
         while i < len(spans):
-            if device.type == "cpu":
-                k = _PASS_THREADS.pick(priority.spare_cores())
-                with priority.timed(_PASS_THREADS, sum(e - s for s, e in spans[i : i + k])):
-                    priority.parallel_parts(run, spans[i : i + k])
-            else:
-                k = 1
-                run(spans[i])
-            i += k
-            done = spans[min(i, len(spans)) - 1][1]
+            parts = spans[i : i + (_PASS_THREADS.pick(priority.spare_cores()) if cpu else 1)]
+            t0 = time.perf_counter()
+            priority.parallel_parts(run, parts)
+            if cpu:  # under the count that ran (fewer parts may be left than were picked)
+                candles = sum(e - s for s, e in parts)
+                _PASS_THREADS.record(len(parts), time.perf_counter() - t0, candles)
+            i, done = i + len(parts), parts[-1][1]
             if progress is not None and progress(done / n) is False:
                 break  # cancelled: return what is done
     return probs[:done], None if ghosts is None else ghosts[:done]

@@ -14,7 +14,7 @@ import pytest
 
 import db
 from contract.access import SYSTEM_ACCOUNT
-from db import accounts, connection, engines
+from db import accounts, candle_cache, connection, engines
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -27,6 +27,7 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("DATABASE_URL", raising=False)
     yield tmp_path
     connection.dispose_all()
+    candle_cache.shared.clear()  # the next test's database may have this one's URL
     if "streamlit" in sys.modules:  # an AppTest's cached engine belongs to this test's database
         import streamlit as st
 
@@ -68,6 +69,7 @@ def wiped_pg_database():
     from sqlalchemy import text
 
     engine = connection.get_engine(settings_url(PG_URL))
+    candle_cache.shared.clear()  # what it held of the last test's candles is gone
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))

@@ -119,3 +119,33 @@ def test_the_least_recently_used_goes_first_and_too_large_is_not_kept(database, 
     small.load(database, "A", "1d")
     small.load(database, "A", "1d")
     assert len(reads) == 6  # larger than the whole budget: read each time
+
+
+def test_candles_added_while_newer_ones_are_read_are_never_missed(database, monkeypatch):
+    """Days missing in the middle are filled in, then as many newer days arrive between the cache's count and
+    its read of the days after the ones it holds: the numbers add up, yet the backfill is not
+    in what it read; the cache notices and reads the dataset whole."""
+    cache = candle_cache.CandleCache()
+    stored(database, pd.concat([days(100, 20), days(130, 20)]))  # a gap: days 120-129
+    cache.load(database, "X", "1d")
+    stored(database, days(150, 5, seed=1))
+    stored(database, days(120, 3, seed=2))  # into the gap: counted, not among the newer days
+    load = candles.load
+
+    def load_during_an_import(engine, symbol, timeframe, start_ms=None, *args, **kw):
+        if start_ms is not None:  # the read of the newer days
+            stored(database, days(155, 3, seed=3))  # 3 more newer days, as many as the older
+        return load(engine, symbol, timeframe, start_ms, *args, **kw)
+
+    monkeypatch.setattr(candles, "load", load_during_an_import)
+    got = cache.load(database, "X", "1d")
+    monkeypatch.setattr(candles, "load", load)
+    pd.testing.assert_frame_equal(got, candles.load(database, "X", "1d"))
+    assert len(got) == 51
+
+
+def test_last_zero_means_no_limit_as_in_the_database_read(database):
+    stored(database, days(100, 20))
+    got = candle_cache.CandleCache().load(database, "X", "1d", last=0)
+    pd.testing.assert_frame_equal(got, candles.load(database, "X", "1d", last=0))
+    assert len(got) == 20

@@ -88,6 +88,29 @@ def test_a_pass_whose_chunks_run_at_once_on_spare_cores_gives_the_same_probabili
     assert torch.get_num_threads() == threads  # the caller's own count, given back
 
 
+def test_a_pass_times_each_round_under_the_thread_count_that_ran_it(sp500, model, monkeypatch):
+    """The thread choice learns from the truth: each round of chunks is recorded under the
+    count it was picked with, and for the candles that round scored."""
+    from engine import inference, priority
+
+    class Spy(priority.ThreadChoice):
+        picked: list[int] = []
+        recorded: list[tuple[int, int]] = []
+
+        def pick(self, spare: int) -> int:
+            self.picked.append(1 + len(self.picked) % 3)
+            return self.picked[-1]
+
+        def record(self, threads: int, seconds: float, candles: int) -> None:
+            self.recorded.append((threads, candles))
+
+    monkeypatch.setattr(priority, "CORES", 3)
+    monkeypatch.setattr(inference, "_PASS_THREADS", Spy())
+    predict_all(model, sp500[:4000], chunk=500)
+    assert Spy.picked == [1, 2, 3, 1, 2]  # 8 chunks: 1 + 2 + 3 + 1 + (the last) 1
+    assert Spy.recorded == [(1, 500), (2, 1000), (3, 1500), (1, 500), (1, 500)]  # as ran
+
+
 def test_changing_later_candles_never_changes_earlier_predictions(sp500, model):
     probs, _ = predict_all(model, sp500[:3000])
     shaken = sp500[:3000].copy()
