@@ -17,6 +17,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from db import settings
 
 BUSY_TIMEOUT_MS = 5000
+# PostgreSQL ends a transaction left idle this many heartbeat timeouts: a process stopped
+# inside one (a stall: swapping, a paused VM, SIGSTOP) would otherwise keep its row locks for
+# as long as it is stopped, and an engine taking its sessions over would wait on them. By then
+# the others have found it dead (db/engines.py); when it wakes, its connection is gone.
+STALLED_TRANSACTION_HEARTBEATS = 2
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -26,7 +31,9 @@ def make_engine(url: str | None = None) -> Engine:
     """A new SQLAlchemy engine for `url` (default: `settings.database_url()`)."""
     url = url or settings.database_url()
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        idle_ms = int(STALLED_TRANSACTION_HEARTBEATS * settings.heartbeat_timeout_s() * 1000)
+        options = f"-c idle_in_transaction_session_timeout={idle_ms}"
+        return create_engine(url, pool_pre_ping=True, connect_args={"options": options})
 
     engine = create_engine(url, connect_args={"check_same_thread": False})
 

@@ -259,6 +259,7 @@ def _lock(dst: Connection) -> None:
     if dst.dialect.name != "postgresql":
         return
     dst.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+    dst.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))  # one long copy
     names = ", ".join(dst.dialect.identifier_preparer.quote(t.name) for t in tables())
     dst.execute(text(f"LOCK TABLE {names} IN EXCLUSIVE MODE"))
 

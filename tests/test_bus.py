@@ -95,3 +95,37 @@ def test_two_processes_claiming_1000_commands_get_each_exactly_once(any_database
     claimed_by = {cid: who for cid, who in rows}
     assert len(claimed_by) == 1000
     assert all(claimed_by[i] == "p0" for i in a) and all(claimed_by[i] == "p1" for i in b)
+
+
+def test_a_transaction_left_idle_by_a_stalled_process_lets_go_of_its_locks(
+    pg_database, monkeypatch
+):
+    """PostgreSQL ends a transaction idle for two heartbeat timeouts: a row a stopped engine
+    had updated becomes writable for the engine taking over, and the stalled connection fails
+    when it wakes instead of committing."""
+    import time
+
+    import pytest
+    from sqlalchemy import text, update
+    from sqlalchemy.exc import DBAPIError
+
+    from tests.conftest import PG_URL, settings_url
+
+    monkeypatch.setenv("CANDLELAB_HEARTBEAT_TIMEOUT", "0.5")  # idle transactions end after 1 s
+    stalled, other = (connection.make_engine(settings_url(PG_URL)) for _ in range(2))
+    cid = bus.submit(pg_database, "noop", {}, created_by=SYSTEM_ACCOUNT)
+    stall = stalled.connect()
+    stall.begin()
+    stall.execute(update(Command).where(Command.id == cid).values(error="stalled"))
+    t0 = time.monotonic()
+    with other.begin() as conn:  # waits for the row lock until the server ends the stall
+        conn.execute(text("SET LOCAL lock_timeout = '10s'"))  # fail, not hang, without it
+        conn.execute(update(Command).where(Command.id == cid).values(error="took over"))
+    assert 0.8 < time.monotonic() - t0 < 5
+    with pytest.raises(DBAPIError):
+        stall.execute(select(func.count()).select_from(Command))
+    stall.close()
+    with pg_database.begin() as conn:
+        assert conn.scalar(select(Command.error).where(Command.id == cid)) == "took over"
+    for engine in (stalled, other):
+        engine.dispose()

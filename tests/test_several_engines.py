@@ -29,6 +29,7 @@ import time
 import uuid
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import func, select
 
 import db
@@ -341,6 +342,25 @@ def test_the_owner_dies_and_another_engine_resumes_its_sessions_and_model(fleet,
     assert lost <= AUTOSAVE_STEPS
 
 
+def _stop_inside_a_transaction(engine: EngineProcess, database, tries: int = 300) -> None:
+    """SIGSTOP `engine` until it stops with a transaction open (its connection stays idle in
+    one; the other engines' transactions last milliseconds): the stall that holds row locks
+    the engine taking over must write, here for sure rather than by chance."""
+    held = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+        "state = 'idle in transaction' AND state_change < now() - interval '100 milliseconds'"
+    )
+    for _ in range(tries):
+        engine.proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.15)
+        with database.connect() as conn:
+            if conn.scalar(held):
+                return
+        engine.proc.send_signal(signal.SIGCONT)
+        time.sleep(random.uniform(0.0, 0.02))
+    raise AssertionError(f"no stop of {tries} landed inside a transaction")
+
+
 def test_an_engine_that_stalls_past_its_lease_lets_go_when_it_returns(fleet, pg_database):
     a, b, c = (fleet.procs[name] for name in NAMES)
     a_id = instance(pg_database, a)
@@ -349,8 +369,8 @@ def test_an_engine_that_stalls_past_its_lease_lets_go_when_it_returns(fleet, pg_
     sid = _done(pg_database, aimed_at(pg_database, a_id, "session.start",
                                       {**common, "mode": "pivots_only"}))["session_id"]  # fmt: skip
     wait_until(lambda: session_rows.get(pg_database, sid).candles > 20, 30, what="candles")
-    a.proc.send_signal(signal.SIGSTOP)  # a stall: alive, silent
     try:
+        _stop_inside_a_transaction(a, pg_database)  # a stall: alive, silent, holding locks
         wait_until(lambda: _owners(pg_database, [sid]) <= others, LEASE_S, 0.1,
                    "another engine to take over")  # fmt: skip
     finally:
