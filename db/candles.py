@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from db import audit, columnar
 from db.accounts import require, transaction
-from db.connection import insert_ignoring_duplicates, readonly
+from db.connection import insert_ignoring_duplicates, long_transaction, readonly
 from db.models import Candle, DataImport
 
 OHLCV = ["open", "high", "low", "close", "volume"]
@@ -51,6 +51,7 @@ def store(
     frame = candles[["ts", *OHLCV]].sort_values("ts")
     with transaction(engine) as conn:
         require(conn, created_by, "data.import")
+        long_transaction(conn)  # millions of rows: seconds of Python between statements
         existing: dict[int, tuple] = {}
         if len(frame):
             rows = conn.execute(

@@ -64,6 +64,14 @@ def get_engine(url: str | None = None) -> Engine:
         return _engines[url]
 
 
+def long_transaction(conn) -> None:
+    """Let the transaction open on `conn` stay idle between statements for as long as it
+    needs (PostgreSQL; see STALLED_TRANSACTION_HEARTBEATS): for work that is one transaction
+    by design and spends seconds in Python between statements, such as a large import."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
+
+
 def readonly(engine: Engine) -> Engine:
     """A view of `engine` whose transactions only read (SQLite: `BEGIN DEFERRED`)."""
     return engine.execution_options(readonly=True)

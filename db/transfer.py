@@ -41,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from contract.access import SYSTEM_ACCOUNT
-from db.connection import readonly
+from db.connection import long_transaction, readonly
 from db.jobs import UNFINISHED
 from db.models import (
     Backtest,
@@ -212,7 +212,9 @@ def copy(
 
 def _copy_all(src: Connection, dst: Connection, copy_file: CopyFile, progress: Progress | None,
               chunk: int, out: Outcome) -> None:  # fmt: skip
-    """The copy, inside both transactions."""
+    """The copy, inside both transactions (each one long by design)."""
+    long_transaction(src)
+    long_transaction(dst)
     _lock(dst)
     left = user_rows(dst)
     if left:
@@ -259,7 +261,6 @@ def _lock(dst: Connection) -> None:
     if dst.dialect.name != "postgresql":
         return
     dst.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-    dst.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))  # one long copy
     names = ", ".join(dst.dialect.identifier_preparer.quote(t.name) for t in tables())
     dst.execute(text(f"LOCK TABLE {names} IN EXCLUSIVE MODE"))
 

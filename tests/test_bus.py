@@ -129,3 +129,35 @@ def test_a_transaction_left_idle_by_a_stalled_process_lets_go_of_its_locks(
         assert conn.scalar(select(Command.error).where(Command.id == cid)) == "took over"
     for engine in (stalled, other):
         engine.dispose()
+
+
+def test_an_import_that_spends_long_in_python_is_not_ended_as_a_stall(pg_database, monkeypatch):
+    """A large import is one transaction with seconds of Python between its statements: it
+    opts out of the idle limit and completes."""
+    import time
+
+    import numpy as np
+    import pandas as pd
+
+    from db import candles
+    from db.models import Candle
+    from tests.conftest import PG_URL, settings_url
+
+    monkeypatch.setenv("CANDLELAB_HEARTBEAT_TIMEOUT", "0.2")  # idle transactions end at 0.4 s
+    engine = connection.make_engine(settings_url(PG_URL))
+    insert = candles.insert
+
+    def slow_insert(table):  # what building a million rows' records costs, between statements
+        if table is Candle:
+            time.sleep(1.0)
+        return insert(table)
+
+    monkeypatch.setattr(candles, "insert", slow_insert)
+    close = 100 + np.arange(10.0)
+    frame = pd.DataFrame({"ts": np.arange(10) * 60_000, "open": close, "high": close + 1,
+                          "low": close - 1, "close": close, "volume": 1.0})  # fmt: skip
+    done = candles.store(engine, frame, symbol="X", timeframe="1m", source="t", sha256="t",
+                         format="generic", rows_in_file=10, rows_skipped=0,
+                         created_by=SYSTEM_ACCOUNT)  # fmt: skip
+    assert done.added == 10 and len(candles.load(pg_database, "X", "1m")) == 10
+    engine.dispose()
