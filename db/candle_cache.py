@@ -69,11 +69,7 @@ class Dataset:
         hi = len(self.ts) if end_ms is None else int(np.searchsorted(self.ts, end_ms, "right"))
         if last:  # as candles.load: 0 or None, no limit
             lo = max(lo, hi - last)
-        ts = self.ts[lo:hi].copy()  # a caller's frame is its own to change
-        df = pd.DataFrame({"ts": ts, "time": pd.to_datetime(ts, unit="ms", utc=True)})
-        for i, name in enumerate(OHLCV):
-            df[name] = self.ohlcv[lo:hi, i].copy()
-        return df
+        return candles.frame(self.ts[lo:hi], self.ohlcv[lo:hi].T)  # copies: the caller's own
 
 
 class CandleCache:

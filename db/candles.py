@@ -165,13 +165,9 @@ def load(
     cols = [Candle.ts, *(getattr(Candle, c) for c in OHLCV)]
     q = select(*cols).where(and_(*cond))
     q = q.order_by(Candle.ts.desc()).limit(last) if last else q.order_by(Candle.ts)
-    df = pd.DataFrame(
-        columnar.read(readonly(engine), q, ["ts", *OHLCV], ["int64"] + ["float64"] * 5)
-    )
-    if last:
-        df = df.iloc[::-1].reset_index(drop=True)
-    df.insert(1, "time", pd.to_datetime(df["ts"], unit="ms", utc=True))
-    return df
+    columns = columnar.read(readonly(engine), q, ["ts", *OHLCV], ["int64"] + ["float64"] * 5)
+    newest_first = slice(None, None, -1 if last else 1)
+    return frame(columns["ts"][newest_first], [columns[c][newest_first] for c in OHLCV])
 
 
 def recent(
@@ -197,14 +193,18 @@ def recent(
     q = select(c.ts, *(c[name] for name in OHLCV)).where(*cond).order_by(c.ts.desc()).limit(last)
     with readonly(engine).begin() as conn:
         rows = conn.execute(q).all()[::-1]
-    columns = list(zip(*rows, strict=True)) or [()] * (1 + len(OHLCV))
-    df = pd.DataFrame(
-        {
-            name: np.asarray(values, dtype="int64" if name == "ts" else "float64")
-            for name, values in zip(["ts", *OHLCV], columns, strict=True)
-        }
-    )
-    df.insert(1, "time", pd.to_datetime(df["ts"], unit="ms", utc=True))
+    ts, *ohlcv = list(zip(*rows, strict=True)) or [()] * (1 + len(OHLCV))
+    return frame(ts, ohlcv)
+
+
+def frame(ts, ohlcv) -> pd.DataFrame:
+    """The frame every read of candles returns, from times (epoch ms) and the five price and
+    volume columns (each a sequence in time order): ts, time (UTC), open, high, low, close,
+    volume, its own copy of the data."""
+    df = pd.DataFrame({"ts": np.array(ts, dtype="int64")})
+    df["time"] = pd.to_datetime(df["ts"], unit="ms", utc=True)
+    for name, values in zip(OHLCV, ohlcv, strict=True):
+        df[name] = np.array(values, dtype="float64")
     return df
 
 
