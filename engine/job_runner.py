@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,15 +50,25 @@ class Outcome:
 class Job:
     """What the work sees of its job: its id, and progress reporting that stops it."""
 
+    PROGRESS_EVERY_S = 0.25  # progress without a result is written (and cancel read) this often
+
     def __init__(self, database: Engine, job_id: int, kind: str, stopping: threading.Event):
         self.db, self.id, self.kind, self._stopping = database, job_id, kind, stopping
+        self._written = -self.PROGRESS_EVERY_S
 
     def progress(self, fraction: float, message: str, result: dict | None = None) -> None:
-        """Record progress (0–1); raises JobStopped if a cancel was asked or the engine stops."""
-        cancel = jobs.update_progress(self.db, self.id, fraction, message, result)
+        """Record progress (0–1); raises JobStopped if a cancel was asked or the engine stops.
+
+        Work reports as often as it likes (a pass every chunk, training every batch): a write
+        and the cancel check that comes with it cost a transaction, so progress is written at
+        most every PROGRESS_EVERY_S — always when it brings a result, and at the end."""
         if self._stopping.is_set():
             raise JobStopped("interrupted", message)
-        if cancel:
+        now = time.monotonic()
+        if result is None and fraction < 1 and now - self._written < self.PROGRESS_EVERY_S:
+            return
+        self._written = now
+        if jobs.update_progress(self.db, self.id, fraction, message, result):
             raise JobStopped("cancelled", message)
 
 

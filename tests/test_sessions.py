@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
+from contract.access import SYSTEM_ACCOUNT
 from db import candles, jobs, training
 from db import sessions as session_rows
 from engine import batch_training, checkpoints, labels
@@ -286,3 +288,32 @@ def test_pivot_detector_matches_its_definition_on_random_walks():
         low = high - rng.uniform(0.1, 1, size=200).round(1)
         got = {(p.index, p.kind): p.confirmed_index for p in pivots.find_all(high, low, 3, 2)}
         assert got == naive_pivots(high, low, 3, 2)
+
+
+def test_job_progress_is_written_at_most_every_quarter_second_but_results_and_the_end_at_once(
+    database, monkeypatch
+):
+    """Work reports progress as often as it likes (every chunk, every batch): a write costs a
+    transaction, so a job writes it at most every PROGRESS_EVERY_S, a result and the end at
+    once; a cancel is seen at the next write."""
+    from engine.job_runner import Job, JobStopped
+
+    job_id = jobs.create(database, "train", command_id=None, engine_id="e", created_by=None)
+    job = Job(database, job_id, "train", threading.Event())
+    writes = []
+    real = jobs.update_progress
+    monkeypatch.setattr(
+        jobs, "update_progress", lambda *a, **k: writes.append(a[2]) or real(*a, **k)
+    )
+    for i in range(50):
+        job.progress(i / 100, "batch")
+    assert writes == [0.0]  # the first, then nothing within the quarter second
+    job.progress(0.5, "epoch 1 done", {"epochs": [1]})
+    job.progress(1.0, "done")
+    assert writes == [0.0, 0.5, 1.0]
+    jobs.request_cancel(database, job_id, by=SYSTEM_ACCOUNT)
+    job.progress(0.6, "batch")  # too soon after the last write: the cancel waits for the next
+    time.sleep(Job.PROGRESS_EVERY_S)
+    with pytest.raises(JobStopped, match="batch"):
+        job.progress(0.7, "batch")
+    assert jobs.get(database, job_id).progress == 0.7

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from contract.payloads import BacktestStart
 from db import backtests, candles, training
 from db import checkpoints as checkpoint_rows
@@ -11,8 +9,6 @@ from engine import backtest_run, checkpoints
 from engine.job_runner import JobStopped, Outcome
 from engine.registry import CommandError, command
 from engine.runner import ModelRunner
-
-PROGRESS_EVERY_S = 0.25  # how often a pass records progress and reads the cancel flag
 
 
 @command("backtest.start")
@@ -40,21 +36,18 @@ def start(ctx, args: BacktestStart, cmd) -> dict:
                 "pivot_right": args.pivot_right} if args.train_mode else {}  # fmt: skip
 
     def work(job) -> Outcome:
-        written = [-PROGRESS_EVERY_S]
-
         def progress(fraction: float) -> bool:
-            now = time.monotonic()
-            if fraction < 1 and now - written[0] < PROGRESS_EVERY_S:
-                return True  # a pass reports every chunk; a write (and cancel check) costs ms
-            written[0] = now
-            try:
+            nonlocal named
+            try:  # the first report names the report being written (the page links it)
                 job.progress(0.95 * fraction, f"model pass over {n:,} candles",
-                             {"backtest_id": bt_id})  # fmt: skip
+                             None if named else {"backtest_id": bt_id})  # fmt: skip
+                named = True
             except JobStopped as stop:
                 stopped.append(stop)
                 return False
             return True
 
+        named = False
         stopped: list[JobStopped] = []
         model, learn = None, None
         if checkpoint_id is not None and args.train_mode:
