@@ -24,9 +24,9 @@ from sqlalchemy import Engine
 from contract.vocab import ACTIONS
 from db import annotations as annotation_rows
 from db import candle_cache
-from engine import features, labels, priority
+from engine import features, labels, priority, step_worker
 from engine.lock import TrainingLockTimeout
-from engine.runner import IGNORE, Batch, loss_share
+from engine.runner import IGNORE, Batch, part_shares
 
 log = logging.getLogger(__name__)
 LOCK_RETRIES = 3
@@ -173,15 +173,8 @@ def evaluate(model, ws: list[Window], seq_len: int, horizon: int, batch_size: in
 
 def _scored(model, batch: Batch, threads: int) -> tuple[float, int]:
     """The batch's loss and how many of its labelled candles the model gets right, computed in
-    parts on `threads` threads."""
-    n, m = batch.labelled, batch.known
-
-    def share(part: Batch) -> tuple[float, int]:
-        with torch.inference_mode():  # a thread's own setting
-            loss, hits = loss_share(model, part, n, m)
-        return float(loss), hits
-
-    shares = priority.parallel_parts(share, batch.split(threads))
+    parts on `threads` threads of a step worker process (as a training step's)."""
+    shares = part_shares(model, batch, threads, backward=False, elsewhere=True)
     return sum(loss for loss, _ in shares), sum(hits for _, hits in shares)
 
 
@@ -204,6 +197,7 @@ def run(
     cfg = model.config
     warmup = cfg.receptive_field - 1
     seq_len = max(s.seq_len, warmup + 16)
+    step_worker.shared.prestart()  # its imports overlap reading the data
     series = prepare(database, datasets, s, cfg.horizon)
     if not series:
         raise ValueError(

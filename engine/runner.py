@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import priority
+from engine import priority, step_worker
 from engine.device import training_device
 from engine.inference import Prediction, context_size, predict_last
 from engine.lock import TrainingLock, TrainingLockTimeout
@@ -31,6 +31,7 @@ from engine.model import CandleTransformer, ModelConfig
 
 log = logging.getLogger(__name__)
 GHOST_WEIGHT = 0.1
+MAX_GRAD_NORM = 1.0  # every step's gradients are clipped to this norm
 IGNORE = -100
 
 
@@ -168,6 +169,36 @@ def loss_and_accuracy(model, batch: Batch) -> tuple[torch.Tensor, float | None, 
     return loss, (correct / n if n else None), n
 
 
+def part_shares(
+    model, batch: Batch, parts: int, *, backward: bool, elsewhere: bool = False,
+    clip: float | None = None,
+) -> list[tuple[float, int]]:  # fmt: skip
+    """Each part's (loss share, hits) when `batch` is split into `parts` parts that run at
+    once, each on a thread of its own; with `backward`, their gradients summed in `model`'s
+    parameters' `.grad` and clipped to norm `clip`. `elsewhere`: in a step worker process
+    (`engine.step_worker`), so that live inference here waits for none of it on the GIL;
+    here if no worker can."""
+    n, m = batch.labelled, batch.known
+    if elsewhere:
+        shares = step_worker.shared.shares(model, batch, parts, n, m, backward, clip)
+        if shares is not None:
+            return shares
+
+    def share(part: Batch) -> tuple[float, int]:
+        if backward:
+            loss, hits = loss_share(model, part, n, m)
+            loss.backward()
+            return float(loss.detach()), hits
+        with torch.inference_mode():  # a thread's own setting
+            loss, hits = loss_share(model, part, n, m)
+        return float(loss), hits
+
+    shares = priority.parallel_parts(share, batch.split(parts))
+    if backward and clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    return shares
+
+
 def loss_share(model, part: Batch, n: int, m: int) -> tuple[torch.Tensor, int]:
     """The share of `part` (some rows of a batch with `n` labelled candles and `m` known ghost
     values) in that batch's loss, and how many of its labelled candles the model gets right:
@@ -264,23 +295,22 @@ class ModelRunner:
         else here needs (`priority.spare_cores`, timed by `self.threads`); other steps run on
         the calling thread alone, so a backtest that trains, say, gives the same weights
         whatever the load."""
+        background = spare_cores and self.device.type == "cpu"
         threads = (
             priority.timed(self.threads, batch.x.shape[0] * batch.x.shape[1])
-            if spare_cores and self.device.type == "cpu"
+            if background
             else contextlib.nullcontext(1)
         )
         t0 = time.perf_counter()
         try:
             with self.lock.hold(operation, timeout_s) as waited, threads as parts:
-                loss, acc, n = self._update(batch, lr, parts)
+                loss, acc, n = self._update(batch, lr, parts, elsewhere=background)
                 step = self.steps
         except TrainingLockTimeout as exc:
             self._report(model_key=self.key, source=source, skipped=True, error=str(exc),
                          lock_wait_ms=(time.perf_counter() - t0) * 1000, samples=0, **event)  # fmt: skip
             raise
-        result = StepResult(
-            step, float(loss.detach()), acc, n, waited * 1000, (time.perf_counter() - t0) * 1000
-        )
+        result = StepResult(step, loss, acc, n, waited * 1000, (time.perf_counter() - t0) * 1000)
         self._report(
             model_key=self.key, source=source, step=result.step, loss=result.loss,
             samples=result.samples, lock_wait_ms=result.lock_wait_ms,
@@ -288,10 +318,11 @@ class ModelRunner:
         )  # fmt: skip
         return result
 
-    def _update(self, batch: Batch, lr: float | None, threads: int = 1):
+    def _update(self, batch: Batch, lr: float | None, threads: int = 1, elsewhere: bool = False):
         """Forward, backward, optimizer step, publish (call with the lock held). With `threads`
         > 1 the batch's rows are split into that many parts, each part's forward and backward
-        on a thread of its own (their gradients add up in the weights'), then one step."""
+        on a thread of its own (their gradients add up in the weights'), then one step; with
+        `elsewhere`, forward and backward run in a step worker process."""
         self.model.train()
         groups = self.optimizer.param_groups
         usual = [g["lr"] for g in groups]
@@ -301,16 +332,10 @@ class ModelRunner:
         self.optimizer.zero_grad(set_to_none=True)
         if self.device.type != "cpu":
             batch = Batch(*(t.to(self.device) for t in (batch.x, batch.actions, batch.ghost)))
-        n, m = batch.labelled, batch.known
-
-        def backward(part: Batch) -> tuple[torch.Tensor, int]:
-            loss, correct = loss_share(self.model, part, n, m)
-            loss.backward()
-            return loss.detach(), correct
-
+        n = batch.labelled
         try:
-            shares = priority.parallel_parts(backward, batch.split(threads))
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            shares = part_shares(self.model, batch, threads, backward=True, elsewhere=elsewhere,
+                                 clip=MAX_GRAD_NORM)  # fmt: skip
             self.optimizer.step()
         finally:
             for group, rate in zip(groups, usual, strict=True):
