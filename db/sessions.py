@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass, field
@@ -464,10 +465,12 @@ def _append(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 
 def keep_up(engine: Engine, session_id: int, kept: Kept | None = None) -> Kept:
-    """`kept` brought up to date with one `updates` read (a new `Kept` when None)."""
+    """`kept` brought up to date with one `updates` read, as a new `Kept` (`kept` itself is
+    left as it was, so readers sharing it never see it half updated)."""
     if kept is None or kept.session_id != session_id:
         kept = Kept(session_id)
     new = updates(engine, session_id, kept.seen)
+    kept = dataclasses.replace(kept)
     kept.session = new.session
     kept.predictions = _append(kept.predictions, new.predictions)
     kept.latest = new.latest or kept.latest

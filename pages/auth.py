@@ -118,9 +118,8 @@ def redeem_link_in_url() -> None:
         st.session_state["_signin_error"] = outcome.error
 
 
-@st.fragment(run_every=2)
 def watch_session() -> None:
-    """Every 2 s: once this browser's session has ended (signed out in another tab, expired, the
+    """Every 2 s (pages.common.every_two_seconds): once this browser's session has ended (signed out in another tab, expired, the
     account disabled or reset), rerun the app, which shows the sign-in page, so nothing keeps
     streaming to a browser that is no longer signed in."""
     if st.session_state.get(_TOKEN) and current_actor() is None:

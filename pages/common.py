@@ -3,9 +3,12 @@ candlestick chart. Views import `db` and `market`, never the engine's internals.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
+from time import monotonic
+from typing import TypeVar
 
 import altair as alt
 import pandas as pd
@@ -15,6 +18,7 @@ import db
 from contract.access import Actor, can, may_touch
 from db import accounts, candles, engines, jobs, quotas
 from db import checkpoints as checkpoint_rows
+from db import sessions as session_rows
 from db import working_models as working_rows
 from db.accounts import Refused
 from market.files import upload_limit_mb
@@ -120,17 +124,69 @@ def sidebar() -> None:
             st.markdown(f"Signed in as **{md_text(actor.name)}** · {actor.role}")
             if st.button("Sign out", key="sign_out", icon=":material/logout:"):
                 auth.sign_out()
-        engine_badge()
-        auth.watch_session()
+        every_two_seconds()
 
 
 @st.fragment(run_every=2)
+def every_two_seconds() -> None:
+    """The sidebar's refresh: one fragment, so a tab costs one script run every 2 s for both."""
+    from pages import auth
+
+    engine_badge()
+    auth.watch_session()
+
+
 def engine_badge() -> None:
-    st_ = engines.status(database())
+    engine = database()
+    st_ = shared_read(("engine status", str(engine.url)), lambda _: engines.status(engine))
     if st_.online:
         st.markdown(f":green[● engine online] · `{st_.instance.id}`")
     else:
         st.markdown(":red[● engine offline]")
+
+
+SHARED_FOR_S = 0.5  # how long one read serves every tab that asks (shared_read)
+FORGET_AFTER_S = 60.0  # a shared read no tab asked for this long is dropped
+T = TypeVar("T")
+
+
+class _Read:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.value = None
+        self.read_at = self.asked_at = -float("inf")
+
+
+@st.cache_resource(show_spinner=False)
+def _shared_reads() -> tuple[threading.Lock, dict[tuple, _Read]]:
+    return threading.Lock(), {}
+
+
+def shared_read(key: tuple, read: Callable[[T | None], T], max_age_s: float = SHARED_FOR_S) -> T:
+    """`read(previous)`, shared by every tab of this app process that asks under `key`: a tab
+    asking less than `max_age_s` after the last read gets that read's value, so ten tabs
+    refreshing every second cost about one read a second, not ten. `read` gets the last value
+    (None the first time) to read only what is newer; it must return a new object, since tabs
+    may still hold the last one. Keys no tab asked for in FORGET_AFTER_S are dropped."""
+    lock, reads = _shared_reads()
+    now = monotonic()
+    with lock:
+        for old in [k for k, r in reads.items() if now - r.asked_at > FORGET_AFTER_S]:
+            del reads[old]
+        entry = reads.setdefault(key, _Read())
+        entry.asked_at = now
+    with entry.lock:
+        if now - entry.read_at >= max_age_s:
+            entry.value = read(entry.value)
+            entry.read_at = monotonic()
+        return entry.value
+
+
+def watched(engine, session_id: int) -> session_rows.Kept:
+    """The session's rows as read at most SHARED_FOR_S ago, by this tab or another: each read
+    adds the rows written since the last one (`db.sessions.keep_up`)."""
+    return shared_read(("session rows", str(engine.url), session_id),
+                       lambda kept: session_rows.keep_up(engine, session_id, kept))  # fmt: skip
 
 
 def annotation_frame(rows, df: pd.DataFrame) -> pd.DataFrame:

@@ -36,6 +36,8 @@ from pages.common import (
     database,
     look_only,
     md_text,
+    shared_read,
+    watched,
     working_model_labels,
 )
 
@@ -318,11 +320,11 @@ def chart(sess, kept, view) -> tuple[dict | None, str]:
     if drawn is None:
         return None, ""
     st.session_state.setdefault("live_drawn", {})[sess.id] = (drawn.lo, drawn.hi)
-    ann = annotation_frame(
-        annotation_rows.overlapping(engine, sess.symbol, sess.timeframe,
-                                    int(drawn.span.ts.iloc[0]), int(drawn.span.ts.iloc[-1])),
-        drawn.span,
-    )  # fmt: skip
+    lo, hi = int(drawn.span.ts.iloc[0]), int(drawn.span.ts.iloc[-1])
+    rows = shared_read(("annotations", str(engine.url), sess.symbol, sess.timeframe, lo, hi),
+                       lambda _: annotation_rows.overlapping(engine, sess.symbol, sess.timeframe,
+                                                             lo, hi))  # fmt: skip
+    ann = annotation_frame(rows, drawn.span)
     # No annotation in view: no annotation layers, as the chart has always been drawn.
     data = {"annotations": ann, **drawn.datasets} if not ann.empty else drawn.datasets
     spec = chart_spec(f"{sess.symbol} {sess.timeframe}", drawn.domains, drawn.body, not ann.empty)
@@ -578,10 +580,7 @@ def manual_status(session_id: int) -> None:
 
 @st.fragment(run_every=1)
 def panel(session_id: int) -> None:
-    # What this browser has read of the session stays in its session state: each refresh
-    # reads only the rows written since (db.sessions.keep_up).
-    kept_all = st.session_state.setdefault("live_kept", {})
-    kept = kept_all[session_id] = session_rows.keep_up(engine, session_id, kept_all.get(session_id))
+    kept = watched(engine, session_id)
     sess = kept.session
     statuses = st.session_state.setdefault("live_status", {})
     was, statuses[session_id] = statuses.get(session_id), sess.status

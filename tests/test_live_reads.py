@@ -205,9 +205,9 @@ def test_an_empty_session_reads_as_empty_frames(session):
 
 
 def test_the_live_page_appends_what_is_new_and_draws_what_a_fresh_tab_draws(session):
-    """The Live panel keeps what it read per tab and reads only what is newer: after more
-    candles its candle window is the newest FOLLOW_SHOWN, and its chart's data is what a tab
-    opened afresh (nothing held, no drawing shared) draws."""
+    """The Live panel keeps what it read (one copy shared by the app's tabs) and reads only
+    what is newer: after more candles its candle window is the newest FOLLOW_SHOWN, and its
+    chart's data is what a tab opened afresh (nothing held, no drawing shared) draws."""
     import numpy as np
     import pyarrow as pa
     import streamlit as st
@@ -242,13 +242,12 @@ def test_the_live_page_appends_what_is_new_and_draws_what_a_fresh_tab_draws(sess
     for i in range(130, 150):
         candle(database, sid, wm, i, trade=i % 9 == 0, pivot=i % 7 == 3,
                manual="BUY" if i == 145 else None)  # fmt: skip
+    time.sleep(0.6)  # tabs share a read for half a second (pages.common.shared_read)
     tab.run()
     held = tab.session_state["live_candles"][sid]
     want = candles.load(database, "X", "1m", end_ms=T0 + STEP * 149, last=120)
     pd.testing.assert_frame_equal(held, want)
-    kept = tab.session_state["live_kept"][sid]
-    assert list(kept.predictions.ts) == [T0 + STEP * i for i in range(150)]
-    st.cache_resource.clear()  # no drawing shared with the fresh tab
+    st.cache_resource.clear()  # no read or drawing shared with the fresh tab
     fresh = page()
     assert [t.equals(f) for t, f in zip(datasets(tab), datasets(fresh), strict=True)] == [True] * 6
 
@@ -290,3 +289,25 @@ def test_the_engine_badge_and_a_charts_annotations_are_index_searches(database):
                                                             parameters).all()]  # fmt: skip
             reads = [step for step in plan if step.startswith(("SEARCH", "SCAN"))]
             assert reads and all("INDEX" in step for step in reads), (statement, plan)
+
+
+def test_tabs_watching_a_session_share_one_read_each_half_second(session, monkeypatch):
+    """Every tab of the app on one session reads through one shared copy (pages.common.watched):
+    a refresh within SHARED_FOR_S of the last read reads nothing, a later one reads only the
+    new rows into a new copy, and a copy a tab holds never changes under it."""
+    from pages.common import SHARED_FOR_S, watched
+
+    database, sid, wm = session
+    reads = []
+    real = session_rows.updates
+    monkeypatch.setattr(session_rows, "updates", lambda *a: reads.append(a[2]) or real(*a))
+    for i in range(5):
+        candle(database, sid, wm, i)
+    first = watched(database, sid)
+    assert watched(database, sid) is first and len(reads) == 1  # a second tab, at once
+    candle(database, sid, wm, 5)
+    time.sleep(SHARED_FOR_S + 0.05)
+    later = watched(database, sid)
+    assert len(reads) == 2 and reads[1] == first.seen  # only what is newer was read
+    assert len(first.predictions) == 5 and len(later.predictions) == 6
+    assert watched(database, sid + 1) is not later  # another session: its own copy
