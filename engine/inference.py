@@ -151,14 +151,17 @@ def trace_last_candle(model: CandleTransformer) -> torch.jit.ScriptModule:
 
 
 def predict_last(
-    model: CandleTransformer, ohlcv: np.ndarray, traced: torch.jit.ScriptModule | None = None
-) -> Prediction:
+    model: CandleTransformer | None, ohlcv: np.ndarray,
+    traced: torch.jit.ScriptModule | None = None, cfg: ModelConfig | None = None,
+) -> Prediction:  # fmt: skip
     """The prediction at the last candle of `ohlcv`, from its last context_size candles (with
-    `traced`, the same weights compiled by `trace_last_candle`, used when the window is full)."""
-    window = np.asarray(ohlcv)[-context_size(model.cfg) :]
+    `traced`, the same weights compiled by `trace_last_candle`, used when the window is full;
+    `model` may then be None, given the architecture `cfg`)."""
+    cfg = cfg or model.cfg
+    window = np.asarray(ohlcv)[-context_size(cfg) :]
     feats = torch.from_numpy(features.compute(window)).unsqueeze(0)
     with torch.inference_mode():
-        if traced is not None and len(window) == context_size(model.cfg):
+        if traced is not None and len(window) == context_size(cfg):
             logits, g = traced(feats)
         else:
             logits, g = model(feats, last_only=True)

@@ -44,7 +44,7 @@ class FrozenModel:
 
     @property
     def config(self) -> ModelConfig:
-        return self.snapshot.model.cfg
+        return self.snapshot.config
 
 
 class ModelPool:

@@ -141,16 +141,30 @@ def _rebuilt(module: nn.Module, weights: dict[str, torch.Tensor], prefix: str) -
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Weights as they were after optimizer step `step`, never modified: the eager model (any
-    length, batch passes) and the same weights in the traced last-candle forward (live)."""
+    """Weights as they were after optimizer step `step`, never modified: the same weights in
+    the traced last-candle forward (live) and, built on first use, the eager model (any length,
+    batch passes). Built lazily because a batch job publishes a snapshot every step and live
+    predictions need only the trace: building the module tree cost about a millisecond of the
+    engine's GIL per step."""
 
     step: int
-    model: CandleTransformer
+    weights: dict[str, torch.Tensor]
+    live: LiveForward
     traced: Callable
 
+    @functools.cached_property
+    def model(self) -> CandleTransformer:
+        return self.live.frozen_model(self.weights)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.live.template.cfg
+
     def predict_last(self, ohlcv: np.ndarray) -> Prediction:
-        """Live inference at the last candle of `ohlcv`."""
-        return predict_last(self.model, ohlcv, self.traced)
+        """Live inference at the last candle of `ohlcv` (the eager model only for a window
+        shorter than the trace's)."""
+        full = len(ohlcv) >= context_size(self.config)
+        return predict_last(None if full else self.model, ohlcv, self.traced, cfg=self.config)
 
     @classmethod
     def freeze(cls, model: CandleTransformer, step: int, live: LiveForward | None) -> Snapshot:
@@ -158,7 +172,7 @@ class Snapshot:
         architecture's LiveForward, shared by a model's snapshots; None traces one)."""
         live = live or LiveForward(model)
         weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        return cls(step, live.frozen_model(weights), live.bind(weights))
+        return cls(step, weights, live, live.bind(weights))
 
 
 def loss_and_accuracy(model, batch: Batch) -> tuple[torch.Tensor, float | None, int]:
