@@ -87,6 +87,11 @@ def _alive(threads: set[threading.Thread]) -> int:
         return len(threads)
 
 
+def serving() -> bool:
+    """Whether a thread serving live predictions is alive here."""
+    return bool(_alive(_serving))
+
+
 def spare_cores() -> int:
     """Intra-op threads a training step may use now: every core while no thread serving live
     predictions is alive and at most one background job runs, else one."""

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -45,7 +46,8 @@ from engine import priority
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 60.0
-REPLY_TIMEOUT_S = 600.0  # a hung worker: far longer than any batch takes
+REPLY_TIMEOUT_S = 120.0  # a hung worker (a step of a million candles takes about 20 s)
+IDLE_FOR_S = 300.0  # idle workers beyond one are stopped after this long
 _START = "import sys; from engine.step_worker import serve_fd; serve_fd(int(sys.argv[1]))"
 
 
@@ -85,13 +87,14 @@ class _Worker:
         root = str(Path(__file__).resolve().parent.parent)
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         with ours, theirs:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", _START, str(theirs.fileno())],
+            self.process = subprocess.Popen(  # -P: the engine's own code, whatever the cwd
+                [sys.executable, "-P", "-c", _START, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONPATH": path},
             )
             self.conn = Connection(ours.detach())
+        self.idle_since = time.monotonic()
         # The worker's end now lives only in the worker: its death closes the socket, and the
         # engine's death closes ours, which ends the worker.
 
@@ -175,9 +178,13 @@ class Pool:
             worker.close()
             self._retry_at = time.monotonic() + RETRY_AFTER_S
             return None
+        except BaseException:
+            worker.close()  # mid-conversation: its next reply would answer the wrong request
+            raise
         self._give_back(worker)
         if reply.error is not None:  # the work itself raised: here it raises for the caller
             log.error("a step worker raised, computing in the engine instead:\n%s", reply.error)
+            self._retry_at = time.monotonic() + RETRY_AFTER_S
             return None
         return reply
 
@@ -215,8 +222,15 @@ class Pool:
             return None
 
     def _give_back(self, worker: _Worker) -> None:
+        """Keep `worker` idle; stop others idle for IDLE_FOR_S (one is always kept: a worker
+        costs a few hundred MB while it waits)."""
+        now = time.monotonic()
+        worker.idle_since = now
         with self._lock:
-            self._idle.append(worker)
+            stale = [w for w in self._idle if now - w.idle_since > IDLE_FOR_S]
+            self._idle = [w for w in self._idle if w not in stale] + [worker]
+        for w in stale:
+            w.close()
 
     def pids(self) -> list[int]:
         """The process ids of the idle workers."""
@@ -232,10 +246,11 @@ class Pool:
 
 
 def _cores(parts: int) -> list[int]:
-    """The cores a worker running `parts` parts keeps to: the last `parts` this process may
-    use, so that with one part the first cores stay free for live predictions."""
+    """The cores a worker keeps to: while a thread here serves live predictions, every core
+    this process may use but the first, which stays free for them (a worker on the same core
+    as a prediction, even at nice 19, doubled its p99); else all of them."""
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    return allowed[-parts:] if parts < len(allowed) else allowed
+    return allowed[1:] if priority.serving() and len(allowed) > 1 else allowed
 
 
 # -- the worker's side -------------------------------------------------------------------------
@@ -246,8 +261,11 @@ def serve_fd(fd: int) -> None:
 
 
 def serve(conn: Connection) -> None:
-    """A worker's life: answer requests until the engine closes the pipe (or dies)."""
+    """A worker's life: answer requests until the engine closes the pipe or dies (watched
+    every second too, for a worker busy with a step when it happens)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C stops the engine, which ends us
     priority.trainer_thread()  # background priority, one intra-op thread; inherited by helpers
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     models: dict[object, torch.nn.Module] = {}
     pinned: list[int] | None = None
     while True:
@@ -262,7 +280,16 @@ def serve(conn: Connection) -> None:
             reply = _compute(models, request)
         except Exception:
             reply = Reply([], None, None, traceback.format_exc())
-        conn.send(reply)
+        try:
+            conn.send(reply)
+        except OSError:  # the engine is gone
+            return
+
+
+def _exit_with(engine_pid: int) -> None:
+    while os.getppid() == engine_pid:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _compute(models: dict, request: Request) -> Reply:
@@ -277,7 +304,7 @@ def _compute(models: dict, request: Request) -> Reply:
         for t, w in zip(state, torch.from_numpy(request.weights).split([t.numel() for t in state]),
                         strict=True):  # fmt: skip
             t.copy_(w.view_as(t))
-    model.train(request.backward)
+    model.train(request.backward)  # as the engine's model: training, or a frozen snapshot
     model.zero_grad(set_to_none=True)
     batch = Batch(*(torch.from_numpy(a) for a in request.batch))
 

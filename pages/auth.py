@@ -119,9 +119,9 @@ def redeem_link_in_url() -> None:
 
 
 def watch_session() -> None:
-    """Every 2 s (pages.common.every_two_seconds): once this browser's session has ended (signed out in another tab, expired, the
-    account disabled or reset), rerun the app, which shows the sign-in page, so nothing keeps
-    streaming to a browser that is no longer signed in."""
+    """Every 2 s (`common.every_two_seconds`): once this browser's session has ended (signed
+    out in another tab, expired, the account disabled or reset), rerun the app, which shows the
+    sign-in page, so nothing keeps streaming to a browser that is no longer signed in."""
     if st.session_state.get(_TOKEN) and current_actor() is None:
         st.session_state["_signin_notice"] = (
             "You were signed out: your session ended in another tab, expired, or an admin "

@@ -132,8 +132,8 @@ def every_two_seconds() -> None:
     """The sidebar's refresh: one fragment, so a tab costs one script run every 2 s for both."""
     from pages import auth
 
+    auth.watch_session()  # first: a failing badge read must not skip it
     engine_badge()
-    auth.watch_session()
 
 
 def engine_badge() -> None:

@@ -38,9 +38,10 @@ def start(ctx, args: BacktestStart, cmd) -> dict:
     def work(job) -> Outcome:
         def progress(fraction: float) -> bool:
             nonlocal named
-            try:  # the first report names the report being written (the page links it)
+            try:  # the first and last reports name the report (the page links it; a result
+                # is always written, so the end of the pass is shown)
                 job.progress(0.95 * fraction, f"model pass over {n:,} candles",
-                             None if named else {"backtest_id": bt_id})  # fmt: skip
+                             None if named and fraction < 1 else {"backtest_id": bt_id})  # fmt: skip
                 named = True
             except JobStopped as stop:
                 stopped.append(stop)
