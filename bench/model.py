@@ -182,12 +182,10 @@ def main() -> int:
         f"{n} thread{'s' * (n > 1)} {c * 1e6:.0f} us"
         for n, c in sorted(policy.threads.costs().items())
     )
-    pressure = priority.cpu_pressure()
     print(
         f"batch training: {now:,.0f} labelled candles/s (one intra-op thread, as every job had "
         f"before and has beside a live session: {before:,.0f} -> {now / before:.2f}x; target "
-        f">= 20,000); cost per candle of batch by threads: {costs}; CPU pressure now "
-        f"{'unknown' if pressure is None else f'{pressure:.0%}'}"
+        f">= 20,000); cost per candle of batch by threads: {costs}"
     )
 
     # -- inference while a batch job trains the same model --------------------------------------

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 LOCK_RETRIES = 3
 MIN_TRAIN_CANDLES = 200  # below this a run is worth a warning
 MIN_VAL_CANDLES = 50
-_EVAL_THREADS = priority.ThreadChoice(careful=False)  # validation's parts on spare cores
+_EVAL_THREADS = priority.ThreadChoice()  # validation's parts on spare cores
 
 
 @dataclass

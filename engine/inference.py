@@ -23,7 +23,7 @@ from engine import features, priority
 from engine.model import CandleTransformer, ModelConfig
 
 CHUNK = 4096  # candles per model call on the CPU
-_PASS_THREADS = priority.ThreadChoice(careful=False)  # chunks at once on spare cores, measured
+_PASS_THREADS = priority.ThreadChoice()  # chunks at once on spare cores, measured
 GPU_CHUNK = 65_536  # and on a GPU
 
 

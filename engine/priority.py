@@ -21,7 +21,8 @@ thread (`parallel_parts`), rather than asking OpenMP for more threads: a part wh
 taken for a moment only delays itself, while an OpenMP team waits at every op for its slowest
 thread. With a live session it keeps to one thread, and the other core stays free for
 predictions. Whether the spare cores make it faster is measured, not assumed (`ThreadChoice`).
-Measured by `bench/model.py`.
+The parts run in a step worker process (`engine.step_worker`), so that their Python does not
+hold this process's GIL. Measured by `bench/model.py`.
 """
 
 from __future__ import annotations
@@ -99,27 +100,21 @@ def spare_cores() -> int:
 
 
 class ThreadChoice:
-    """How many intra-op threads a repeated piece of CPU work (one model's training steps, a
-    pass's chunks) uses while cores are spare: the count that ran fastest here lately, measured
-    in seconds per candle.
+    """How many threads a repeated piece of CPU work split into parts (one model's training
+    steps, a pass's chunks, validation) uses while cores are spare: the count that ran fastest
+    here lately, measured in seconds per candle.
 
-    Why measured, not assumed: two OpenMP threads train a step faster than one on an idle
-    machine, but 4-12x slower while other processes keep the cores busy (each op ends at a
-    barrier that waits for the team's thread without a core; measured on a shared 2-core
-    machine). One thread comes first; every core is tried after EXPLORE_MIN steps, and whichever
-    count is not in use is tried again later, less often each time it loses (up to
-    EXPLORE_MAX), so a machine that calms down or gets busy is noticed. More threads are not
-    even tried while the kernel says tasks wait for a CPU (`cpu_pressure`): one such try costs
-    about ten steps."""
+    Why measured, not assumed: parts on every core beat one thread on an idle machine, but not
+    necessarily while other processes keep the cores busy. One thread comes first; every core
+    is tried after EXPLORE_MIN steps, and whichever count is not in use is tried again later,
+    less often each time it loses (up to EXPLORE_MAX), so a machine that calms down or gets
+    busy is noticed. (A part whose core is taken for a moment only delays itself, so a try
+    costs little even on busy cores.)"""
 
     EXPLORE_MIN, EXPLORE_MAX = 8, 256
     SMOOTHING = 0.5  # weight of the newest step in the running cost
-    BUSY = 0.25  # CPU pressure above which more threads are not tried
 
-    def __init__(self, *, careful: bool = True) -> None:
-        """`careful=False`: try more threads whatever the CPU pressure (for work split into
-        independent parts, which loses little on busy cores)."""
-        self.careful = careful
+    def __init__(self) -> None:
         self._cost: dict[int, float] = {}  # threads → seconds per candle of batch
         self._every, self._since = self.EXPLORE_MIN, 0
         self._trying: int | None = None
@@ -137,9 +132,6 @@ class ThreadChoice:
             if self._since < self._every:
                 return best
             self._since, other = 0, 1 if best == spare else spare
-            if self.careful and other > best and (cpu_pressure() or 0.0) > self.BUSY:
-                self._every = min(2 * self._every, self.EXPLORE_MAX)  # as if it had lost
-                return best
             self._trying = other
             return other
 
@@ -163,17 +155,6 @@ class ThreadChoice:
         """Seconds per candle of batch by thread count, as measured so far."""
         with self._lock:
             return dict(self._cost)
-
-
-def cpu_pressure() -> float | None:
-    """Share of the last 10 s in which some runnable task here waited for a CPU (Linux's
-    pressure stall information), or None where the kernel does not say."""
-    try:
-        with open("/proc/pressure/cpu") as f:
-            some = f.readline().split()  # "some avg10=1.23 avg60=… avg300=… total=…"
-        return float(some[1].partition("=")[2]) / 100
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 @contextlib.contextmanager

@@ -265,9 +265,8 @@ class ModelRunner:
             self.optimizer.load_state_dict(optimizer_state)
         _fuse(self.optimizer, self.device)
         self.lock = TrainingLock(key, lock_timeout_s)
-        # Threads a batch job's step runs its parts on while cores are spare, measured: parts
-        # lose little on busy cores, so more are tried whatever the CPU pressure.
-        self.threads = priority.ThreadChoice(careful=False)
+        # Threads a batch job's step runs its parts on while cores are spare, measured.
+        self.threads = priority.ThreadChoice()
         self.on_step = on_step
         self.steps = self.optimizer_steps()
         self._snapshot = self._publish()

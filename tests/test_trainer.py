@@ -240,12 +240,9 @@ def test_a_batch_step_takes_every_core_only_while_no_live_inference_and_no_other
         job.join()
 
 
-def test_the_faster_thread_count_is_kept_and_the_other_tried_less_often_while_it_loses(
-    monkeypatch,
-):
+def test_the_faster_thread_count_is_kept_and_the_other_tried_less_often_while_it_loses():
     from engine import priority
 
-    monkeypatch.setattr(priority, "cpu_pressure", lambda: 0.0)  # nothing else wants a CPU
     choice = priority.ThreadChoice()
     seconds = {4: 1.0, 1: 2.0}  # per step of 1,000 candles: four threads twice as fast
 
@@ -265,17 +262,6 @@ def test_the_faster_thread_count_is_kept_and_the_other_tried_less_often_while_it
     later = steps(40)
     assert later[:31] == [4] * 31  # the next try comes 32 steps after the last one
     assert later[31:39] == [1] * 8 and later[39] == 4  # it won: kept, the loser retried soon
-
-
-def test_more_threads_are_not_even_tried_while_tasks_wait_for_a_cpu(monkeypatch):
-    from engine import priority
-
-    monkeypatch.setattr(priority, "cpu_pressure", lambda: 0.9)  # other processes want the cores
-    choice = priority.ThreadChoice()
-    for _ in range(100):
-        threads = choice.pick(4)
-        choice.record(threads, 1.0, 1000)
-        assert threads == 1
 
 
 def test_a_step_split_in_parts_on_threads_gives_the_weights_of_one_whole_step(four_cores):
@@ -306,13 +292,10 @@ def test_a_step_split_in_parts_on_threads_gives_the_weights_of_one_whole_step(fo
     assert not torch.equal(whole.model.inp.weight, ModelRunner("start", cfg).model.inp.weight)
 
 
-def test_a_step_on_spare_cores_is_timed_and_gives_the_thread_its_count_back(
-    four_cores, monkeypatch
-):
+def test_a_step_on_spare_cores_is_timed_and_gives_the_thread_its_count_back(four_cores):
     from engine.model import ModelConfig
     from engine.runner import ModelRunner
 
-    monkeypatch.setattr(four_cores, "cpu_pressure", lambda: None)  # the kernel does not say
     runner = ModelRunner("threads", ModelConfig(d_model=32, n_heads=2, d_ff=64, window=16))
     before = torch.get_num_threads()
     runner.train_step(random_batch(0, runner.config), operation="t", source="manual")
