@@ -26,7 +26,7 @@ from db import annotations as annotation_rows
 from db import candle_cache
 from engine import features, labels, priority, step_worker
 from engine.lock import TrainingLockTimeout
-from engine.runner import IGNORE, Batch, part_shares
+from engine.runner import IGNORE, Batch, snapshot_shares
 
 log = logging.getLogger(__name__)
 LOCK_RETRIES = 3
@@ -140,9 +140,9 @@ class Evaluation:
     per_class: dict = field(default_factory=dict)
 
 
-def evaluate(model, ws: list[Window], seq_len: int, horizon: int, batch_size: int) -> Evaluation:
-    """Loss and accuracy on the scored candles of `ws` (no weight update); a batch runs in
-    parts on the spare cores, as a training step does."""
+def evaluate(snapshot, ws: list[Window], seq_len: int, horizon: int, batch_size: int) -> Evaluation:
+    """Loss and accuracy of a model's `snapshot` on the scored candles of `ws` (no weight
+    update); a batch runs in parts on the spare cores, as a training step does."""
     if not ws:
         return Evaluation(None, None, 0, None)
     total_loss = correct = n = 0
@@ -153,7 +153,7 @@ def evaluate(model, ws: list[Window], seq_len: int, horizon: int, batch_size: in
         if not k:
             continue
         with priority.timed(_EVAL_THREADS, batch.x.shape[0] * batch.x.shape[1]) as threads:
-            loss, hits = _scored(model, batch, threads)
+            loss, hits = _scored(snapshot, batch, threads)
         total_loss += loss * k
         correct += hits
         n += k
@@ -171,10 +171,10 @@ def evaluate(model, ws: list[Window], seq_len: int, horizon: int, batch_size: in
     )
 
 
-def _scored(model, batch: Batch, threads: int) -> tuple[float, int]:
+def _scored(snapshot, batch: Batch, threads: int) -> tuple[float, int]:
     """The batch's loss and how many of its labelled candles the model gets right, computed in
-    parts on `threads` threads of a step worker process (as a training step's)."""
-    shares = part_shares(model, batch, threads, backward=False, elsewhere=True)
+    parts on `threads` threads (in a step worker process, as a training step's)."""
+    shares = snapshot_shares(snapshot, batch, threads)
     return sum(loss for loss, _ in shares), sum(hits for _, hits in shares)
 
 
@@ -245,7 +245,7 @@ def run(
             if step.accuracy is not None:
                 accs.append(step.accuracy)
                 weights.append(step.samples)
-        val = evaluate(model.snapshot.model, val_ws, seq_len, cfg.horizon, s.batch_size)
+        val = evaluate(model.snapshot, val_ws, seq_len, cfg.horizon, s.batch_size)
         train_eval = {
             "loss": float(np.mean(losses)),
             "accuracy": float(np.average(accs, weights=weights)) if accs else None,

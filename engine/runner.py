@@ -171,7 +171,14 @@ class Snapshot:
         """Frozen CPU copies of `model`'s weights as they are now (`live`: the same
         architecture's LiveForward, shared by a model's snapshots; None traces one)."""
         live = live or LiveForward(model)
-        weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return cls.of(list(model.state_dict().values()), step, live)
+
+    @classmethod
+    def of(cls, state: list[torch.Tensor], step: int, live: LiveForward) -> Snapshot:
+        """Frozen CPU copies of `state` (a model's state_dict tensors, in order)."""
+        with torch.no_grad():
+            copies = (t.detach().to("cpu", copy=True) for t in state)
+            weights = dict(zip(live.names, copies, strict=True))
         return cls(step, weights, live, live.bind(weights))
 
 
@@ -184,19 +191,13 @@ def loss_and_accuracy(model, batch: Batch) -> tuple[torch.Tensor, float | None, 
 
 
 def part_shares(
-    model, batch: Batch, parts: int, *, backward: bool, elsewhere: bool = False,
-    clip: float | None = None,
-) -> list[tuple[float, int]]:  # fmt: skip
+    model, batch: Batch, parts: int, *, backward: bool, clip: float | None = None
+) -> list[tuple[float, int]]:
     """Each part's (loss share, hits) when `batch` is split into `parts` parts that run at
-    once, each on a thread of its own; with `backward`, their gradients summed in `model`'s
-    parameters' `.grad` and clipped to norm `clip`. `elsewhere`: in a step worker process
-    (`engine.step_worker`), so that live inference here waits for none of it on the GIL;
-    here if no worker can."""
+    once, each on a thread of its own here; with `backward`, their gradients summed in
+    `model`'s parameters' `.grad` and clipped to norm `clip`. (`engine.step_worker` computes
+    the same in another process.)"""
     n, m = batch.labelled, batch.known
-    if elsewhere:
-        shares = step_worker.shared.shares(model, batch, parts, n, m, backward, clip)
-        if shares is not None:
-            return shares
 
     def share(part: Batch) -> tuple[float, int]:
         if backward:
@@ -211,6 +212,15 @@ def part_shares(
     if backward and clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     return shares
+
+
+def snapshot_shares(snapshot: Snapshot, batch: Batch, parts: int) -> list[tuple[float, int]]:
+    """`part_shares` of a snapshot's weights, no gradients: in a step worker process when one
+    can (the snapshot's eager model is then never built), else here."""
+    state = list(snapshot.weights.values())
+    shares = step_worker.shared.shares(snapshot.config, state, None, batch, parts)
+    return shares if shares is not None else part_shares(snapshot.model, batch, parts,
+                                                          backward=False)  # fmt: skip
 
 
 def loss_share(model, part: Batch, n: int, m: int) -> tuple[torch.Tensor, int]:
@@ -260,6 +270,9 @@ class ModelRunner:
         # Traced on the CPU: live inference stays there whatever trains the model.
         self._live = LiveForward(self.model)
         self.model.to(self.device)
+        # Updated in place from here on (steps, load_state_dict), never replaced.
+        self._state = list(self.model.state_dict(keep_vars=True).values())
+        self._params = list(self.model.parameters())
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01)
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
@@ -275,7 +288,7 @@ class ModelRunner:
 
     def _publish(self) -> Snapshot:
         """Frozen copies of the current weights (call with the lock held, or before sharing)."""
-        return Snapshot.freeze(self.model, self.steps, self._live)
+        return Snapshot.of(self._state, self.steps, self._live)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -336,7 +349,8 @@ class ModelRunner:
         > 1 the batch's rows are split into that many parts, each part's forward and backward
         on a thread of its own (their gradients add up in the weights'), then one step; with
         `elsewhere`, forward and backward run in a step worker process."""
-        self.model.train()
+        if not self.model.training:  # a walk of every module: not once a step
+            self.model.train()
         groups = self.optimizer.param_groups
         usual = [g["lr"] for g in groups]
         if lr is not None:
@@ -347,8 +361,13 @@ class ModelRunner:
             batch = Batch(*(t.to(self.device) for t in (batch.x, batch.actions, batch.ghost)))
         n = batch.labelled
         try:
-            shares = part_shares(self.model, batch, threads, backward=True, elsewhere=elsewhere,
-                                 clip=MAX_GRAD_NORM)  # fmt: skip
+            shares = None
+            if elsewhere:  # the model's tensors, found once (a module walk costs ~0.5 ms)
+                shares = step_worker.shared.shares(self.config, self._state, self._params, batch,
+                                                   threads, clip=MAX_GRAD_NORM)  # fmt: skip
+            if shares is None:
+                shares = part_shares(self.model, batch, threads, backward=True,
+                                     clip=MAX_GRAD_NORM)  # fmt: skip
             self.optimizer.step()
         finally:
             for group, rate in zip(groups, usual, strict=True):

@@ -34,7 +34,6 @@ import sys
 import threading
 import time
 import traceback
-import weakref
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -126,21 +125,21 @@ class Pool:
         self._idle: list[_Worker] = []
         self._starting: threading.Thread | None = None  # prestart's
         self._retry_at = 0.0  # monotonic time before which no worker is tried (one failed)
-        self._models: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # _tensors'
         self._lock = threading.Lock()
 
-    def shares(self, model: torch.nn.Module, batch, parts: int, n: int, m: int,
-               backward: bool, clip: float | None = None):  # fmt: skip
-        """Each part's (loss share, hits) for `batch` (a runner.Batch) on `model`'s weights,
-        computed in a worker; with `backward`, the summed gradients (clipped to norm `clip`)
-        are put in `model`'s parameters' `.grad`. None where no worker could do it: the caller
-        computes it."""
-        state, params = self._tensors(model)
+    def shares(self, config, state: list[torch.Tensor], params: list[torch.Tensor] | None,
+               batch, parts: int, *, clip: float | None = None):  # fmt: skip
+        """Each part's (loss share, hits) for `batch` (a runner.Batch) on the model of
+        architecture `config` whose state_dict tensors are `state` (in order), computed in a
+        worker. With `params` (the model's parameters, in order) it is a training step: the
+        summed gradients, clipped to norm `clip`, are put in their `.grad`. None where no
+        worker could do it: the caller computes it."""
         with torch.no_grad():
             weights = _flat(state).cpu().numpy()
+        backward = params is not None
         request = Request(
-            model.cfg, weights, (batch.x.numpy(), batch.actions.numpy(), batch.ghost.numpy()),
-            parts, _cores(parts), n, m, backward, clip,
+            config, weights, (batch.x.numpy(), batch.actions.numpy(), batch.ghost.numpy()),
+            parts, _cores(parts), batch.labelled, batch.known, backward, clip,
         )  # fmt: skip
         reply = self._ask(request)
         if reply is None:
@@ -150,17 +149,6 @@ class Pool:
             for p, grad, has in zip(params, grads, reply.has_grad, strict=True):
                 p.grad = grad.view_as(p) if has else None
         return reply.shares
-
-    def _tensors(self, model: torch.nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """`model`'s state_dict tensors and its parameters, in order, found once per model (a
-        walk of the module tree costs about half a millisecond of the engine's GIL a step):
-        a model's tensors are updated in place (steps, load_state_dict), never replaced."""
-        with self._lock:
-            found = self._models.get(model)
-            if found is None:
-                state = list(model.state_dict(keep_vars=True).values())
-                found = self._models[model] = (state, list(model.parameters()))
-            return found
 
     def _ask(self, request: Request) -> Reply | None:
         """The reply of an idle (or new) worker; None, after logging why, if it failed: a
