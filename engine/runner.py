@@ -214,13 +214,24 @@ def part_shares(
     return shares
 
 
+def shares_in_a_worker(config: ModelConfig, state: list[torch.Tensor],
+                       params: list[torch.Tensor] | None, here: Callable[[], nn.Module],
+                       batch: Batch, parts: int, clip: float | None = None):  # fmt: skip
+    """`part_shares` in a step worker process (`engine.step_worker`), for the model of
+    architecture `config` whose state_dict tensors are `state`; with `params` (its parameters)
+    a training step whose gradients land in their `.grad`. Here, on `here()`'s model (built
+    only then), when no worker can."""
+    shares = step_worker.shared.shares(config, state, params, batch, parts, clip=clip)
+    if shares is not None:
+        return shares
+    return part_shares(here(), batch, parts, backward=params is not None, clip=clip)
+
+
 def snapshot_shares(snapshot: Snapshot, batch: Batch, parts: int) -> list[tuple[float, int]]:
-    """`part_shares` of a snapshot's weights, no gradients: in a step worker process when one
-    can (the snapshot's eager model is then never built), else here."""
+    """`part_shares` of a snapshot's weights, no gradients, in a step worker when one can (the
+    snapshot's eager model is then never built)."""
     state = list(snapshot.weights.values())
-    shares = step_worker.shared.shares(snapshot.config, state, None, batch, parts)
-    return shares if shares is not None else part_shares(snapshot.model, batch, parts,
-                                                          backward=False)  # fmt: skip
+    return shares_in_a_worker(snapshot.config, state, None, lambda: snapshot.model, batch, parts)
 
 
 def loss_share(model, part: Batch, n: int, m: int) -> tuple[torch.Tensor, int]:
@@ -361,11 +372,10 @@ class ModelRunner:
             batch = Batch(*(t.to(self.device) for t in (batch.x, batch.actions, batch.ghost)))
         n = batch.labelled
         try:
-            shares = None
             if elsewhere:  # the model's tensors, found once (a module walk costs ~0.5 ms)
-                shares = step_worker.shared.shares(self.config, self._state, self._params, batch,
-                                                   threads, clip=MAX_GRAD_NORM)  # fmt: skip
-            if shares is None:
+                shares = shares_in_a_worker(self.config, self._state, self._params,
+                                            lambda: self.model, batch, threads, MAX_GRAD_NORM)  # fmt: skip
+            else:
                 shares = part_shares(self.model, batch, threads, backward=True,
                                      clip=MAX_GRAD_NORM)  # fmt: skip
             self.optimizer.step()

@@ -53,17 +53,15 @@ _START = "import sys; from engine.step_worker import serve_fd; serve_fd(int(sys.
 @dataclass
 class Request:
     """One batch's work: the model (its config, and its state_dict's tensors in order, as one
-    flat array), the batch as arrays, how many parts to split it in and on which cores, the
-    whole batch's labelled (`n`) and known ghost (`m`) counts, whether to compute gradients (a
-    training step) or only score it, and the norm to clip the gradients to."""
+    flat array), the batch as arrays, how many parts to split it in and on which cores, whether
+    to compute gradients (a training step) or only score it, and the norm to clip them to. The
+    worker runs it through `runner.part_shares`, as the engine would here."""
 
     config: object
     weights: np.ndarray
     batch: tuple[np.ndarray, np.ndarray, np.ndarray]
     parts: int
     cores: list[int]
-    n: int
-    m: int
     backward: bool
     clip: float | None
 
@@ -139,7 +137,7 @@ class Pool:
         backward = params is not None
         request = Request(
             config, weights, (batch.x.numpy(), batch.actions.numpy(), batch.ghost.numpy()),
-            parts, _cores(parts), batch.labelled, batch.known, backward, clip,
+            parts, _cores(parts), backward, clip,
         )  # fmt: skip
         reply = self._ask(request)
         if reply is None:
@@ -282,7 +280,7 @@ def _exit_with(engine_pid: int) -> None:
 
 def _compute(models: dict, request: Request) -> Reply:
     from engine.model import CandleTransformer
-    from engine.runner import Batch, loss_share
+    from engine.runner import Batch, part_shares
 
     model = models.get(request.config)
     if model is None:
@@ -295,22 +293,10 @@ def _compute(models: dict, request: Request) -> Reply:
     model.train(request.backward)  # as the engine's model: training, or a frozen snapshot
     model.zero_grad(set_to_none=True)
     batch = Batch(*(torch.from_numpy(a) for a in request.batch))
-
-    def part_share(part: Batch) -> tuple[float, int]:
-        if request.backward:
-            loss, hits = loss_share(model, part, request.n, request.m)
-            loss.backward()
-            return float(loss.detach()), hits
-        with torch.inference_mode():  # a thread's own setting
-            loss, hits = loss_share(model, part, request.n, request.m)
-        return float(loss), hits
-
-    shares = priority.parallel_parts(part_share, batch.split(request.parts))
+    shares = part_shares(model, batch, request.parts, backward=request.backward, clip=request.clip)
     if not request.backward:
         return Reply(shares, None, None)
     params = list(model.parameters())
-    if request.clip is not None:
-        torch.nn.utils.clip_grad_norm_(params, request.clip)
     with torch.no_grad():
         grads = _flat(torch.zeros_like(p) if p.grad is None else p.grad for p in params)
     return Reply(shares, grads.numpy(), [p.grad is not None for p in params])

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
+import math
 from datetime import UTC, datetime, time, timedelta
 from typing import NamedTuple
 
@@ -289,13 +288,6 @@ class Drawn(NamedTuple):
     caption: str
 
 
-@st.cache_resource(show_spinner=False)
-def _drawings() -> tuple[threading.Lock, OrderedDict]:
-    """Drawings every browser of this app shares, newest last: tabs on one session at one
-    moment show the same data, made and serialised once (by the first tab to ask)."""
-    return threading.Lock(), OrderedDict()
-
-
 def chart(sess, kept, view) -> tuple[dict | None, str]:
     """The session's candles with what it predicted, confirmed, filled and was taught, as a
     Vega-Lite spec with its data, and a line saying what is shown. Following (`view` None), the
@@ -306,17 +298,10 @@ def chart(sess, kept, view) -> tuple[dict | None, str]:
     if sess.last_ts is None:
         return None, ""
     # The same session row and rows read so far: the same drawing (what the tab has read is
-    # the session's rows up to `seen`, and stored candles never change).
-    key = (sess.id, sess.last_ts, kept.seen, view)
-    lock, shared = _drawings()
-    with lock:
-        drawn = shared.get(key)
-    if drawn is None:
-        drawn = draw(sess, kept, view)
-        with lock:
-            shared[key] = drawn
-            while len(shared) > 256:
-                shared.popitem(last=False)
+    # the session's rows up to `seen`, and stored candles never change), made once by the
+    # first tab to ask, for every tab; it never goes stale.
+    key = ("live drawing", str(engine.url), sess.id, sess.last_ts, kept.seen, view)
+    drawn = shared_read(key, lambda _: draw(sess, kept, view), max_age_s=math.inf)
     if drawn is None:
         return None, ""
     st.session_state.setdefault("live_drawn", {})[sess.id] = (drawn.lo, drawn.hi)
