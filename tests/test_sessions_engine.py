@@ -60,19 +60,19 @@ def test_manual_mode_trains_once_per_request_with_the_chosen_action(stored, engi
     assert session_rows.get(stored, sid).status == "stopped"
 
 
-@pytest.mark.parametrize(
-    ("payload", "expected"),
-    [
-        ({"symbol": "NOPE", "timeframe": "1d"}, "no stored candles for NOPE 1d"),
-        ({"symbol": "SP500", "timeframe": "1d", "mode": "sometimes"}, "mode"),
-        ({"symbol": "SP500", "timeframe": "1d", "checkpoint_id": 77}, "unknown checkpoint 77"),
-        ({"symbol": "SP500", "timeframe": "1d", "feed": {"kind": "exchange"}}, "needs 'exchange'"),
-    ],
-)
-def test_bad_session_requests_fail_with_a_reason(stored, engine_process, payload, expected):
-    engine_process("--no-seed")
-    row = send(stored, "session.start", payload)
-    assert row.status == "failed" and expected in row.error
+BAD_SESSION_REQUESTS = [  # payload, what the failure must say
+    ({"symbol": "NOPE", "timeframe": "1d"}, "no stored candles for NOPE 1d"),
+    ({"symbol": "SP500", "timeframe": "1d", "mode": "sometimes"}, "mode"),
+    ({"symbol": "SP500", "timeframe": "1d", "checkpoint_id": 77}, "unknown checkpoint 77"),
+    ({"symbol": "SP500", "timeframe": "1d", "feed": {"kind": "exchange"}}, "needs 'exchange'"),
+]
+
+
+def test_bad_session_requests_fail_with_a_reason(stored, engine_process):
+    engine_process("--no-seed")  # one engine takes them all in turn
+    for payload, expected in BAD_SESSION_REQUESTS:
+        row = send(stored, "session.start", payload)
+        assert row.status == "failed" and expected in row.error, (payload, row.error)
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])

@@ -55,20 +55,19 @@ def test_train_start_runs_a_job_to_a_new_active_child_checkpoint(annotated, engi
     assert steps == 2 * job.result["steps_per_epoch"] == child.steps
 
 
-@pytest.mark.parametrize(
-    ("payload", "expected"),
-    [
-        ({"base_checkpoint": 999}, "unknown checkpoint 999"),
-        ({"datasets": [{"symbol": "NOPE", "timeframe": "1d"}]}, "no candles stored for NOPE 1d"),
-        ({"epochs": 0}, "epochs"),
-    ],
-)
-def test_bad_training_requests_fail_with_a_reason(annotated, engine_process, payload, expected):
-    engine_process("--no-seed")
-    row = bus.wait(
-        annotated, bus.submit(annotated, "train.start", payload, created_by=SYSTEM_ACCOUNT), 20
-    )
-    assert row.status == "failed" and expected in row.error
+BAD_TRAINING_REQUESTS = [  # payload, what the failure must say
+    ({"base_checkpoint": 999}, "unknown checkpoint 999"),
+    ({"datasets": [{"symbol": "NOPE", "timeframe": "1d"}]}, "no candles stored for NOPE 1d"),
+    ({"epochs": 0}, "epochs"),
+]
+
+
+def test_bad_training_requests_fail_with_a_reason(annotated, engine_process):
+    engine_process("--no-seed")  # one engine takes them all in turn
+    for payload, expected in BAD_TRAINING_REQUESTS:
+        cid = bus.submit(annotated, "train.start", payload, created_by=SYSTEM_ACCOUNT)
+        row = bus.wait(annotated, cid, 20)
+        assert row.status == "failed" and expected in row.error, (payload, row.error)
 
 
 def test_training_without_annotations_says_what_to_do(database, engine_process):
