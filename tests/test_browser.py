@@ -111,11 +111,13 @@ def test_live_page_runs_a_pivot_training_session_and_stops_it(app, page):
     url, database = app
     from db import checkpoints, sessions
 
-    # The session trains a new working model from the active checkpoint.
-    model, base = next_id(database, "working_models"), checkpoints.active(database).id
+    # The session trains a new working model from the active checkpoint (on a fresh app the
+    # engine makes the first one when something first needs it).
+    model = next_id(database, "working_models")
     # A double click starts one session: the click's request id makes the second one a no-op.
     n = start_live_session(page, url, database, "Live Inference + Pivot Training", 0.2,
                            double_click=True)  # fmt: skip
+    base = checkpoints.active(database).id
     metric = page.get_by_test_id("stMetric")
     status = metric.filter(has_text="Status").get_by_test_id("stMetricValue")
     expect(status).to_have_text("running")
