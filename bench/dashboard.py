@@ -2,6 +2,7 @@
 with no browser tab open and with 10 Chromium tabs on the Live page.
 
     python bench/dashboard.py [--minutes 5] [--tabs 10] [--sessions 4] [--pace 1] [--repeats 3]
+                              [--chromium-nice 19]
                               [--modes none] [--profile] [--keep]
 
 Starts the real app as the browser tests do (`scripts/start.py`: engine + Streamlit, through
@@ -12,7 +13,10 @@ seconds a candle, in mode `--modes` (one, or a comma-separated list used in turn
 alternates `--repeats` windows with 0 tabs and with `--tabs` tabs, `--minutes` in all for each
 (so 5 minutes: 3 windows of 100 s each way). The tabs are pages of one signed-in Chromium
 context (one person, many tabs), on /live, tab i showing session i mod `--sessions`; a window
-starts once every tab has drawn its chart, and a few seconds later.
+starts once every tab has drawn its chart, and a few seconds later. The people watching would
+be on other machines: here their Chromium runs at `--chromium-nice` (19) so that drawing ten
+charts a second does not take this machine's two cores from the app and the engine (0: as the
+app, which mostly measures the browser).
 
 Per window:
   - the Streamlit process's CPU time (utime + stime of the process and of its reaped children,
@@ -365,6 +369,17 @@ def open_tabs(context, url: str, session_ids: list[int], n: int) -> list:
     return pages
 
 
+def niced(executable: str, niceness: int, home: Path) -> str:
+    """`executable`, run at `niceness` (a wrapper script in `home`): the tabs' browser stands in
+    for people on other machines, so it should not take the cores from the app and the engine."""
+    if niceness == 0:
+        return executable
+    wrapper = home / "chromium-niced"
+    wrapper.write_text(f'#!/bin/sh\nexec nice -n {niceness} {executable} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=5.0,
@@ -380,6 +395,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
     ap.add_argument("--app-dir", help="run the app from this checkout (e.g. a git worktree of "
                     "an older commit, for a before/after in the same conditions)")  # fmt: skip
+    ap.add_argument("--chromium-nice", type=int, default=19,
+                    help="niceness of the Chromium that plays the tabs (0: as the app)")  # fmt: skip
     ap.add_argument("--streamlit", action="append", metavar="OPTION=VALUE",
                     help="a Streamlit config option for the app (experiments)")  # fmt: skip
     args = ap.parse_args()
@@ -437,7 +454,8 @@ def main() -> int:
         time.sleep(args.warmup)
         idle, busy, profiles = [], [], []
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = p.chromium.launch(executable_path=niced(CHROMIUM, args.chromium_nice, home),
+                                        args=ARGS)  # fmt: skip
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
             sign_in(context.new_page(), url, "ana")
             for page in context.pages:

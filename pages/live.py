@@ -39,6 +39,7 @@ from pages.common import (
     watched,
     working_model_labels,
 )
+from pages.stats import Stat, stat_strip
 
 engine = database()
 st.title("Live")
@@ -232,10 +233,18 @@ def _in_view(ch: alt.Chart, x_scale: alt.Scale, y_scale: alt.Scale | None) -> al
     return ch
 
 
+@st.cache_resource(show_spinner=False)
+def _held_candles() -> dict[tuple[str, int], pd.DataFrame]:
+    """Per session: the candles its chart last drew while following, for every tab of this app
+    process (the drawing is made once for all of them, `chart`)."""
+    return {}
+
+
 def _following(sess) -> pd.DataFrame:
-    """The last FOLLOW_SHOWN candles up to the session's last one: those this browser holds,
-    with only the newer ones read (stored candles never change; a feed adds them in order)."""
-    held = st.session_state.setdefault("live_candles", {}).get(sess.id)
+    """The last FOLLOW_SHOWN candles up to the session's last one: those last drawn for it, with
+    only the newer ones read (stored candles never change; a feed adds them in order)."""
+    held_by_session, key = _held_candles(), (str(engine.url), sess.id)
+    held = held_by_session.get(key)
     if held is None or held.empty or int(held.ts.iloc[-1]) > sess.last_ts:
         df = candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts)
     elif int(held.ts.iloc[-1]) == sess.last_ts:
@@ -245,7 +254,7 @@ def _following(sess) -> pd.DataFrame:
                              after_ms=int(held.ts.iloc[-1]))  # fmt: skip
         df = pd.concat([held, new], ignore_index=True).iloc[-FOLLOW_SHOWN:]
         df = df.reset_index(drop=True)
-    st.session_state["live_candles"][sess.id] = df
+    held_by_session[key] = df
     return df
 
 
@@ -579,45 +588,30 @@ def panel(session_id: int) -> None:
         if sess.last_ts is not None
         else "—"
     )
-    m = st.columns(6)
-    m[0].metric("Status", sess.status)
-    m[1].metric("Candles", sess.candles)
-    m[2].metric(
-        "Position",
-        f"{pos} (at stop)" if ended else pos,
-        help=f"As the session left it at its last candle ({last_candle}): a session that has "
-        "ended holds nothing and trades no more."
-        if ended
-        else None,
-    )
-    m[3].metric("Realized PnL", f"{state.get('realized', 0):,.2f}")
-    m[4].metric(
-        "Unrealized PnL",
-        f"{state.get('unrealized', 0):,.2f}",
-        help=f"The open position marked at the close of the last candle ({last_candle})"
-        + (", when the session ended: it does not move after that." if ended else "."),
-    )
-    m[5].metric("Equity", f"{state.get('equity', 0):,.2f}")
-    m = st.columns([1.6, 0.7, 0.9, 1, 1.1, 1.3])  # room for the mode and the prediction
-    n_trades = state.get("trades", 0)
-    m[0].metric("Mode", SHORT[sess.mode], help=MODES[sess.mode])
-    m[1].metric("Trades", n_trades)
-    m[2].metric("Win rate", f"{state.get('wins', 0) / n_trades:.0%}" if n_trades else "—")
-    m[3].metric("Training steps", kept.steps)
-    m[4].metric(
-        "Training queue",
-        f"{sess.samples_waiting} waiting"
-        if sess.working_model_id and sess.status == "running"
-        else "—",
-        delta=f"{sess.samples_dropped} dropped" if sess.samples_dropped else None,
-        delta_color="inverse",
-        help="Samples handed to the working model's trainer and not applied yet; when the queue "
-        "overflows (a long-held training lock) the oldest are dropped and counted.",
-    )
-    last = kept.latest
-    m[5].metric(
-        "Prediction", f"{last['action']} {last['confidence']:.0%}" if last is not None else "—"
-    )
+    n_trades, last = state.get("trades", 0), kept.latest
+    learning = sess.working_model_id and sess.status == "running"
+    stat_strip([
+        Stat("Status", sess.status),
+        Stat("Candles", sess.candles),
+        Stat("Position", f"{pos} (at stop)" if ended else pos,
+             help=f"As the session left it at its last candle ({last_candle}): a session that "
+             "has ended holds nothing and trades no more." if ended else None),
+        Stat("Realized PnL", f"{state.get('realized', 0):,.2f}"),
+        Stat("Unrealized PnL", f"{state.get('unrealized', 0):,.2f}",
+             help=f"The open position marked at the close of the last candle ({last_candle})"
+             + (", when the session ended: it does not move after that." if ended else ".")),
+        Stat("Equity", f"{state.get('equity', 0):,.2f}"),
+        Stat("Mode", SHORT[sess.mode], help=MODES[sess.mode]),
+        Stat("Trades", n_trades),
+        Stat("Win rate", f"{state.get('wins', 0) / n_trades:.0%}" if n_trades else "—"),
+        Stat("Training steps", kept.steps),
+        Stat("Training queue", f"{sess.samples_waiting} waiting" if learning else "—",
+             warning=f"{sess.samples_dropped} dropped" if sess.samples_dropped else None,
+             help="Samples handed to the working model's trainer and not applied yet; when the "
+             "queue overflows (a long-held training lock) the oldest are dropped and counted."),
+        Stat("Prediction",
+             f"{last['action']} {last['confidence']:.0%}" if last is not None else "—"),
+    ])  # fmt: skip
     st.caption(model_line(sess, kept))
     manual_status(session_id)
     if sess.error:

@@ -249,3 +249,8 @@ def next_id(database, table: str) -> int:
 
     with database.connect() as conn:
         return conn.scalar(text(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"))
+
+
+def stat(page, label: str):
+    """The value of one figure of a stat strip (pages/stats.py), e.g. the Live panel's Status."""
+    return page.locator(f'[data-stat="{label}"] .value')

@@ -24,6 +24,7 @@ from tests.browser import (
     page,
     sign_in,
     spoils_app,
+    stat,
 )
 from tests.conftest import DATA
 
@@ -118,12 +119,11 @@ def test_live_page_runs_a_pivot_training_session_and_stops_it(app, page):
     n = start_live_session(page, url, database, "Live Inference + Pivot Training", 0.2,
                            double_click=True)  # fmt: skip
     base = checkpoints.active(database).id
-    metric = page.get_by_test_id("stMetric")
-    status = metric.filter(has_text="Status").get_by_test_id("stMetricValue")
+    status = stat(page, "Status")
     expect(status).to_have_text("running")
-    prediction = metric.filter(has_text="Prediction").get_by_test_id("stMetricValue")
+    prediction = stat(page, "Prediction")
     expect(prediction).to_have_text(__import__("re").compile(r"^(BUY|SELL|HOLD) \d+%$"))
-    candles_seen = metric.filter(has_text="Candles").get_by_test_id("stMetricValue")
+    candles_seen = stat(page, "Candles")
     first = int(candles_seen.inner_text())
     expect(candles_seen).not_to_have_text(str(first), timeout=10_000)  # it keeps updating
     expect(page.get_by_text("ghost candles")).to_be_visible()
@@ -132,9 +132,9 @@ def test_live_page_runs_a_pivot_training_session_and_stops_it(app, page):
             __import__("re").compile(rf"Model: working model W{model} .*from checkpoint #{base}\b")
         )
     ).to_be_visible()
-    queue = metric.filter(has_text="Training queue").get_by_test_id("stMetricValue")
+    queue = stat(page, "Training queue")
     expect(queue).to_have_text(__import__("re").compile(r"^\d+ waiting$"))
-    equity = metric.filter(has_text="Equity").get_by_test_id("stMetricValue")
+    equity = stat(page, "Equity")
     expect(equity).not_to_have_text("0.00")
     # Switch mode offers all four modes, and Apply says what it did.
     switch = page.get_by_role("combobox", name="Switch mode")
@@ -154,7 +154,7 @@ def test_live_page_runs_a_pivot_training_session_and_stops_it(app, page):
     page.get_by_text("Working model", exact=True).click()  # the form is open: nothing runs
     page.get_by_role("button", name="Manual mode (Train on Current Candle)").click()
     expect(status).to_have_text("running")
-    expect(metric.filter(has_text="Candles").get_by_test_id("stMetricValue")).not_to_have_text("0")
+    expect(stat(page, "Candles")).not_to_have_text("0")
     page.get_by_role("button", name="BUY", exact=True).click()
     expect(
         page.get_by_text(__import__("re").compile(r"as BUY: applied .* \(step \d+\)"))
@@ -178,8 +178,7 @@ def test_live_chart_keeps_a_chosen_view_while_candles_arrive_and_a_stop_freezes_
 
     url, database = app
     start_live_session(page, url, database, "Live Inference (No Training)", 0.3)
-    metric = page.get_by_test_id("stMetric")
-    candles_seen = metric.filter(has_text="Candles").get_by_test_id("stMetricValue")
+    candles_seen = stat(page, "Candles")
     expect(candles_seen).to_have_text(re.compile(r"^([2-9]\d|\d{3,})$"), timeout=30_000)  # ≥ 20
     follow = page.get_by_test_id("stCheckbox").filter(has_text="Follow the latest candle")
     expect(follow).to_have_attribute("data-selected", "true")  # following by default
@@ -215,11 +214,11 @@ def test_live_chart_keeps_a_chosen_view_while_candles_arrive_and_a_stop_freezes_
     expect(x_axis).not_to_have_attribute("aria-label", chosen)
 
     page.get_by_role("button", name="Stop session").click()
-    status = metric.filter(has_text="Status").get_by_test_id("stMetricValue")
+    status = stat(page, "Status")
     expect(status).to_have_text("stopped", timeout=15_000)
-    position = metric.filter(has_text="Position").get_by_test_id("stMetricValue")
+    position = stat(page, "Position")
     expect(position).to_have_text(re.compile(r"^(long|short|flat) \(at stop\)$"))
-    unrealized = metric.filter(has_text="Unrealized PnL").get_by_test_id("stMetricValue")
+    unrealized = stat(page, "Unrealized PnL")
     value, n = unrealized.inner_text(), candles_seen.inner_text()
     page.wait_for_timeout(2500)
     assert (unrealized.inner_text(), candles_seen.inner_text()) == (value, n)  # nothing moves
