@@ -56,16 +56,20 @@ class Job:
         self.db, self.id, self.kind, self._stopping = database, job_id, kind, stopping
         self._written = -self.PROGRESS_EVERY_S
 
-    def progress(self, fraction: float, message: str, result: dict | None = None) -> None:
+    def progress(
+        self, fraction: float, message: str, result: dict | None = None, *, final: bool = False
+    ) -> None:
         """Record progress (0–1); raises JobStopped if a cancel was asked or the engine stops.
 
         Work reports as often as it likes (a pass every chunk, training every batch): a write
         and the cancel check that comes with it cost a transaction, so progress is written at
-        most every PROGRESS_EVERY_S — always when it brings a result, and at the end."""
+        most every PROGRESS_EVERY_S — always when it brings a result, and at the end of the
+        work (`fraction` 1, or `final` for a stage that ends below 1)."""
         if self._stopping.is_set():
             raise JobStopped("interrupted", message)
         now = time.monotonic()
-        if result is None and fraction < 1 and now - self._written < self.PROGRESS_EVERY_S:
+        final = final or fraction >= 1
+        if result is None and not final and now - self._written < self.PROGRESS_EVERY_S:
             return
         self._written = now
         if jobs.update_progress(self.db, self.id, fraction, message, result):

@@ -294,8 +294,8 @@ def test_job_progress_is_written_at_most_every_quarter_second_but_results_and_th
     database, monkeypatch
 ):
     """Work reports progress as often as it likes (every chunk, every batch): a write costs a
-    transaction, so a job writes it at most every PROGRESS_EVERY_S, a result and the end at
-    once; a cancel is seen at the next write."""
+    transaction, so a job writes it at most every PROGRESS_EVERY_S, a result and the end (or
+    a stage's, `final`) at once; a cancel is seen at the next write."""
     from engine.job_runner import Job, JobStopped
 
     job_id = jobs.create(database, "train", command_id=None, engine_id="e", created_by=None)
@@ -309,8 +309,9 @@ def test_job_progress_is_written_at_most_every_quarter_second_but_results_and_th
         job.progress(i / 100, "batch")
     assert writes == [0.0]  # the first, then nothing within the quarter second
     job.progress(0.5, "epoch 1 done", {"epochs": [1]})
+    job.progress(0.95, "model pass done", final=True)  # a stage that ends below 1
     job.progress(1.0, "done")
-    assert writes == [0.0, 0.5, 1.0]
+    assert writes == [0.0, 0.5, 0.95, 1.0]
     jobs.request_cancel(database, job_id, by=SYSTEM_ACCOUNT)
     job.progress(0.6, "batch")  # too soon after the last write: the cancel waits for the next
     time.sleep(Job.PROGRESS_EVERY_S)

@@ -38,10 +38,11 @@ def start(ctx, args: BacktestStart, cmd) -> dict:
     def work(job) -> Outcome:
         def progress(fraction: float) -> bool:
             nonlocal named
-            try:  # the first and last reports name the report (the page links it; a result
-                # is always written, so the end of the pass is shown)
+            try:  # the first report names the report (the page links it); the pass's end is
+                # always written, though the job goes on to 1 after it
                 job.progress(0.95 * fraction, f"model pass over {n:,} candles",
-                             None if named and fraction < 1 else {"backtest_id": bt_id})  # fmt: skip
+                             None if named else {"backtest_id": bt_id},
+                             final=fraction >= 1)  # fmt: skip
                 named = True
             except JobStopped as stop:
                 stopped.append(stop)
