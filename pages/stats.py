@@ -1,10 +1,10 @@
-"""A row of figures (label, value, an optional delta and help) drawn as one element.
+"""A row of figures (a label over a value, with optional help and warning) as one element.
 
 Streamlit's `st.metric` costs a delta per figure and more for the columns that place them: a
-panel that a dozen tabs redraw every second spent more on its twelve metrics than on its chart
-(bench/dashboard.py). One `st.html` element carries them all, in a grid that wraps on narrow
-screens. Each figure is `[data-stat="<label>"]` with `.value` inside, for tests and for people
-who script the page."""
+panel that ten tabs redraw every second spent more on its twelve metrics than on its chart
+(docs/architecture.md, "What watching costs"). One `st.html` element carries them all, in a
+grid that wraps on narrow screens. Each figure is `[data-stat="<label>"]` with `.value`
+inside, for tests and for people who script the page."""
 
 from __future__ import annotations
 
