@@ -118,7 +118,7 @@ def test_twenty_kills_lose_nothing_they_should_keep(annotated, engine_process):
         send(annotated, "backtest.start", {"symbol": "SP500", "timeframe": "1d",
              "start": int(ts.iloc[-1500]), "checkpoint_id": 1,
              **({"train_mode": "every_candle"} if round_ % 2 else {})})  # fmt: skip
-        until = time.monotonic() + rng.uniform(1.0, 4.0)
+        until = time.monotonic() + rng.uniform(0.5, 2.5)  # the kill lands 0.5-2.5 s in
         while time.monotonic() < until:
             bus.submit(annotated, "session.train_manual", {"session_id": manual["session_id"],
                        "action": rng.choice(["BUY", "SELL", "HOLD"])}, created_by="bo")  # fmt: skip

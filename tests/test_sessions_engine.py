@@ -80,7 +80,7 @@ def test_restart_resumes_from_the_last_candle_without_duplicates_or_gaps(
     stored, engine_process, how
 ):
     first = engine_process("--no-seed")
-    n = 300
+    n = 200
     sid = start(stored, "every_candle", n=n, pace=0.02)
     wait_until(lambda: session_rows.get(stored, sid).candles >= 40, 60, 0.05, "some candles")
     first.stop(how)
