@@ -30,7 +30,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-TICK = os.sysconf("SC_CLK_TCK")
 
 APP = """
 import time
@@ -71,11 +70,6 @@ panel()
 """
 
 
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tabs", type=int, default=10)
@@ -87,6 +81,7 @@ def main() -> int:
 
     from playwright.sync_api import sync_playwright
 
+    from bench.dashboard import cpu_s  # the Streamlit process's CPU seconds (/proc)
     from tests.browser import ARGS, CHROMIUM, free_port
 
     app = Path(tempfile.mkdtemp(prefix="candlelab-floor-")) / "app.py"
