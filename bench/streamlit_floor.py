@@ -2,7 +2,7 @@
 10 Chromium tabs, for a few shapes of page.
 
     python bench/streamlit_floor.py [--tabs 10] [--seconds 25] [--rounds 2]
-                                    [--variants empty,chart,strip,metrics]
+                                    [--variants empty,chart,strip,metrics] [--chromium-nice 19]
 
 Each variant is one page whose fragment reruns every second (`st.fragment(run_every=1)`, as
 the Live panel does), served by a plain `streamlit run` with this repository's settings that
@@ -12,9 +12,10 @@ matter here (no file watcher, no garbage collection after each run):
   - strip: chart + twelve figures as one `st.html` element (pages/stats.py);
   - metrics: chart + twelve `st.metric`s in two sets of six columns (the Live panel before).
 For each round and variant it opens the tabs (one Chromium context), waits for them to settle,
-and reads the Streamlit process's CPU time (/proc) over `--seconds`. It prints each variant's
-% of one core per round, their medians, and each variant's cost over `empty`. Nothing here
-reads the database: it is Streamlit's own work per element, which no read sharing can save.
+and reads the Streamlit process's CPU time (/proc) over `--seconds`. The tabs' Chromium runs
+niced, as in bench/dashboard.py. It prints each variant's % of one core per round, their
+medians, and each variant's cost over `empty`. Nothing here reads the database: it is
+Streamlit's own work per element, which no read sharing can save.
 """
 
 from __future__ import annotations
@@ -76,15 +77,22 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=25.0, help="measured time per variant")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--variants", default="empty,chart,strip,metrics")
+    ap.add_argument(
+        "--chromium-nice",
+        type=int,
+        default=19,
+        help="the tabs' Chromium's niceness, as in bench/dashboard.py",
+    )
     args = ap.parse_args()
     variants = args.variants.split(",")
 
     from playwright.sync_api import sync_playwright
 
-    from bench.dashboard import cpu_s  # the Streamlit process's CPU seconds (/proc)
+    from bench.dashboard import cpu_s, niced  # the Streamlit process's CPU seconds (/proc)
     from tests.browser import ARGS, CHROMIUM, free_port
 
-    app = Path(tempfile.mkdtemp(prefix="candlelab-floor-")) / "app.py"
+    home = Path(tempfile.mkdtemp(prefix="candlelab-floor-"))
+    app = home / "app.py"
     app.write_text(APP)
     port = free_port()
     server = subprocess.Popen(
@@ -98,7 +106,8 @@ def main() -> int:
     try:
         time.sleep(5)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            chromium = niced(CHROMIUM, args.chromium_nice, home)  # as bench/dashboard.py
+            browser = p.chromium.launch(executable_path=chromium, args=ARGS)
             for r in range(args.rounds):
                 for variant in variants:
                     context = browser.new_context()
