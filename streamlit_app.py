@@ -14,7 +14,7 @@ from streamlit.runtime.pages_manager import PagesManager
 
 from contract.access import can
 from pages import auth
-from pages.common import sidebar
+from pages.common import SIDEBAR_REFRESH_S, sidebar
 
 # Pages are listed below with st.navigation; keep Streamlit from also auto-discovering pages/
 # (see scripts/streamlit_server.py, which sets this before the server starts).
@@ -31,6 +31,12 @@ PAGES = [  # file, title, icon, the action whose role sees it listed
     ("pages/admin.py", "Admin", ":material/admin_panel_settings:", "account.manage"),
     ("pages/audit.py", "Audit", ":material/policy:", "audit.read"),
 ]
+
+# Pages whose own refresh checks the sign-in refresh the sidebar less often (seconds): the Live
+# panel reruns every second and checks it every SIDEBAR_REFRESH_S, and with the sidebar every
+# 2 s, a third of the Live page's script runs were the sidebar's (bench/dashboard.py). A Live
+# page with no session to show has no panel: its sign-in check comes with the sidebar's.
+REFRESH_SIDEBAR_EVERY_S = {"live": 10.0}
 
 
 def only(page_fn, title: str, icon: str) -> None:
@@ -58,5 +64,5 @@ nav = st.navigation(
              visibility="visible" if need is None or can(account.role, need) else "hidden")
      for i, (file, title, icon, need) in enumerate(PAGES)]
 )  # fmt: skip
-sidebar()
+sidebar(REFRESH_SIDEBAR_EVERY_S.get(nav.url_path, SIDEBAR_REFRESH_S))
 nav.run()

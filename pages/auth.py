@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import streamlit as st
 
@@ -20,6 +21,7 @@ from pages.common import SESSION_TOKEN, current_actor, database, md_text
 
 COOKIE = "candlelab_session"
 _TOKEN, _COOKIE_CHANGE = SESSION_TOKEN, "_signin_cookie_change"
+_CHECKED_AT = "_signin_checked_at"
 
 
 def address() -> str | None:
@@ -118,10 +120,16 @@ def redeem_link_in_url() -> None:
         st.session_state["_signin_error"] = outcome.error
 
 
-def watch_session() -> None:
-    """Every 2 s (`common.every_two_seconds`): once this browser's session has ended (signed
-    out in another tab, expired, the account disabled or reset), rerun the app, which shows the
-    sign-in page, so nothing keeps streaming to a browser that is no longer signed in."""
+def watch_session(every_s: float = 0.0) -> None:
+    """At each sidebar refresh (`common.refresh_sidebar`), and from the Live panel: once this
+    browser's session has ended (signed out in another tab, expired, the account disabled or
+    reset), rerun the app, which shows the sign-in page, so nothing keeps streaming to a
+    browser that is no longer signed in. `every_s`: read the sign-in at most that often (a
+    caller that reruns more often: each read is a query)."""
+    now = time.monotonic()
+    if now - st.session_state.get(_CHECKED_AT, -float("inf")) < every_s:
+        return
+    st.session_state[_CHECKED_AT] = now
     if st.session_state.get(_TOKEN) and current_actor() is None:
         st.session_state["_signin_notice"] = (
             "You were signed out: your session ended in another tab, expired, or an admin "

@@ -114,8 +114,13 @@ def refusal_shown() -> Iterator[None]:
         st.error(md_text(str(exc)))
 
 
-def sidebar() -> None:
-    """Who is signed in, the sign-out button and the engine badge, on every page."""
+SIDEBAR_REFRESH_S = 2.0  # how often the sidebar checks the sign-in and the engine, per tab
+
+
+def sidebar(refresh_s: float = SIDEBAR_REFRESH_S) -> None:
+    """Who is signed in, the sign-out button and the engine badge, on every page; the badge and
+    the sign-in check refresh every `refresh_s` (a page that checks the sign-in more often
+    itself may ask for less: each refresh is a script run per open tab)."""
     from pages import auth  # auth imports this module for database()
 
     with st.sidebar:
@@ -124,12 +129,12 @@ def sidebar() -> None:
             st.markdown(f"Signed in as **{md_text(actor.name)}** · {actor.role}")
             if st.button("Sign out", key="sign_out", icon=":material/logout:"):
                 auth.sign_out()
-        every_two_seconds()
+        st.fragment(refresh_sidebar, run_every=refresh_s)()
 
 
-@st.fragment(run_every=2)
-def every_two_seconds() -> None:
-    """The sidebar's refresh: one fragment, so a tab costs one script run every 2 s for both."""
+def refresh_sidebar() -> None:
+    """The sidebar's refresh: one fragment, so a tab costs one script run per refresh for both
+    the sign-in check and the badge."""
     from pages import auth
 
     auth.watch_session()  # first: a failing badge read must not skip it

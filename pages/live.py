@@ -6,14 +6,13 @@ import math
 from datetime import UTC, datetime, time, timedelta
 from typing import NamedTuple
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import streamlit as st
 from streamlit import dataframe_util
 
-from contract.vocab import ACTIONS, FEE_BPS, SLIPPAGE_BPS
+from contract.vocab import FEE_BPS, SLIPPAGE_BPS
 from contract.vocab import MODE_SHORT as SHORT
 from contract.vocab import MODE_TITLES as MODES
 from db import annotations as annotation_rows
@@ -22,15 +21,12 @@ from db import checkpoints as checkpoint_rows
 from db import sessions as session_rows
 from db import working_models as working_rows
 from market import timeframes
+from pages import auth
 from pages.commands import answer, send
 from pages.common import (
-    DOWN,
-    TIME_LABELS,
-    UP,
+    SIDEBAR_REFRESH_S,
     allowed,
     annotation_frame,
-    annotation_layers,
-    candle_layers,
     checkpoint_labels,
     database,
     look_only,
@@ -39,11 +35,11 @@ from pages.common import (
     watched,
     working_model_labels,
 )
+from pages.live_chart import chart_spec
 from pages.stats import Stat, stat_strip
 
 engine = database()
 st.title("Live")
-ACTION_COLORS = alt.Scale(domain=list(ACTIONS), range=[UP, DOWN, "#9e9e9e"])
 
 
 def model_choice(col) -> dict:
@@ -176,7 +172,6 @@ st.caption(
 
 FOLLOW_SHOWN = 120  # candles drawn (and shown) when following the latest one
 MAX_DRAWN = 1500  # candles drawn at most for a chosen view
-DARK = "#263238"
 
 
 def _views() -> dict[int, tuple[float, float]]:
@@ -217,20 +212,6 @@ def _follow_changed(session_id: int) -> None:
         drawn = st.session_state.get("live_drawn", {}).get(session_id)
         if drawn is not None:
             _views()[session_id] = drawn
-
-
-def _in_view(ch: alt.Chart, x_scale: alt.Scale, y_scale: alt.Scale | None) -> alt.Chart:
-    """`ch` clipped to the plot, on the shared x (and y) domain: with explicit domains, marks
-    outside them would otherwise be drawn over the axes."""
-    ch = ch.copy()
-    ch.mark = alt.MarkDef(type=ch.mark) if isinstance(ch.mark, str) else ch.mark
-    ch.mark.clip = True
-    enc = ch.encoding
-    if enc.x is not alt.Undefined:
-        enc.x = alt.X(**{**enc.x.to_dict(), "scale": x_scale})
-    if y_scale is not None and enc.y is not alt.Undefined:
-        enc.y = alt.Y(**{**enc.y.to_dict(), "scale": y_scale, "title": "price"})
-    return ch
 
 
 @st.cache_resource(show_spinner=False)
@@ -432,94 +413,6 @@ def _between(frame: pd.DataFrame, column: str, lo: int, hi: int) -> pd.DataFrame
     return frame.iloc[i:j]
 
 
-@st.cache_resource(max_entries=256, show_spinner=False)
-def chart_spec(
-    title: str, domains: tuple[str, str, float, float] | None, body: float, shaded: bool
-) -> dict:
-    """The Live chart's Vega-Lite spec, its layers reading the named datasets `chart` fills:
-    built and validated by Altair once per shape (a title, the chosen view's x and y domains
-    or None when following, a candle width, whether annotations are shaded) and shared by
-    every browser. Do not change it."""
-    if domains is None:
-        x_scale, y_scale = alt.Scale(nice=False), alt.Scale(zero=False, padding=16)
-    else:
-        x_scale = alt.Scale(domain=list(domains[:2]))
-        y_scale = alt.Scale(domain=list(domains[2:]), zero=False)
-    zoom = alt.selection_interval(name="zoom", bind="scales", encodings=["x"])
-    wick, bars = candle_layers(alt.Data(name="candles"), body=body)
-    g_wick, g_bars = candle_layers(alt.Data(name="ghost"), body=body, opacity=0.35)  # next 5
-    manual = alt.Chart(alt.Data(name="manual"))
-    layers = [
-        *(annotation_layers(alt.Data(name="annotations")) if shaded else []),
-        wick,
-        bars.add_params(zoom),
-        g_wick,
-        g_bars,
-        alt.Chart(alt.Data(name="predictions"))
-        .mark_point(filled=True, opacity=1, stroke=DARK, strokeWidth=0.8)
-        .encode(
-            x="time:T",
-            y="y:Q",
-            color=alt.Color("action:N", scale=ACTION_COLORS, title="prediction"),
-            shape=alt.Shape(
-                "action:N",
-                scale=alt.Scale(domain=["BUY", "SELL"], range=["triangle-up", "triangle-down"]),
-                legend=None,
-            ),
-            size=alt.Size(
-                "confidence:Q", scale=alt.Scale(domain=[0.33, 1], range=[40, 260]), legend=None
-            ),
-            tooltip=[
-                "action:N",
-                alt.Tooltip("confidence:Q", format=".2f"),
-                alt.Tooltip("p_buy:Q", format=".2f"),
-                alt.Tooltip("p_sell:Q", format=".2f"),
-                alt.Tooltip("p_hold:Q", format=".2f"),
-            ],
-        ),
-        alt.Chart(alt.Data(name="pivots"))
-        .mark_text(fontWeight="bold", fontSize=12, color="#6a1b9a")
-        .encode(x="time:T", y="y:Q", text="kind:N", tooltip=["kind:N", "price:Q"]),
-        alt.Chart(alt.Data(name="fills"))
-        .mark_point(shape="diamond", size=80, filled=True, color="#1e88e5", opacity=1)
-        .encode(x="time:T", y="price:Q", tooltip=["what:N", "price:Q"]),
-        manual.mark_point(
-            shape="circle", filled=False, size=420, strokeWidth=2.5, opacity=1
-        ).encode(
-            x="time:T",
-            y="y:Q",
-            color=alt.Color("label:N", scale=ACTION_COLORS, legend=None),
-            tooltip=[alt.Tooltip("label:N", title="manual label")],
-        ),
-        manual.mark_text(fontWeight="bold", fontSize=12, dx=15, align="left").encode(
-            x="time:T",
-            y="y:Q",
-            text="letter:N",
-            color=alt.Color("label:N", scale=ACTION_COLORS, legend=None),
-        ),
-    ]
-    spec = (
-        alt.layer(*(_in_view(layer, x_scale, y_scale) for layer in layers))
-        .properties(
-            height=420,
-            width="container",
-            title=title,
-            # SVG: a few hundred marks, and axes a test can read
-            usermeta={"embedOptions": {"renderer": "svg"}},
-        )
-        .configure_axisTemporal(labelExpr=TIME_LABELS)  # ticks with the year
-        .to_dict()
-    )
-    # Altair's default theme sizes views that Streamlit sizes itself (st.altair_chart converts
-    # under theme "none"): drop what that theme adds, whichever theme is on in this thread.
-    view = spec.get("config", {}).get("view", {})
-    for key in ("continuousWidth", "continuousHeight"):
-        view.pop(key, None)
-    if not view:
-        spec.get("config", {}).pop("view", None)
-    return spec
-
-
 @st.cache_resource(max_entries=1000, show_spinner=False)
 def checkpoint_name(checkpoint_id: int) -> str:
     """A checkpoint's name, read once per app process: checkpoints never change."""
@@ -574,6 +467,7 @@ def manual_status(session_id: int) -> None:
 
 @st.fragment(run_every=1)
 def panel(session_id: int) -> None:
+    auth.watch_session(every_s=SIDEBAR_REFRESH_S)  # the sidebar refreshes less often here
     kept = watched(engine, session_id)
     sess = kept.session
     statuses = st.session_state.setdefault("live_status", {})

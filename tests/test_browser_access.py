@@ -80,7 +80,12 @@ def test_viewer_trader_admin_and_the_audit_page(fresh_app, browser):
     expect(admin.get_by_text("1 events; 0 refused")).to_be_visible()  # her session.stop
     assert admin.get_by_test_id("stException").count() == 0
 
-    # Disabling an account ends what its open tabs show within seconds, untouched.
+    # Disabling an account ends what its open tabs show within seconds, untouched: the sidebar
+    # checks every 2 s, and on the Live page the panel does (its sidebar refreshes every 10 s).
+    watching = new_page(browser)
+    sign_in(watching, url, "vic", path="/live")
+    expect(watching.get_by_test_id("stVegaLiteChart").first).to_be_visible()
     accounts.change(database, "vic", by="ada", disabled=True)
+    expect(watching.get_by_text("You were signed out")).to_be_visible(timeout=5_000)
     expect(viewer.get_by_text("You were signed out")).to_be_visible(timeout=10_000)
     assert viewer.get_by_test_id("stSidebarNav").count() == 0
