@@ -123,7 +123,7 @@ def test_a_learning_session_predicts_on_schedule_while_its_model_lock_is_held(
     annotated, engine_process, home
 ):
     engine_process("--no-seed", "--debug-commands")
-    n = 500
+    n = 300  # the 10 s hold starts near candle 40 and ends near 240: a few seconds to spare
     started = start_session(annotated, "every_candle", n, pace=PACE)
     sid = started["session_id"]
     wait_until(lambda: session_rows.get(annotated, sid).candles >= 40, 30, 0.05, "candles")
