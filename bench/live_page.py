@@ -1,18 +1,20 @@
-"""The Live page's database reads per refresh, on a session with 60,000 predictions.
+"""The Live page's reads and drawing per refresh, on a session with 60,000 predictions.
 
     python bench/live_page.py [--predictions 60000] [--repeats 7] [--refreshes 30]
 
 Builds, on a fresh SQLite database under a temporary CANDLELAB_HOME, one `every_candle` session
 with N candles, N predictions (ghost candles included), a pivot every 10 candles, a trade every
 25, one training event per candle (every 50th a manual label), then times what the panel of
-pages/live.py reads each second, with the functions it calls:
+pages/live.py reads and draws each second, with the functions it calls:
 
   - before: the reads the page made until now (every prediction, pivot and trade of the
     session, the training-step count, the last 120 candles)
   - first load: `sessions.keep_up` from nothing (what a browser opening the page reads once),
-    the drawn candle window (`candles.load`, last 120), the annotations, the model line
+    the chart's drawing (`pages.live_chart.draw`, following: the last 120 candles read, the
+    datasets built), the annotations under it, the model line
   - refresh: one new candle stored (as the engine stores it: `sessions.record_candle`, plus its
-    training event), then the same reads with `keep_up` from what was kept: only the new rows
+    training event), then the same with `keep_up` from what was kept and the drawing from the
+    candles drawn last: only the new rows and the new candle read
 
 Prints medians and the ratio first load / refresh. Target: a refresh ≤ 50 ms.
 """
@@ -35,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 STEP = 60_000  # 1m candles
 T0 = 1_600_000_000_000
-FOLLOW_SHOWN = 120  # pages/live.py: candles drawn when following the latest one
 
 
 def build(database, n: int, extra: int) -> tuple[int, pd.DataFrame]:
@@ -98,15 +99,15 @@ def page_reads(database, sid: int, kept):
     """What pages/live.py's panel reads per refresh, in its order (following the latest candle;
     no Train on Current Candle request pending)."""
     from db import annotations as annotation_rows
-    from db import candles
     from db import checkpoints as checkpoint_rows
     from db import sessions as session_rows
     from db import working_models as working_rows
+    from pages.live_chart import draw
 
     kept = session_rows.keep_up(database, sid, kept)
     sess = kept.session
-    candles.load(database, sess.symbol, sess.timeframe, end_ms=sess.last_ts, last=FOLLOW_SHOWN)
-    annotation_rows.list_for(database, sess.symbol, sess.timeframe)
+    drawn = draw(database, sess, kept, None)  # following the latest candle
+    annotation_rows.overlapping(database, sess.symbol, sess.timeframe, *drawn.span)
     checkpoint_rows.get(database, sess.checkpoint_id)  # the model line (its step: kept)
     working_rows.get(database, sess.working_model_id)
     return kept

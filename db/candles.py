@@ -178,12 +178,14 @@ def recent(
     end_ms: int,
     after_ms: int | None = None,
     start_ms: int | None = None,
-) -> pd.DataFrame:
+) -> dict[str, np.ndarray]:
     """The newest `last` candles of one dataset with `ts <= end_ms` (and `ts > after_ms`,
-    `ts >= start_ms` when given), in time order, as `load` returns them: a small read for a
-    chart that polls (the Live page every second), as one indexed statement on the pooled
-    connection — `load`'s array path pays a compiled statement (and on PostgreSQL a new
-    connection) per call, which is what a million candles need, not a hundred."""
+    `ts >= start_ms` when given), in time order, as arrays: `ts` (int64 epoch ms) and the
+    OHLCV columns (float64). A small read for a chart that polls (the Live page every second,
+    which appends them to the arrays it drew last: no frame to build), as one indexed
+    statement on the pooled connection — `load`'s array path pays a compiled statement (and on
+    PostgreSQL a new connection) per call, which is what a million candles need, not a
+    hundred."""
     c = Candle.__table__.c
     cond = [c.symbol == symbol, c.timeframe == timeframe, c.ts <= end_ms]
     if after_ms is not None:
@@ -194,7 +196,9 @@ def recent(
     with readonly(engine).begin() as conn:
         rows = conn.execute(q).all()[::-1]
     ts, *ohlcv = list(zip(*rows, strict=True)) or [()] * (1 + len(OHLCV))
-    return frame(ts, ohlcv)
+    return {"ts": np.array(ts, dtype="int64")} | {
+        name: np.array(values, dtype="float64") for name, values in zip(OHLCV, ohlcv, strict=True)
+    }
 
 
 def frame(ts, ohlcv) -> pd.DataFrame:

@@ -162,9 +162,13 @@ class _Read:
         self.read_at = self.asked_at = -float("inf")
 
 
-@st.cache_resource(show_spinner=False)
-def _shared_reads() -> tuple[threading.Lock, dict[tuple, _Read]]:
-    return threading.Lock(), {}
+# This module is imported once per app process (pages are re-run, modules are not), so a plain
+# dict here serves every tab; `st.cache_resource` would hash and look up its own key at each of
+# the several calls a run makes. Each drawing and its annotations add a key a second per
+# session watched: the forgotten ones are swept at most once a second.
+_READS_LOCK = threading.Lock()
+_READS: dict[tuple, _Read] = {}
+_swept_at = -float("inf")
 
 
 def shared_read(key: tuple, read: Callable[[T | None], T], max_age_s: float = SHARED_FOR_S) -> T:
@@ -173,11 +177,13 @@ def shared_read(key: tuple, read: Callable[[T | None], T], max_age_s: float = SH
     refreshing every second cost about one read a second, not ten. `read` gets the last value
     (None the first time) to read only what is newer; it must return a new object, since tabs
     may still hold the last one. Keys no tab asked for in FORGET_AFTER_S are dropped."""
-    lock, reads = _shared_reads()
-    now = monotonic()
-    with lock:
-        for old in [k for k, r in reads.items() if now - r.asked_at > FORGET_AFTER_S]:
-            del reads[old]
+    global _swept_at
+    reads, now = _READS, monotonic()
+    with _READS_LOCK:
+        if now - _swept_at >= 1.0:
+            for old in [k for k, r in reads.items() if now - r.asked_at > FORGET_AFTER_S]:
+                del reads[old]
+            _swept_at = now
         entry = reads.setdefault(key, _Read())
         entry.asked_at = now
     with entry.lock:
@@ -196,9 +202,16 @@ def watched(engine, session_id: int) -> session_rows.Kept:
 
 def annotation_frame(rows, df: pd.DataFrame) -> pd.DataFrame:
     """Annotations that overlap the candles in `df`, shaped for `annotation_layers`."""
-    if df.empty or not rows:
+    if df.empty:
         return pd.DataFrame()
-    lo, hi = int(df["ts"].iloc[0]), int(df["ts"].iloc[-1])
+    return annotations_between(rows, int(df["ts"].iloc[0]), int(df["ts"].iloc[-1]))
+
+
+def annotations_between(rows, lo: int, hi: int) -> pd.DataFrame:
+    """Annotations that overlap the candles from `lo` to `hi` (ts), shaped for
+    `annotation_layers`."""
+    if not rows:
+        return pd.DataFrame()
     out = pd.DataFrame(
         [
             {"id": r.id, "side": r.side, "entry_ts": r.entry_ts, "exit_ts": r.exit_ts,

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, time, timedelta
-from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
 import streamlit as st
-from streamlit import dataframe_util
 
 from contract.vocab import FEE_BPS, SLIPPAGE_BPS
 from contract.vocab import MODE_SHORT as SHORT
@@ -20,13 +16,12 @@ from db import candles, training
 from db import checkpoints as checkpoint_rows
 from db import sessions as session_rows
 from db import working_models as working_rows
-from market import timeframes
 from pages import auth
 from pages.commands import answer, send
 from pages.common import (
     SIDEBAR_REFRESH_S,
     allowed,
-    annotation_frame,
+    annotations_between,
     checkpoint_labels,
     database,
     look_only,
@@ -35,7 +30,7 @@ from pages.common import (
     watched,
     working_model_labels,
 )
-from pages.live_chart import chart_spec
+from pages.live_chart import FOLLOW_SHOWN, chart_spec, draw
 from pages.stats import Stat, stat_strip
 
 engine = database()
@@ -170,9 +165,6 @@ st.caption(
 # data is swapped. Follow on again = a chart under a new key (no zoom to put back); a double
 # click (Vega-Lite's zoom reset) clears the selection, which follows again too.
 
-FOLLOW_SHOWN = 120  # candles drawn (and shown) when following the latest one
-MAX_DRAWN = 1500  # candles drawn at most for a chosen view
-
 
 def _views() -> dict[int, tuple[float, float]]:
     """Per session: the x range (ms) the person chose; absent while following."""
@@ -214,70 +206,6 @@ def _follow_changed(session_id: int) -> None:
             _views()[session_id] = drawn
 
 
-@st.cache_resource(show_spinner=False)
-def _held_candles() -> dict[tuple[str, int], pd.DataFrame]:
-    """Per session: the candles its chart last drew while following, for every tab of this app
-    process (the drawing is made once for all of them, `chart`)."""
-    return {}
-
-
-def _following(sess) -> pd.DataFrame:
-    """The last FOLLOW_SHOWN candles up to the session's last one: those last drawn for it, with
-    only the newer ones read (stored candles never change; a feed adds them in order)."""
-    held_by_session, key = _held_candles(), (str(engine.url), sess.id)
-    held = held_by_session.get(key)
-    if held is None or held.empty or int(held.ts.iloc[-1]) > sess.last_ts:
-        df = candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts)
-    elif int(held.ts.iloc[-1]) == sess.last_ts:
-        df = held
-    else:
-        new = candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts,
-                             after_ms=int(held.ts.iloc[-1]))  # fmt: skip
-        df = pd.concat([held, new], ignore_index=True).iloc[-FOLLOW_SHOWN:]
-        df = df.reset_index(drop=True)
-    held_by_session[key] = df
-    return df
-
-
-def _window(sess, view) -> tuple[pd.DataFrame, float, float, str]:
-    """The candles to draw, the x range they are shown in (ms) and a note on what is shown:
-    the last FOLLOW_SHOWN when following (`view` None), else those around the chosen view."""
-    step = timeframes.interval_ms(sess.timeframe)
-    if view is None:
-        df = _following(sess)
-        lo, hi = (df.ts.iloc[0] - step / 2, sess.last_ts + step * 5.5) if len(df) else (0, 0)
-        return df, lo, hi, "following the latest candle"
-    lo, hi = view
-    width = max(hi - lo, step)
-    # At most MAX_DRAWN candles read, however far the person zoomed out: the newest of the view
-    # and its margin, never a live feed's newer candle (not the session's yet).
-    end = int(min(hi + width / 2, sess.last_ts)) if sess.last_ts is not None else int(hi)
-    df = candles.recent(engine, sess.symbol, sess.timeframe, MAX_DRAWN, end,
-                        start_ms=int(lo - width / 2))  # fmt: skip
-    note = "your view: it stays while candles arrive"
-    if len(df) == MAX_DRAWN and df.ts.iloc[0] > lo:
-        note += f"; the newest {MAX_DRAWN:,} candles of it drawn"
-    return df.reset_index(drop=True), lo, hi, note
-
-
-def _iso(ms: float) -> str:
-    """A time for a time scale's domain (this Vega-Lite reads numbers there as NaN)."""
-    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
-
-
-class Drawn(NamedTuple):
-    """What the chart shows of a session at one moment in one view, but the annotations:
-    its datasets as the Arrow bytes Streamlit sends, and how to draw them."""
-
-    datasets: dict[str, bytes]
-    domains: tuple[str, str, float, float] | None  # the chosen view's x and y; None following
-    body: float  # candle width (px)
-    lo: float  # the x range shown (ms)
-    hi: float
-    span: pd.DataFrame  # the first and the last candle drawn (annotations overlapping them)
-    caption: str
-
-
 def chart(sess, kept, view) -> tuple[dict | None, str]:
     """The session's candles with what it predicted, confirmed, filled and was taught, as a
     Vega-Lite spec with its data, and a line saying what is shown. Following (`view` None), the
@@ -291,126 +219,19 @@ def chart(sess, kept, view) -> tuple[dict | None, str]:
     # the session's rows up to `seen`, and stored candles never change), made once by the
     # first tab to ask, for every tab; it never goes stale.
     key = ("live drawing", str(engine.url), sess.id, sess.last_ts, kept.seen, view)
-    drawn = shared_read(key, lambda _: draw(sess, kept, view), max_age_s=math.inf)
+    drawn = shared_read(key, lambda _: draw(engine, sess, kept, view), max_age_s=math.inf)
     if drawn is None:
         return None, ""
     st.session_state.setdefault("live_drawn", {})[sess.id] = (drawn.lo, drawn.hi)
-    lo, hi = int(drawn.span.ts.iloc[0]), int(drawn.span.ts.iloc[-1])
+    lo, hi = drawn.span
     rows = shared_read(("annotations", str(engine.url), sess.symbol, sess.timeframe, lo, hi),
                        lambda _: annotation_rows.overlapping(engine, sess.symbol, sess.timeframe,
                                                              lo, hi))  # fmt: skip
-    ann = annotation_frame(rows, drawn.span)
+    ann = annotations_between(rows, lo, hi)
     # No annotation in view: no annotation layers, as the chart has always been drawn.
     data = {"annotations": ann, **drawn.datasets} if not ann.empty else drawn.datasets
     spec = chart_spec(f"{sess.symbol} {sess.timeframe}", drawn.domains, drawn.body, not ann.empty)
     return {**spec, "datasets": data}, drawn.caption
-
-
-def draw(sess, kept, view) -> Drawn | None:
-    """The chart's data for `sess` as `kept` holds it, in `view` (None: following): plain
-    array work on the rows in the window (this runs once a candle for each session watched)."""
-    df, lo, hi, note = _window(sess, view)
-    if df.empty:
-        return None
-    step = timeframes.interval_ms(sess.timeframe)
-    ts, high, low = (df[c].to_numpy() for c in ("ts", "high", "low"))
-    latest = kept.latest
-    ohlc = np.asarray(latest["ghost"]["ohlc"] if latest else [], dtype=float).reshape(-1, 4)
-    g_ts = (int(latest["ts"]) if latest else 0) + step * np.arange(1, len(ohlc) + 1)
-    # y: the candles and ghost candles inside the x range shown (all candles if none is)
-    all_ts, all_hi, all_lo = (np.concatenate(pair) for pair in
-                              ((ts, g_ts), (high, ohlc[:, 1]), (low, ohlc[:, 2])))  # fmt: skip
-    inside = (all_ts >= lo) & (all_ts <= hi)
-    if not inside.any():
-        inside, all_hi, all_lo = slice(None), high, low
-    top, bottom = float(np.nanmax(all_hi[inside])), float(np.nanmin(all_lo[inside]))
-    gap = (top - bottom) * 0.04 or abs(top) * 0.004 or 1.0  # a mark's distance from its candle
-    if view is None:  # domains from the data: the same spec every candle
-        domains = None
-        body = max(1.0, min(14.0, 700.0 / (FOLLOW_SHOWN + 6)))
-    else:  # the chosen view; y fitted to the candles in it, with room for the labels
-        domains = (_iso(lo), _iso(hi), bottom - 2.5 * gap, top + 2.5 * gap)
-        body = max(1.0, min(14.0, 700.0 / max((hi - lo) / step, 1.0)))
-    first, last = int(ts[0]), int(ts[-1])
-
-    def on_candles(rows: pd.DataFrame, keep: np.ndarray) -> dict[str, np.ndarray]:
-        """`rows`' columns where `keep` and their ts is a drawn candle's, with that candle's
-        time, high and low: an inner join on ts, in the rows' order."""
-        r_ts = rows["ts"].to_numpy()
-        pos = np.minimum(np.searchsorted(ts, r_ts), len(ts) - 1)
-        keep = keep & (ts[pos] == r_ts)
-        pos = pos[keep]
-        return {c: rows[c].to_numpy()[keep] for c in rows.columns} | {
-            "time": ts[pos], "high": high[pos], "low": low[pos]
-        }  # fmt: skip
-
-    pr = _between(kept.predictions, "ts", first, last)
-    p = on_candles(pr, pr["action"].to_numpy() != "HOLD")
-    buy = p["action"] == "BUY"
-    p["y"] = np.where(buy, p["low"], p["high"]) + gap * np.where(
-        buy, -1.0, np.where(p["action"] == "SELL", 1.0, np.nan)
-    )
-    pv = kept.pivots
-    at = (pv["ts"].to_numpy() >= first) & (pv["ts"].to_numpy() <= last)
-    piv = {c: pv[c].to_numpy()[at] for c in pv.columns}
-    piv["time"] = piv["ts"]
-    piv["y"] = piv["price"] + 1.8 * gap * np.where(
-        piv["kind"] == "H", 1.0, np.where(piv["kind"] == "L", -1.0, np.nan)
-    )
-    fills, parts = kept.trades, []
-    for end in ("entry", "exit"):
-        f_ts = fills[f"{end}_ts"].to_numpy()
-        at = (f_ts >= first) & (f_ts <= last)
-        parts.append((f_ts[at], fills[f"{end}_price"].to_numpy()[at],
-                      [f"{end} {side}" for side in fills["side"].to_numpy()[at]]))  # fmt: skip
-    m_ts = np.concatenate([part[0] for part in parts])
-    marks = {"ts": m_ts, "price": np.concatenate([part[1] for part in parts]),
-             "what": np.array(parts[0][2] + parts[1][2], dtype=object), "time": m_ts}  # fmt: skip
-    mn = kept.manual
-    manual = on_candles(mn, (mn["ts"].to_numpy() >= first) & (mn["ts"].to_numpy() <= last))
-    manual["y"] = (manual["high"] + manual["low"]) / 2
-    manual["letter"] = np.array([label[0] for label in manual["label"]], dtype=object)
-    datasets = {
-        "candles": {c: (ts if c == "time" else df[c].to_numpy()) for c in df.columns},
-        "ghost": dict(zip(["open", "high", "low", "close"], ohlc.T, strict=True))
-        | {"ts": g_ts, "time": g_ts},
-        "predictions": p, "pivots": piv, "fills": marks, "manual": manual,
-    }  # fmt: skip
-    shown = (
-        f"{pd.Timestamp(lo, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} → "
-        f"{pd.Timestamp(hi, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} UTC"
-    )
-    return Drawn(
-        {name: _arrow(columns) for name, columns in datasets.items()},
-        domains, body, lo, hi, df[["ts"]].iloc[[0, -1]], f"Showing {shown} · {note}",
-    )  # fmt: skip
-
-
-TEXT_COLUMNS = {"action", "kind", "what", "label", "letter"}
-
-
-def _arrow(columns: dict[str, np.ndarray]) -> bytes:
-    """A chart dataset as the Arrow bytes Streamlit sends, built from its arrays (`time` given
-    as epoch ms) with the types pandas would give them: ids and ts int64, text as large
-    strings, times UTC in µs, the rest float64. The drawing's biggest cost was pyarrow's
-    conversion from pandas, about a millisecond a frame; this takes a tenth of that."""
-    arrays = {}
-    for name, values in columns.items():
-        if name == "time":
-            arrays[name] = pa.array(np.asarray(values, "int64") * 1000, pa.timestamp("us", "UTC"))
-        elif name in TEXT_COLUMNS:
-            arrays[name] = pa.array(np.asarray(values, object), pa.large_string())
-        else:
-            arrays[name] = pa.array(np.asarray(values, "int64" if name in ("id", "ts") else float))
-    return dataframe_util.convert_anything_to_arrow_bytes(pa.table(arrays))
-
-
-def _between(frame: pd.DataFrame, column: str, lo: int, hi: int) -> pd.DataFrame:
-    """The rows of `frame`, sorted by `column`, with lo <= column <= hi: a slice found by
-    bisection, not a comparison of every row the tab holds."""
-    values = frame[column].to_numpy()
-    i, j = values.searchsorted(lo, "left"), values.searchsorted(hi, "right")
-    return frame.iloc[i:j]
 
 
 @st.cache_resource(max_entries=1000, show_spinner=False)

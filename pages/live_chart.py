@@ -1,21 +1,204 @@
-"""The Live chart's Vega-Lite spec: its layers, which read the datasets pages/live.py draws.
+"""The Live chart: its data for one session at one moment (`draw`) and its Vega-Lite spec
+(`chart_spec`), whose layers read those datasets by name.
 
-A module of its own, imported once per app process, so that the spec is cached in a plain
-`functools.lru_cache`: every tab asks for it every second, and a hit through
-`st.cache_resource` (which hashes its arguments its own way) cost about a millisecond a run.
+A module of its own, imported once per app process: what it keeps (the spec per shape, the
+candles each session's chart drew last) serves every tab, in plain Python caches. A hit
+through `st.cache_resource`, which hashes its arguments its own way, cost about a millisecond
+a run, and every tab asks every second. `bench/live_page.py` times a drawing.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import altair as alt
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from sqlalchemy import Engine
+from streamlit import dataframe_util
 
 from contract.vocab import ACTIONS
+from db import candles
+from market import timeframes
 from pages.common import DOWN, TIME_LABELS, UP, annotation_layers, candle_layers
 
+FOLLOW_SHOWN = 120  # candles drawn (and shown) when following the latest one
+MAX_DRAWN = 1500  # candles drawn at most for a chosen view
 ACTION_COLORS = alt.Scale(domain=list(ACTIONS), range=[UP, DOWN, "#9e9e9e"])
 DARK = "#263238"
+
+
+# Per database and session: the candles its chart last drew while following (`candles.recent`'s
+# arrays), for every tab of this app process (the drawing is made once for all of them).
+_HELD: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+
+
+def _following(engine: Engine, sess) -> dict[str, np.ndarray]:
+    """The last FOLLOW_SHOWN candles up to the session's last one: those last drawn for it, with
+    only the newer ones read (stored candles never change; a feed adds them in order)."""
+    key = (str(engine.url), sess.id)
+    held = _HELD.get(key)
+    if held is None or not len(held["ts"]) or int(held["ts"][-1]) > sess.last_ts:
+        columns = candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts)
+    elif int(held["ts"][-1]) == sess.last_ts:
+        columns = held
+    else:
+        new = candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts,
+                             after_ms=int(held["ts"][-1]))  # fmt: skip
+        columns = {c: np.concatenate([held[c], new[c]])[-FOLLOW_SHOWN:] for c in held}
+    _HELD[key] = columns
+    return columns
+
+
+def _window(engine: Engine, sess, view) -> tuple[dict[str, np.ndarray], float, float, str]:
+    """The candles to draw (`candles.recent`'s arrays), the x range they are shown in (ms) and
+    a note on what is shown: the last FOLLOW_SHOWN when following (`view` None), else those
+    around the chosen view."""
+    step = timeframes.interval_ms(sess.timeframe)
+    if view is None:
+        columns = _following(engine, sess)
+        ts = columns["ts"]
+        lo, hi = (ts[0] - step / 2, sess.last_ts + step * 5.5) if len(ts) else (0, 0)
+        return columns, lo, hi, "following the latest candle"
+    lo, hi = view
+    width = max(hi - lo, step)
+    # At most MAX_DRAWN candles read, however far the person zoomed out: the newest of the view
+    # and its margin, never a live feed's newer candle (not the session's yet).
+    end = int(min(hi + width / 2, sess.last_ts)) if sess.last_ts is not None else int(hi)
+    columns = candles.recent(engine, sess.symbol, sess.timeframe, MAX_DRAWN, end,
+                             start_ms=int(lo - width / 2))  # fmt: skip
+    note = "your view: it stays while candles arrive"
+    if len(columns["ts"]) == MAX_DRAWN and columns["ts"][0] > lo:
+        note += f"; the newest {MAX_DRAWN:,} candles of it drawn"
+    return columns, lo, hi, note
+
+
+def _iso(ms: float) -> str:
+    """A time for a time scale's domain (this Vega-Lite reads numbers there as NaN)."""
+    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
+
+
+class Drawn(NamedTuple):
+    """What the chart shows of a session at one moment in one view, but the annotations:
+    its datasets as the Arrow bytes Streamlit sends, and how to draw them."""
+
+    datasets: dict[str, bytes]
+    domains: tuple[str, str, float, float] | None  # the chosen view's x and y; None following
+    body: float  # candle width (px)
+    lo: float  # the x range shown (ms)
+    hi: float
+    span: tuple[int, int]  # the first and the last candle drawn (ts; annotations overlapping)
+    caption: str
+
+
+def draw(engine: Engine, sess, kept, view) -> Drawn | None:
+    """The chart's data for `sess` as `kept` (db.sessions.Kept) holds it, in `view` (None:
+    following, else the chosen x range in ms): plain array work on the rows in the window
+    (this runs once a candle for each session watched, for every tab watching it)."""
+    columns, lo, hi, note = _window(engine, sess, view)
+    if not len(columns["ts"]):
+        return None
+    step = timeframes.interval_ms(sess.timeframe)
+    ts, high, low = columns["ts"], columns["high"], columns["low"]
+    latest = kept.latest
+    ohlc = np.asarray(latest["ghost"]["ohlc"] if latest else [], dtype=float).reshape(-1, 4)
+    g_ts = (int(latest["ts"]) if latest else 0) + step * np.arange(1, len(ohlc) + 1)
+    # y: the candles and ghost candles inside the x range shown (all candles if none is)
+    all_ts, all_hi, all_lo = (np.concatenate(pair) for pair in
+                              ((ts, g_ts), (high, ohlc[:, 1]), (low, ohlc[:, 2])))  # fmt: skip
+    inside = (all_ts >= lo) & (all_ts <= hi)
+    if not inside.any():
+        inside, all_hi, all_lo = slice(None), high, low
+    top, bottom = float(np.nanmax(all_hi[inside])), float(np.nanmin(all_lo[inside]))
+    gap = (top - bottom) * 0.04 or abs(top) * 0.004 or 1.0  # a mark's distance from its candle
+    if view is None:  # domains from the data: the same spec every candle
+        domains = None
+        body = max(1.0, min(14.0, 700.0 / (FOLLOW_SHOWN + 6)))
+    else:  # the chosen view; y fitted to the candles in it, with room for the labels
+        domains = (_iso(lo), _iso(hi), bottom - 2.5 * gap, top + 2.5 * gap)
+        body = max(1.0, min(14.0, 700.0 / max((hi - lo) / step, 1.0)))
+    first, last = int(ts[0]), int(ts[-1])
+
+    def on_candles(rows: pd.DataFrame, keep: np.ndarray) -> dict[str, np.ndarray]:
+        """`rows`' columns where `keep` and their ts is a drawn candle's, with that candle's
+        time, high and low: an inner join on ts, in the rows' order."""
+        r_ts = rows["ts"].to_numpy()
+        pos = np.minimum(np.searchsorted(ts, r_ts), len(ts) - 1)
+        keep = keep & (ts[pos] == r_ts)
+        pos = pos[keep]
+        return {c: rows[c].to_numpy()[keep] for c in rows.columns} | {
+            "time": ts[pos], "high": high[pos], "low": low[pos]
+        }  # fmt: skip
+
+    pr = _between(kept.predictions, "ts", first, last)
+    p = on_candles(pr, pr["action"].to_numpy() != "HOLD")
+    buy = p["action"] == "BUY"
+    p["y"] = np.where(buy, p["low"], p["high"]) + gap * np.where(
+        buy, -1.0, np.where(p["action"] == "SELL", 1.0, np.nan)
+    )
+    pv = kept.pivots
+    at = (pv["ts"].to_numpy() >= first) & (pv["ts"].to_numpy() <= last)
+    piv = {c: pv[c].to_numpy()[at] for c in pv.columns}
+    piv["time"] = piv["ts"]
+    piv["y"] = piv["price"] + 1.8 * gap * np.where(
+        piv["kind"] == "H", 1.0, np.where(piv["kind"] == "L", -1.0, np.nan)
+    )
+    fills, parts = kept.trades, []
+    for end in ("entry", "exit"):
+        f_ts = fills[f"{end}_ts"].to_numpy()
+        at = (f_ts >= first) & (f_ts <= last)
+        parts.append((f_ts[at], fills[f"{end}_price"].to_numpy()[at],
+                      [f"{end} {side}" for side in fills["side"].to_numpy()[at]]))  # fmt: skip
+    m_ts = np.concatenate([part[0] for part in parts])
+    marks = {"ts": m_ts, "price": np.concatenate([part[1] for part in parts]),
+             "what": np.array(parts[0][2] + parts[1][2], dtype=object), "time": m_ts}  # fmt: skip
+    mn = kept.manual
+    manual = on_candles(mn, (mn["ts"].to_numpy() >= first) & (mn["ts"].to_numpy() <= last))
+    manual["y"] = (manual["high"] + manual["low"]) / 2
+    manual["letter"] = np.array([label[0] for label in manual["label"]], dtype=object)
+    datasets = {
+        "candles": {"ts": ts, "time": ts} | {c: columns[c] for c in candles.OHLCV},
+        "ghost": dict(zip(["open", "high", "low", "close"], ohlc.T, strict=True))
+        | {"ts": g_ts, "time": g_ts},
+        "predictions": p, "pivots": piv, "fills": marks, "manual": manual,
+    }  # fmt: skip
+    shown = (
+        f"{pd.Timestamp(lo, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} → "
+        f"{pd.Timestamp(hi, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} UTC"
+    )
+    return Drawn(
+        {name: _arrow(columns) for name, columns in datasets.items()},
+        domains, body, lo, hi, (first, last), f"Showing {shown} · {note}",
+    )  # fmt: skip
+
+
+TEXT_COLUMNS = {"action", "kind", "what", "label", "letter"}
+
+
+def _arrow(columns: dict[str, np.ndarray]) -> bytes:
+    """A chart dataset as the Arrow bytes Streamlit sends, built from its arrays (`time` given
+    as epoch ms) with the types pandas would give them: ids and ts int64, text as large
+    strings, times UTC in µs, the rest float64. The drawing's biggest cost was pyarrow's
+    conversion from pandas, about a millisecond a frame; this takes a tenth of that."""
+    arrays = {}
+    for name, values in columns.items():
+        if name == "time":
+            arrays[name] = pa.array(np.asarray(values, "int64") * 1000, pa.timestamp("us", "UTC"))
+        elif name in TEXT_COLUMNS:
+            arrays[name] = pa.array(np.asarray(values, object), pa.large_string())
+        else:
+            arrays[name] = pa.array(np.asarray(values, "int64" if name in ("id", "ts") else float))
+    return dataframe_util.convert_anything_to_arrow_bytes(pa.table(arrays))
+
+
+def _between(frame: pd.DataFrame, column: str, lo: int, hi: int) -> pd.DataFrame:
+    """The rows of `frame`, sorted by `column`, with lo <= column <= hi: a slice found by
+    bisection, not a comparison of every row the tab holds."""
+    values = frame[column].to_numpy()
+    i, j = values.searchsorted(lo, "left"), values.searchsorted(hi, "right")
+    return frame.iloc[i:j]
 
 
 def _in_view(ch: alt.Chart, x_scale: alt.Scale, y_scale: alt.Scale | None) -> alt.Chart:
