@@ -2,18 +2,19 @@
 
 Why: a million candles read through SQLAlchemy Rows took 3-5 s of a backtest that should take a
 few. On PostgreSQL the rows come through ADBC (Arrow Database Connectivity: binary COPY into
-Arrow columns, no Python object per value). On SQLite they come from the driver's own cursor in
-blocks turned into arrays at once: ADBC's SQLite driver would be faster, but it carries its own
-copy of SQLite, and two copies of SQLite in one process break each other's POSIX locks on the
-same file (sqlite.org/howtocorrupt.html, 2.2.1): we saw a SIGBUS on the WAL index.
+Arrow columns, no Python object per value). On SQLite they come from the driver's own cursor,
+each row's tuple written straight into one record array (`np.fromiter`: no list of a million
+tuples to convert afterwards, and integers never pass through floats): a million candles read
+1.27x faster than in blocks of rows converted to arrays (1.92 -> 1.51 s, medians of 7). ADBC's
+SQLite driver would be faster still, but it carries its own copy of SQLite, and two copies of
+SQLite in one process break each other's POSIX locks on the same file
+(sqlite.org/howtocorrupt.html, 2.2.1): we saw a SIGBUS on the WAL index.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from sqlalchemy import Engine, Select
-
-BLOCK = 65_536  # SQLite rows per fetch: a block's tuples are freed once it is an array
 
 
 def read(engine: Engine, query: Select, names: list[str], dtypes: list[str]) -> dict:
@@ -28,15 +29,15 @@ def read(engine: Engine, query: Select, names: list[str], dtypes: list[str]) -> 
             table = cur.fetch_arrow_table()
         columns = [table.column(i).to_numpy(zero_copy_only=False) for i in range(len(names))]
     else:
+        record = np.dtype(list(zip(names, dtypes, strict=True)))
         with engine.connect() as conn:
             cur = conn.connection.driver_connection.cursor()
-            cur.execute(sql)
-            blocks = []
-            while rows := cur.fetchmany(BLOCK):
-                blocks.append(np.array(rows, dtype=np.float64))
-            cur.close()
-        block = np.concatenate(blocks) if blocks else np.empty((0, len(names)))
-        columns = list(block.T)
+            try:
+                cur.execute(sql)
+                table = np.fromiter(cur, dtype=record)
+            finally:
+                cur.close()
+        columns = [table[name] for name in names]
     return {
         name: np.ascontiguousarray(values).astype(dtype, copy=False)
         for name, values, dtype in zip(names, columns, dtypes, strict=True)
