@@ -109,6 +109,14 @@ def test_batch_job_and_per_candle_steps_on_one_model_never_corrupt_it(sp500):
     assert all(torch.isfinite(p).all() for p in runner.model.parameters())
 
 
+def test_a_training_event_with_a_field_it_does_not_have_is_refused_not_cut(database):
+    with pytest.raises(ValueError, match="lock_wait"):
+        training.record(database, model_key="m", source="batch", step=1, lock_wait=2.0)
+    assert training.count(database, model_key="m") == 0  # nothing stored without it
+    training.record(database, model_key="m", source="batch", step=1, lock_wait_ms=2.0)
+    assert training.frame(database, model_key="m").lock_wait_ms.tolist() == [2.0]
+
+
 def test_hung_holder_makes_the_next_caller_fail_naming_it_in_time(database):
     runner = recording_runner(database, lock_timeout_s=1.0)
     holding, release = threading.Event(), threading.Event()
