@@ -9,7 +9,10 @@ Prints, for the default model, medians over the repeats:
   - batch training throughput (labelled candles/s; `batch_training.run` on hindsight annotations,
     5 epochs, sequences of 512, batches of 8, validation included, training events recorded) with
     the engine's thread policy vs the one intra-op thread every batch job had before
-  - per-candle inference p99 while a batch training job trains the same model, / idle
+  - per-candle inference p99 while a batch training job trains the same model, / idle; and
+    beside the same training steps run by a process of their own, sharing nothing with this
+    one but the machine (nice 19, on the cores a step worker gets): what the machine's other
+    core costs a prediction whatever the engine does (its caches, memory bandwidth)
 Real candles: the packaged S&P 500 daily series (5,031) followed by the NASDAQ Composite
 rescaled to continue from its last close (5,031) — 10,062 candles in all.
 
@@ -23,6 +26,7 @@ import argparse
 import contextlib
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -76,6 +80,41 @@ def latencies(runner, x: np.ndarray, ends: range) -> np.ndarray:
         runner.snapshot.predict_last(x[: t + 1])
         out.append(time.perf_counter() - t0)
     return np.array(out) * 1000
+
+
+ALONE = """
+import sys, numpy as np, torch
+from engine import priority
+from engine.model import ModelConfig, CandleTransformer
+from engine.runner import Batch, MAX_GRAD_NORM, part_shares
+priority.trainer_thread()
+model = CandleTransformer(ModelConfig()).train()
+batch = Batch(*(torch.from_numpy(a) for a in np.load(sys.argv[1]).values()))
+while True:
+    model.zero_grad(set_to_none=True)
+    part_shares(model, batch, 1, backward=True, clip=MAX_GRAD_NORM)
+"""
+
+
+def training_alone(database) -> subprocess.Popen:
+    """A process doing a batch job's steps (a real batch of the job's shape, forward, backward
+    and clipping, as a step worker does) in a loop, at nice 19 on every core but the first."""
+    from engine import batch_training
+    from engine.batch_training import TrainSettings
+    from engine.model import ModelConfig
+
+    cfg, s = ModelConfig(), TrainSettings(epochs=1, seq_len=SEQ_LEN, batch_size=BATCH)
+    warmup = cfg.receptive_field - 1
+    series = batch_training.prepare(database, [("SP500", "1d")], s, cfg.horizon)
+    ws = batch_training.windows(series[0], 0, series[0].split, max(SEQ_LEN, warmup + 16), warmup)
+    batch = batch_training.assemble(ws[:BATCH], max(SEQ_LEN, warmup + 16), cfg.horizon)
+    path = Path(os.environ["CANDLELAB_HOME"]) / "batch.npz"
+    np.savez(path, x=batch.x.numpy(), actions=batch.actions.numpy(), ghost=batch.ghost.numpy())
+    allowed = sorted(os.sched_getaffinity(0))
+    cores = ",".join(map(str, allowed[1:] or allowed))
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.Popen(["taskset", "-c", cores, sys.executable, "-c", ALONE, str(path)],
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
 
 
 def on_own_thread(fn):
@@ -206,28 +245,37 @@ def main() -> int:
                 database, runner, [("SP500", "1d")], settings, progress=until_stopped
             )
 
+    def p99() -> float:
+        return float(np.percentile(latencies(runner, x, range(200, 1200)), 99))
+
     def idle_and_busy():  # alternate; medians of the p99s over the repeats
         priority.inference_thread()
         latencies(runner, x, range(200, 400))  # warm
-        idle_p99, busy_p99, steps = [], [], 0
+        idle_p99, busy_p99, alone_p99, steps = [], [], [], 0
         for _ in range(args.repeats):
-            idle_p99.append(np.percentile(latencies(runner, x, range(200, 1200)), 99))
+            idle_p99.append(p99())
             stop.clear()
             trainer = threading.Thread(target=train_forever, daemon=True)
             trainer.start()
             time.sleep(1.0)
             before = runner.steps
-            busy_p99.append(np.percentile(latencies(runner, x, range(200, 1200)), 99))
+            busy_p99.append(p99())
             steps += runner.steps - before
             stop.set()
             trainer.join()
-        return statistics.median(idle_p99), statistics.median(busy_p99), steps
+            alone = training_alone(database)
+            time.sleep(3.0)  # its imports
+            alone_p99.append(p99())
+            alone.kill()
+            alone.wait()
+        return [statistics.median(p) for p in (idle_p99, busy_p99, alone_p99)], steps
 
-    p_idle, p_busy, steps = on_own_thread(idle_and_busy)
+    (p_idle, p_busy, p_alone), steps = on_own_thread(idle_and_busy)
     print(
         f"inference p99 while training {p_busy:.2f} ms vs idle {p_idle:.2f} ms -> "
         f"{p_busy / p_idle:.2f}x (target <= 1.5x; medians of {args.repeats}; training steps "
-        f"taken while measuring: {steps})"
+        f"taken while measuring: {steps}); beside the same steps in a process of their own "
+        f"{p_alone:.2f} ms -> {p_alone / p_idle:.2f}x (the machine's share of it)"
     )
     return 0
 
