@@ -10,6 +10,8 @@ a run, and every tab asks every second. `bench/live_page.py` times a drawing.
 from __future__ import annotations
 
 import functools
+import threading
+from collections import OrderedDict
 from typing import NamedTuple
 
 import altair as alt
@@ -31,15 +33,20 @@ DARK = "#263238"
 
 
 # Per database and session: the candles its chart last drew while following (`candles.recent`'s
-# arrays), for every tab of this app process (the drawing is made once for all of them).
-_HELD: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+# arrays), for every tab of this app process (the drawing is made once for all of them); the
+# MAX_HELD sessions drawn most lately (about 6 kB each), so an app that runs for weeks while
+# sessions come and go keeps no trace of the old ones.
+MAX_HELD = 256
+_HELD: OrderedDict[tuple[str, int], dict[str, np.ndarray]] = OrderedDict()
+_HELD_LOCK = threading.Lock()  # tabs run their scripts on threads of their own
 
 
 def _following(engine: Engine, sess) -> dict[str, np.ndarray]:
     """The last FOLLOW_SHOWN candles up to the session's last one: those last drawn for it, with
     only the newer ones read (stored candles never change; a feed adds them in order)."""
     key = (str(engine.url), sess.id)
-    held = _HELD.get(key)
+    with _HELD_LOCK:
+        held = _HELD.get(key)
     if held is None or not len(held["ts"]) or int(held["ts"][-1]) > sess.last_ts:
         columns = candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts)
     elif int(held["ts"][-1]) == sess.last_ts:
@@ -48,7 +55,11 @@ def _following(engine: Engine, sess) -> dict[str, np.ndarray]:
         new = candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts,
                              after_ms=int(held["ts"][-1]))  # fmt: skip
         columns = {c: np.concatenate([held[c], new[c]])[-FOLLOW_SHOWN:] for c in held}
-    _HELD[key] = columns
+    with _HELD_LOCK:
+        _HELD[key] = columns
+        _HELD.move_to_end(key)
+        while len(_HELD) > MAX_HELD:
+            _HELD.popitem(last=False)
     return columns
 
 

@@ -4,12 +4,16 @@ since its last read, through index ranges, adding up to what a full read gives."
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
+from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from db import checkpoints, training
+from contract.access import SYSTEM_ACCOUNT
+from db import candles, checkpoints, training
 from db import sessions as session_rows
 from db import working_models as working_rows
 from db.connection import readonly
@@ -312,3 +316,31 @@ def test_tabs_watching_a_session_share_one_read_each_half_second(session, monkey
     assert len(reads) == 2 and reads[1] == first.seen  # only what is newer was read
     assert len(first.predictions) == 5 and len(later.predictions) == 6
     assert watched(database, sid + 1) is not later  # another session: its own copy
+
+
+def test_the_live_chart_holds_the_candles_of_the_sessions_drawn_lately_only(database, monkeypatch):
+    """What the chart keeps between drawings is bounded (an app runs for weeks while sessions
+    come and go), and a held session's candles are what a fresh read gives."""
+    from pages import live_chart
+
+    n = 300
+    ts = T0 + STEP * np.arange(n, dtype=np.int64)
+    price = 100 + np.arange(n, dtype=np.float64)
+    frame = pd.DataFrame({"ts": ts, "open": price, "high": price + 1, "low": price - 1,
+                          "close": price + 0.5, "volume": np.ones(n)})  # fmt: skip
+    candles.store(database, frame, symbol="X", timeframe="1m", source="test", sha256="-",
+                  format="test", rows_in_file=n, rows_skipped=0, created_by=SYSTEM_ACCOUNT)  # fmt: skip
+    monkeypatch.setattr(live_chart, "MAX_HELD", 2)
+    monkeypatch.setattr(live_chart, "_HELD", OrderedDict())
+    sessions = [SimpleNamespace(id=i, symbol="X", timeframe="1m", last_ts=int(ts[150 + i]))
+                for i in range(3)]  # fmt: skip
+    for sess in sessions:
+        live_chart._following(database, sess)
+    url = str(database.url)
+    assert list(live_chart._HELD) == [(url, 1), (url, 2)]  # the first one drawn is forgotten
+    for step in (1, 40):  # a new candle, then many: only the newer ones are read
+        sessions[1].last_ts += STEP * step
+        drawn = live_chart._following(database, sessions[1])
+        fresh = candles.recent(database, "X", "1m", live_chart.FOLLOW_SHOWN, sessions[1].last_ts)
+        assert all(np.array_equal(drawn[c], fresh[c]) for c in fresh)
+    assert list(live_chart._HELD) == [(url, 2), (url, 1)]  # drawn last, kept longest
