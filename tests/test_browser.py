@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from db import engines
+from contract.access import SYSTEM_ACCOUNT
+from db import annotations as annotation_rows
+from db import candles, engines
+from db import sessions as session_rows
+from db.annotations import AnnotationIn
 from tests.browser import (
     NO_CHROMIUM,
     app,
@@ -177,7 +181,7 @@ def test_live_chart_keeps_a_chosen_view_while_candles_arrive_and_a_stop_freezes_
     from playwright.sync_api import expect
 
     url, database = app
-    start_live_session(page, url, database, "Live Inference (No Training)", 0.3)
+    session_id = start_live_session(page, url, database, "Live Inference (No Training)", 0.3)
     candles_seen = stat(page, "Candles")
     expect(candles_seen).to_have_text(re.compile(r"^([2-9]\d|\d{3,})$"), timeout=30_000)  # ≥ 20
     follow = page.get_by_test_id("stCheckbox").filter(has_text="Follow the latest candle")
@@ -187,6 +191,15 @@ def test_live_chart_keeps_a_chosen_view_while_candles_arrive_and_a_stop_freezes_
     x_axis = chart.locator("g.role-axis[aria-label^='X-axis']")
     following = x_axis.get_attribute("aria-label")
     expect(x_axis).not_to_have_attribute("aria-label", following, timeout=10_000)  # it moves
+
+    # A trade annotated meanwhile (on the Chart page, say) is drawn over the candles it spans.
+    sess = session_rows.get(database, session_id)
+    ts = candles.recent(database, sess.symbol, sess.timeframe, 10, sess.last_ts)["ts"]
+    trade = AnnotationIn(sess.symbol, sess.timeframe, int(ts[1]), int(ts[6]), "long",
+                         note="seen on the Live chart")  # fmt: skip
+    annotation_rows.create(database, trade, SYSTEM_ACCOUNT)
+    span = chart.locator("[aria-label*='side: long'][aria-label*='note: seen on the Live chart']")
+    expect(span.first).to_be_attached(timeout=10_000)
 
     page.wait_for_timeout(500)  # let Vega attach its listeners
     box = chart.bounding_box()
