@@ -107,10 +107,10 @@ def training_alone(database) -> subprocess.Popen:
     from engine.model import ModelConfig
 
     cfg, s = ModelConfig(), TrainSettings(epochs=1, seq_len=SEQ_LEN, batch_size=BATCH)
-    warmup = cfg.receptive_field - 1
+    warmup, seq_len = batch_training.sequence_lengths(cfg, s)
     series = batch_training.prepare(database, [("SP500", "1d")], s, cfg.horizon)
-    ws = batch_training.windows(series[0], 0, series[0].split, max(SEQ_LEN, warmup + 16), warmup)
-    batch = batch_training.assemble(ws[:BATCH], max(SEQ_LEN, warmup + 16), cfg.horizon)
+    ws = batch_training.windows(series[0], 0, series[0].split, seq_len, warmup)
+    batch = batch_training.assemble(ws[:BATCH], seq_len, cfg.horizon)
     path = Path(os.environ["CANDLELAB_HOME"]) / "batch.npz"
     np.savez(path, x=batch.x.numpy(), actions=batch.actions.numpy(), ghost=batch.ghost.numpy())
     allowed = sorted(os.sched_getaffinity(0))

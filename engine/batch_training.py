@@ -178,6 +178,13 @@ def _scored(snapshot, batch: Batch, threads: int) -> tuple[float, int]:
     return sum(loss for loss, _ in shares), sum(hits for _, hits in shares)
 
 
+def sequence_lengths(cfg, s: TrainSettings) -> tuple[int, int]:
+    """The candles a sequence starts with for context only (the receptive field, less its
+    own) and its length: the settings' seq_len, but always room for 16 scored candles."""
+    warmup = cfg.receptive_field - 1
+    return warmup, max(s.seq_len, warmup + 16)
+
+
 def run(
     database: Engine,
     model,
@@ -195,8 +202,7 @@ def run(
     epoch; a job's progress raises to stop the run (cancel, shutdown), leaving the weights so
     far in the model."""
     cfg = model.config
-    warmup = cfg.receptive_field - 1
-    seq_len = max(s.seq_len, warmup + 16)
+    warmup, seq_len = sequence_lengths(cfg, s)
     step_worker.shared.prestart()  # its imports overlap reading the data
     series = prepare(database, datasets, s, cfg.horizon)
     if not series:
