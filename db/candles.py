@@ -10,7 +10,7 @@ import pandas as pd
 from sqlalchemy import Engine, and_, func, insert, select
 from sqlalchemy.orm import Session
 
-from db import audit, columnar
+from db import audit, candle_snapshots, columnar
 from db.accounts import require, transaction
 from db.connection import insert_ignoring_duplicates, long_transaction, readonly
 from db.models import Candle, DataImport
@@ -62,6 +62,7 @@ def store(
                 )
             )
             existing = {r[0]: tuple(r[1:]) for r in rows}
+        creates = not existing and _empty(conn, symbol, timeframe)
         is_new = ~frame["ts"].isin(existing.keys())
         new = frame[is_new]
         old = frame[~is_new]
@@ -104,9 +105,18 @@ def store(
         ]
         for i in range(0, len(records), _CHUNK):
             conn.execute(insert(Candle), records[i : i + _CHUNK])
+        if creates:  # these are the whole dataset: keep them whole too, for the first backtest
+            ts, ohlcv = new["ts"].to_numpy(np.int64), new[OHLCV].to_numpy(np.float64)
+            candle_snapshots.save(conn, symbol, timeframe, ts, ohlcv)
         audit.record(conn, "data.import", "ok", actor=created_by, about=f"{symbol} {timeframe}",
                      detail=f"{source}: {len(new)} candles added, {len(old)} already stored")  # fmt: skip
     return ImportResult(import_id, len(new), len(old), differing)
+
+
+def _empty(conn, symbol: str, timeframe: str) -> bool:
+    """Whether no candle of (symbol, timeframe) is stored."""
+    q = select(Candle.id).where(Candle.symbol == symbol, Candle.timeframe == timeframe).limit(1)
+    return conn.execute(q).first() is None
 
 
 def live_insert(engine: Engine, symbol: str, timeframe: str, ts: int, ohlcv: tuple[float, ...]):

@@ -198,6 +198,22 @@ class Candle(Base):
     import_id: Mapped[int | None] = mapped_column(ForeignKey("imports.id"))
 
 
+class CandleSnapshot(Base):
+    """One dataset's candles at some moment as a numpy archive (`db/candle_snapshots.py`):
+    derived from `candles`, so any engine reads a whole dataset at once. `candles`, `first_ts`
+    and `last_ts` say which moment, to be checked against the rows before the bytes are read."""
+
+    __tablename__ = "candle_snapshots"
+
+    symbol: Mapped[str] = mapped_column(String(SYMBOL_CHARS), primary_key=True)
+    timeframe: Mapped[str] = mapped_column(String(TIMEFRAME_CHARS), primary_key=True)
+    candles: Mapped[int] = mapped_column(BigInteger)
+    first_ts: Mapped[int] = mapped_column(BigInteger)
+    last_ts: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    written_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Checkpoint(Base):
     """Model weights saved to a file under the data directory, with where they came from."""
 

@@ -57,6 +57,7 @@ from db.models import (
 
 CHUNK = 5_000  # rows per read from the source and per insert into the target
 BLOB_CHUNK = 20  # rows per chunk of a table holding files (blobs: megabytes each)
+BLOB_CHUNK_BYTES = 64 * 2**20  # and at most about this many bytes of them
 MOVED = "moved to PostgreSQL by migrate-to"
 LOCK_TIMEOUT = "10s"  # how long the target waits for a table another connection is writing
 
@@ -273,12 +274,13 @@ def _copy_table(
     json_cols = [c.name for c in table.columns if isinstance(c.type, JSON)]
     flags = [table.c[name].is_(None).label(f"_sql_null_{name}") for name in json_cols]
     query = select(*table.columns, *flags).order_by(*table.primary_key.columns)
-    if any(isinstance(c.type, LargeBinary) for c in table.columns):
+    files = [c.name for c in table.columns if isinstance(c.type, LargeBinary)]
+    if files:
         chunk = min(chunk, BLOB_CHUNK)
     now = utcnow()
     copied = 0
-    result = src.execute(query, execution_options={"yield_per": chunk})
-    for part in result.partitions():
+    result = src.execute(query, execution_options={"yield_per": 1 if files else chunk})
+    for part in _parts(result, chunk, files):
         rows = []
         for row in part:
             m = row._mapping
@@ -303,6 +305,23 @@ def _copy_table(
     if progress:
         progress(table.name, copied, True)
     return copied
+
+
+def _parts(result, chunk: int, files: list[str]):
+    """`result`'s rows in lists of `chunk`, a list cut early once the bytes in its `files`
+    columns reach BLOB_CHUNK_BYTES (a dataset's candle snapshot can be hundreds of MB)."""
+    if not files:
+        yield from result.partitions()
+        return
+    part, size = [], 0
+    for row in result:
+        part.append(row)
+        size += sum(len(row._mapping[name] or b"") for name in files)
+        if len(part) >= chunk or size >= BLOB_CHUNK_BYTES:
+            yield part
+            part, size = [], 0
+    if part:
+        yield part
 
 
 def _insert(dst: Connection, table: Table, rows: list[dict[str, Any]]) -> None:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from contract.access import SYSTEM_ACCOUNT
-from db import candle_cache, candles
+from db import candle_cache, candle_snapshots, candles
 from market.importer import seed_samples
 
 DAY = 86_400_000
@@ -29,16 +29,36 @@ def days(first: int, n: int, seed: int = 0) -> pd.DataFrame:
 
 @pytest.fixture
 def reads(monkeypatch) -> list[tuple]:
-    """Every read of candles the cache makes from the database."""
+    """Every read of candles the cache makes from the database: rows ((symbol, timeframe),
+    bounds) and snapshots found ("snapshot", symbol, timeframe)."""
     seen: list[tuple] = []
-    load = candles.load
+    load, load_snapshot = candles.load, candle_snapshots.load
 
     def counted(*args, **kw):
         seen.append((args[1:], kw))
         return load(*args, **kw)
 
+    def counted_snapshot(engine, symbol, timeframe, first_ts):
+        found = load_snapshot(engine, symbol, timeframe, first_ts)
+        if found is not None:
+            seen.append(("snapshot", symbol, timeframe))
+        return found
+
     monkeypatch.setattr(candles, "load", counted)
+    monkeypatch.setattr(candle_snapshots, "load", counted_snapshot)
     return seen
+
+
+def snapshot_of(engine, symbol: str = "X") -> tuple | None:
+    """The stored snapshot's (candles, first_ts, last_ts) for (symbol, 1d), or None."""
+    from sqlalchemy import select
+
+    from db.models import CandleSnapshot as S
+
+    q = select(S.candles, S.first_ts, S.last_ts).where(S.symbol == symbol, S.timeframe == "1d")
+    with engine.connect() as conn:
+        row = conn.execute(q).one_or_none()
+    return None if row is None else tuple(row)
 
 
 def test_any_bounds_give_what_the_database_gives(database):
@@ -59,7 +79,7 @@ def test_new_candles_are_read_alone_and_older_ones_read_the_dataset_again(databa
     cache = candle_cache.CandleCache()
     stored(database, days(100, 50))
     first = cache.load(database, "X", "1d")
-    assert len(reads) == 1
+    assert reads == [("snapshot", "X", "1d")]  # the import kept one: no row read
     pd.testing.assert_frame_equal(cache.load(database, "X", "1d"), first)
     assert len(reads) == 1  # unchanged: nothing read
 
@@ -149,3 +169,70 @@ def test_last_zero_means_no_limit_as_in_the_database_read(database):
     got = candle_cache.CandleCache().load(database, "X", "1d", last=0)
     pd.testing.assert_frame_equal(got, candles.load(database, "X", "1d", last=0))
     assert len(got) == 20
+
+
+def test_an_engine_new_to_a_dataset_starts_from_its_snapshot_and_what_came_after(
+    any_database, reads, monkeypatch
+):
+    """Each fresh cache is an engine that has not read the dataset yet (restarted, or another
+    one): it answers as the rows do, reading rows only where the snapshot cannot answer, and
+    leaves a snapshot that fits for the next."""
+    engine = any_database
+    monkeypatch.setattr(candle_cache, "REWRITE_AFTER", 25)
+
+    def fresh_engine_reads() -> list[tuple]:
+        before = len(reads)
+        got = candle_cache.CandleCache().load(engine, "X", "1d")
+        seen = reads[before:]
+        pd.testing.assert_frame_equal(got, candles.load(engine, "X", "1d"))
+        return seen
+
+    stored(engine, days(100, 50))
+    assert snapshot_of(engine) == (50, 100 * DAY, 149 * DAY)  # kept by the import
+    assert fresh_engine_reads() == [("snapshot", "X", "1d")]
+
+    stored(engine, days(140, 30, seed=1))  # 20 newer days: under REWRITE_AFTER
+    assert fresh_engine_reads() == [
+        ("snapshot", "X", "1d"),
+        (("X", "1d"), {"start_ms": 149 * DAY + 1}),
+    ]
+    assert snapshot_of(engine) == (50, 100 * DAY, 149 * DAY)
+
+    stored(engine, days(170, 10, seed=2))  # 30 newer days in all: the snapshot is kept again
+    assert fresh_engine_reads() == [
+        ("snapshot", "X", "1d"),
+        (("X", "1d"), {"start_ms": 149 * DAY + 1}),
+    ]
+    assert snapshot_of(engine) == (80, 100 * DAY, 179 * DAY)
+    assert fresh_engine_reads() == [("snapshot", "X", "1d")]
+
+    stored(engine, days(90, 5, seed=3))  # a backfill: the snapshot no longer fits
+    assert fresh_engine_reads() == [(("X", "1d"), {})]  # the rows, whole
+    assert snapshot_of(engine) == (85, 90 * DAY, 179 * DAY)
+    assert fresh_engine_reads() == [("snapshot", "X", "1d")]
+
+
+def test_a_dataset_without_a_snapshot_is_read_as_rows_once_and_too_large_is_never_kept(
+    database, reads, monkeypatch
+):
+    from sqlalchemy import delete
+
+    from db.models import CandleSnapshot
+
+    stored(database, days(100, 20))
+    with database.begin() as conn:  # as in a database from before snapshots
+        conn.execute(delete(CandleSnapshot))
+    for want in ([(("X", "1d"), {})], [("snapshot", "X", "1d")]):
+        before = len(reads)
+        got = candle_cache.CandleCache().load(database, "X", "1d")
+        assert reads[before:] == want
+        pd.testing.assert_frame_equal(got, candles.load(database, "X", "1d"))
+
+    monkeypatch.setattr(candle_snapshots, "MAX_BYTES", 20 * 6 * 8 - 1)  # one byte short
+    stored(database, days(100, 20, seed=4), symbol="Y")
+    assert snapshot_of(database, "Y") is None
+    for _ in range(2):
+        before = len(reads)
+        candle_cache.CandleCache().load(database, "Y", "1d")
+        assert reads[before:] == [(("Y", "1d"), {})]
+    assert snapshot_of(database, "Y") is None

@@ -185,3 +185,21 @@ def test_migrate_to_moves_everything_and_refuses_a_target_with_data(
     checked = run_cli(home, "migrate-to", PG_URL, "--check")
     assert checked.returncode == 1 and "would refuse" in checked.stdout
     assert SYSTEM_ACCOUNT in {a.name for a in accounts.all_(pg)}
+
+
+def test_tables_of_files_are_read_a_row_at_a_time_and_copied_in_parts_of_bounded_bytes(
+    database, monkeypatch
+):
+    """A dataset's candle snapshot can be hundreds of MB: parts are cut by their bytes too."""
+    from db.models import CandleSnapshot
+
+    seed_samples(database)  # two datasets, each kept whole by its import
+    table = CandleSnapshot.__table__
+    query = select(table).order_by(*table.primary_key.columns)
+    for limit, sizes in ((10**9, [2]), (1, [1, 1])):
+        monkeypatch.setattr(transfer, "BLOB_CHUNK_BYTES", limit)
+        with database.connect() as conn:
+            result = conn.execute(query, execution_options={"yield_per": 1})
+            parts = list(transfer._parts(result, transfer.BLOB_CHUNK, ["data"]))
+        assert [len(p) for p in parts] == sizes
+        assert [r.symbol for p in parts for r in p] == ["NASDAQ", "SP500"]
