@@ -31,13 +31,18 @@ CLIP = 20.0
 
 
 def _trailing_mean_before(x: np.ndarray, n: int) -> np.ndarray:
-    """Mean of x[i-n:i] (what exists of it) for every i; NaN at i = 0."""
-    cs = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
-    i = np.arange(len(x))
-    lo = np.maximum(0, i - n)
-    count = i - lo
+    """Mean of x[i-n:i] (what exists of it) for every i; NaN at i = 0.
+
+    Each window is summed on its own, oldest value first, so a mean is the same to the last bit
+    wherever the array starts (a difference of cumulative sums would carry the rounding of
+    everything before it): a pass can compute features chunk by chunk (`rows`)."""
+    padded = np.concatenate([np.zeros(n), np.asarray(x, dtype=np.float64)])
+    total = np.zeros(len(x))
+    for k in range(n):
+        total += padded[k : k + len(x)]
+    count = np.minimum(np.arange(len(x)), n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (cs[i] - cs[lo]) / count
+        return total / count
 
 
 def compute(ohlcv: np.ndarray) -> np.ndarray:
@@ -62,6 +67,13 @@ def compute(ohlcv: np.ndarray) -> np.ndarray:
         )
     feats = np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
     return np.clip(feats, -CLIP, CLIP).astype(np.float32)
+
+
+def rows(ohlcv: np.ndarray, start: int, end: int) -> np.ndarray:
+    """Rows start..end−1 of `compute(ohlcv)`, bit for bit, computed from the candles they
+    depend on only: what a pass needs for one chunk."""
+    first = max(0, start - (LOOKBACK - 1))
+    return compute(ohlcv[first:end])[start - first :]
 
 
 def future_ohlc(ohlcv: np.ndarray, horizon: int) -> np.ndarray:

@@ -43,10 +43,12 @@ class Prediction:
 
 
 def _probs_and_ghost(
-    model: CandleTransformer, feats: np.ndarray, chunk: int, progress=None, ghost: bool = True
+    model: CandleTransformer, ohlcv: np.ndarray, chunk: int, progress=None, ghost: bool = True
 ):
-    """Run `feats` (n, F) through the model in chunks that overlap by R−1 rows, on the device
-    the model is on (results come back to the CPU); ghost candles only if asked.
+    """Run candles `ohlcv` (n, 5) through the model in chunks that overlap by R−1 rows, on the
+    device the model is on (results come back to the CPU); ghost candles only if asked. Each
+    chunk computes its own features (`features.rows`: the same numbers as for the whole), on
+    its own thread like the rest of its work.
 
     On the CPU, while cores are spare (engine/priority.py: no live session, one job), several
     chunks run at once, each on a thread of its own with one intra-op thread, as a batch job's
@@ -55,14 +57,14 @@ def _probs_and_ghost(
     Whether that beats one chunk at a time is measured as the pass goes (`ThreadChoice`)."""
     r = model.cfg.receptive_field
     device = next(model.parameters()).device
-    n = len(feats)
+    n = len(ohlcv)
     probs = np.empty((n, len(ACTIONS)), dtype=np.float32)
     ghosts = np.empty((n, model.cfg.horizon, 4), dtype=np.float32) if ghost else None
 
     def run(span: tuple[int, int]) -> None:
         start, end = span
         lo = max(0, start - (r - 1))
-        x = torch.from_numpy(feats[lo:end]).to(device).unsqueeze(0)  # (1, T, F)
+        x = torch.from_numpy(features.rows(ohlcv, lo, end)).to(device).unsqueeze(0)  # (1, T, F)
         with torch.inference_mode():  # a thread's own setting
             logits, g = model(x)
             probs[start:end] = torch.softmax(logits[0, start - lo :], -1).cpu().numpy()
@@ -115,7 +117,7 @@ def predict_all(
     if next(model.parameters()).device != device:
         model = copy.deepcopy(model).to(device)  # the caller's model stays where it is
     chunk = chunk or chunk_size(device)
-    return _probs_and_ghost(model, features.compute(ohlcv), chunk, progress, ghost)
+    return _probs_and_ghost(model, np.asarray(ohlcv), chunk, progress, ghost)
 
 
 def chunk_size(device: torch.device) -> int:
