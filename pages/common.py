@@ -175,8 +175,8 @@ def shared_read(key: tuple, read: Callable[[T | None], T], max_age_s: float = SH
     """`read(previous)`, shared by every tab of this app process that asks under `key`: a tab
     asking less than `max_age_s` after the last read gets that read's value, so ten tabs
     refreshing every second cost about one read a second, not ten. `read` gets the last value
-    (None the first time) to read only what is newer; it must return a new object, since tabs
-    may still hold the last one. Keys no tab asked for in FORGET_AFTER_S are dropped."""
+    (None the first time) to read only what is newer; it must never change that value in
+    place (tabs may still hold it): it returns it as it is, or a new object. Keys no tab asked for in FORGET_AFTER_S are dropped."""
     global _swept_at
     reads, now = _READS, monotonic()
     with _READS_LOCK:

@@ -1,8 +1,9 @@
 """The Live chart: its data for one session at one moment (`draw`) and its Vega-Lite spec
 (`chart_spec`), whose layers read those datasets by name.
 
-A module of its own, imported once per app process: what it keeps (the spec per shape, the
-candles each session's chart drew last) serves every tab, in plain Python caches. A hit
+A module of its own, imported once per app process: what it keeps (the spec per shape, and
+through `pages.common.shared_read` the candles each session's chart drew last) serves every
+tab, in plain Python caches. A hit
 through `st.cache_resource`, which hashes its arguments its own way, cost about a millisecond
 a run, and every tab asks every second. `bench/live_page.py` times a drawing.
 """
@@ -10,8 +11,6 @@ a run, and every tab asks every second. `bench/live_page.py` times a drawing.
 from __future__ import annotations
 
 import functools
-import threading
-from collections import OrderedDict
 from typing import NamedTuple
 
 import altair as alt
@@ -24,7 +23,7 @@ from streamlit import dataframe_util
 from contract.vocab import ACTIONS
 from db import candles
 from market import timeframes
-from pages.common import DOWN, TIME_LABELS, UP, annotation_layers, candle_layers
+from pages.common import DOWN, TIME_LABELS, UP, annotation_layers, candle_layers, shared_read
 
 FOLLOW_SHOWN = 120  # candles drawn (and shown) when following the latest one
 MAX_DRAWN = 1500  # candles drawn at most for a chosen view
@@ -32,35 +31,23 @@ ACTION_COLORS = alt.Scale(domain=list(ACTIONS), range=[UP, DOWN, "#9e9e9e"])
 DARK = "#263238"
 
 
-# Per database and session: the candles its chart last drew while following (`candles.recent`'s
-# arrays), for every tab of this app process (the drawing is made once for all of them); the
-# MAX_HELD sessions drawn most lately (about 6 kB each), so an app that runs for weeks while
-# sessions come and go keeps no trace of the old ones.
-MAX_HELD = 256
-_HELD: OrderedDict[tuple[str, int], dict[str, np.ndarray]] = OrderedDict()
-_HELD_LOCK = threading.Lock()  # tabs run their scripts on threads of their own
-
-
 def _following(engine: Engine, sess) -> dict[str, np.ndarray]:
-    """The last FOLLOW_SHOWN candles up to the session's last one: those last drawn for it, with
-    only the newer ones read (stored candles never change; a feed adds them in order)."""
-    key = (str(engine.url), sess.id)
-    with _HELD_LOCK:
-        held = _HELD.get(key)
+    """The last FOLLOW_SHOWN candles up to the session's last one: those last drawn for it (by
+    any tab of this app process, kept as a shared read: forgotten once no tab has asked for
+    them in a while), with only the newer ones read (stored candles never change; a feed adds
+    them in order)."""
+    return shared_read(("followed candles", str(engine.url), sess.id),
+                       lambda held: _caught_up(engine, sess, held), max_age_s=0)  # fmt: skip
+
+
+def _caught_up(engine: Engine, sess, held: dict | None) -> dict[str, np.ndarray]:
     if held is None or not len(held["ts"]) or int(held["ts"][-1]) > sess.last_ts:
-        columns = candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts)
-    elif int(held["ts"][-1]) == sess.last_ts:
-        columns = held
-    else:
-        new = candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts,
-                             after_ms=int(held["ts"][-1]))  # fmt: skip
-        columns = {c: np.concatenate([held[c], new[c]])[-FOLLOW_SHOWN:] for c in held}
-    with _HELD_LOCK:
-        _HELD[key] = columns
-        _HELD.move_to_end(key)
-        while len(_HELD) > MAX_HELD:
-            _HELD.popitem(last=False)
-    return columns
+        return candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts)
+    if int(held["ts"][-1]) == sess.last_ts:
+        return held  # nothing new: arrays are never changed in place
+    new = candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts,
+                         after_ms=int(held["ts"][-1]))  # fmt: skip
+    return {c: np.concatenate([held[c], new[c]])[-FOLLOW_SHOWN:] for c in held}
 
 
 def _window(engine: Engine, sess, view) -> tuple[dict[str, np.ndarray], float, float, str]:

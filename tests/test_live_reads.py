@@ -4,7 +4,6 @@ since its last read, through index ranges, adding up to what a full read gives."
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -318,10 +317,13 @@ def test_tabs_watching_a_session_share_one_read_each_half_second(session, monkey
     assert watched(database, sid + 1) is not later  # another session: its own copy
 
 
-def test_the_live_chart_holds_the_candles_of_the_sessions_drawn_lately_only(database, monkeypatch):
-    """What the chart keeps between drawings is bounded (an app runs for weeks while sessions
-    come and go), and a held session's candles are what a fresh read gives."""
-    from pages import live_chart
+def test_the_live_chart_reads_only_newer_candles_and_forgets_sessions_no_tab_watches(
+    database, monkeypatch
+):
+    """What the chart keeps between drawings is a shared read (an app runs for weeks while
+    sessions come and go): a held session's candles are what a fresh read gives, only newer
+    candles are read, and a session no tab has drawn in FORGET_AFTER_S is dropped."""
+    from pages import common, live_chart
 
     n = 300
     ts = T0 + STEP * np.arange(n, dtype=np.int64)
@@ -330,17 +332,26 @@ def test_the_live_chart_holds_the_candles_of_the_sessions_drawn_lately_only(data
                           "close": price + 0.5, "volume": np.ones(n)})  # fmt: skip
     candles.store(database, frame, symbol="X", timeframe="1m", source="test", sha256="-",
                   format="test", rows_in_file=n, rows_skipped=0, created_by=SYSTEM_ACCOUNT)  # fmt: skip
-    monkeypatch.setattr(live_chart, "MAX_HELD", 2)
-    monkeypatch.setattr(live_chart, "_HELD", OrderedDict())
+    reads = []
+    recent = candles.recent
+    monkeypatch.setattr(candles, "recent", lambda *a, **kw: reads.append(kw) or recent(*a, **kw))
     sessions = [SimpleNamespace(id=i, symbol="X", timeframe="1m", last_ts=int(ts[150 + i]))
-                for i in range(3)]  # fmt: skip
+                for i in range(2)]  # fmt: skip
     for sess in sessions:
         live_chart._following(database, sess)
-    url = str(database.url)
-    assert list(live_chart._HELD) == [(url, 1), (url, 2)]  # the first one drawn is forgotten
+    assert live_chart._following(database, sessions[1]) is live_chart._following(
+        database, sessions[1]
+    )  # another tab, nothing new: nothing read
+    assert len(reads) == 2
     for step in (1, 40):  # a new candle, then many: only the newer ones are read
         sessions[1].last_ts += STEP * step
         drawn = live_chart._following(database, sessions[1])
-        fresh = candles.recent(database, "X", "1m", live_chart.FOLLOW_SHOWN, sessions[1].last_ts)
+        assert reads[-1] == {"after_ms": sessions[1].last_ts - STEP * step}
+        fresh = recent(database, "X", "1m", live_chart.FOLLOW_SHOWN, sessions[1].last_ts)
         assert all(np.array_equal(drawn[c], fresh[c]) for c in fresh)
-    assert list(live_chart._HELD) == [(url, 2), (url, 1)]  # drawn last, kept longest
+    key = ("followed candles", str(database.url), 0)
+    assert key in common._READS
+    monkeypatch.setattr(common, "FORGET_AFTER_S", 0.0)
+    monkeypatch.setattr(common, "_swept_at", float("-inf"))
+    live_chart._following(database, sessions[1])  # session 0: no tab asked since
+    assert key not in common._READS
