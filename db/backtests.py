@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from contract.vocab import ACTIONS, PIVOT_LEFT, PIVOT_RIGHT
 from db import series
-from db.connection import readonly
+from db.connection import first_row_with_files, readonly
 from db.models import Backtest, BacktestSeries, utcnow
 
 TRADE_COLUMNS = series.TRADE_COLUMNS
@@ -75,24 +75,25 @@ def arrays(engine: Engine, backtest_id: int) -> dict[str, Any] | None:
     """A report's whole per-candle arrays ("ts", "equity", and "probs" for a model's run) and
     its "trades" (columns), or None for a report that kept none (failed, or stopped before two
     candles)."""
-    with readonly(engine).begin() as conn:
-        row = conn.execute(
-            select(BacktestSeries.data, BacktestSeries.trades).where(
-                BacktestSeries.backtest_id == backtest_id
-            )
-        ).first()
+    row = first_row_with_files(
+        engine,
+        select(BacktestSeries.data, BacktestSeries.trades).where(
+            BacktestSeries.backtest_id == backtest_id
+        ),
+    )
     if row is None:
         return None
-    return {**series.unpack(row.data), "trades": series.unpack_trades(row.trades)}
+    data, trades = row
+    return {**series.unpack(data), "trades": series.unpack_trades(trades)}
 
 
 def trades(engine: Engine, backtest_id: int) -> pd.DataFrame:
     """A report's trades as tables show them (`series.trade_frame`; none when it kept none),
     without reading its per-candle arrays."""
-    with readonly(engine).begin() as conn:
-        data = conn.scalar(
-            select(BacktestSeries.trades).where(BacktestSeries.backtest_id == backtest_id)
-        )
+    row = first_row_with_files(
+        engine, select(BacktestSeries.trades).where(BacktestSeries.backtest_id == backtest_id)
+    )
+    data = None if row is None else row[0]
     if data is None:
         return pd.DataFrame(columns=list(TRADE_COLUMNS))
     return series.trade_frame(series.unpack_trades(data))

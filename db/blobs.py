@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select
 
-from db.connection import readonly, upsert
+from db.connection import first_row_with_files, readonly, upsert
 from db.models import Blob, utcnow
 
 
@@ -35,8 +35,8 @@ def put(conn: Connection, path: str, data: bytes) -> None:
 
 def get(engine: Engine, path: str) -> bytes | None:
     """The bytes stored under `path`, or None."""
-    with readonly(engine).begin() as conn:
-        return conn.scalar(select(Blob.data).where(Blob.path == path))
+    row = first_row_with_files(engine, select(Blob.data).where(Blob.path == path))
+    return None if row is None else row[0]
 
 
 def exists(engine: Engine, path: str) -> bool:

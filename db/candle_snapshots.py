@@ -22,7 +22,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from db.connection import readonly, upsert
+from db.connection import first_row_with_files, upsert
 from db.models import CandleSnapshot, utcnow
 
 log = logging.getLogger(__name__)
@@ -82,13 +82,13 @@ def load(
         CandleSnapshot.timeframe == timeframe,
         CandleSnapshot.first_ts == first_ts,
     )
-    with readonly(engine).begin() as conn:
-        row = conn.execute(q).one_or_none()
+    row = first_row_with_files(engine, q)
     if row is None:
         return None
-    with np.load(io.BytesIO(row.data), allow_pickle=False) as archive:
+    candles, data = row
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         ts, ohlcv = archive["ts"], archive["ohlcv"]
-    if len(ts) != row.candles or ohlcv.shape != (len(ts), 5):
+    if len(ts) != candles or ohlcv.shape != (len(ts), 5):
         log.warning("candles of %s %s: a snapshot that disagrees with itself, ignored", symbol,
                     timeframe)  # fmt: skip
         return None
