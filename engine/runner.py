@@ -71,17 +71,25 @@ class StepResult:
 
 
 class LiveForward:
-    """One architecture's last-candle forward, traced once with the weights as inputs, so every
-    snapshot of that model shares one compiled function and costs only its tensors.
+    """One architecture's last-candle forward, traced once with the weights as one flat input,
+    so every snapshot of that model shares one compiled function and costs only its tensors.
 
-    Why: a traced module holds its weights, so each published snapshot used to deep-copy a
-    module tree (eager model and traced copy: ~37 ms of Python a step under load, with the GIL
-    held — the training thread's largest GIL hold, and about a fifth of a batch step). The trace
-    is the same forward as `engine.inference.trace_last_candle`: one GIL acquisition per call."""
+    Why one trace: a traced module holds its weights, so each published snapshot used to
+    deep-copy a module tree (eager model and traced copy: ~37 ms of Python a step under load,
+    with the GIL held — the training thread's largest GIL hold, and about a fifth of a batch
+    step). Why one flat input: a traced call takes the GIL again for each tensor it was given,
+    at the end (with the 37 weight tensors as inputs, about 54 times a call, against 4 with one
+    buffer), and each time it waits for any other thread running Python: beside a Python-busy
+    thread a prediction took 6.1 ms instead of 1.1 (a thread of 0.1 ms switches, 54 times)."""
 
     def __init__(self, model: CandleTransformer) -> None:
         template = copy.deepcopy(model).to("cpu").eval()  # never trained: only its structure
-        self.names = list(template.state_dict())
+        state = template.state_dict()
+        if len({t.dtype for t in state.values()}) != 1:
+            raise TypeError("LiveForward keeps weights in one buffer: they need one dtype")
+        self.names = list(state)
+        self.shapes = [t.shape for t in state.values()]
+        self.sizes = [t.numel() for t in state.values()]
         slots = []
         for name in self.names:
             owner, _, attr = name.rpartition(".")
@@ -89,10 +97,10 @@ class LiveForward:
             slots.append((module._parameters if attr in module._parameters else module._buffers,
                           attr))  # fmt: skip
 
-        def last_candle(x: torch.Tensor, *weights: torch.Tensor):
+        def last_candle(x: torch.Tensor, flat: torch.Tensor):
             kept = [slot[attr] for slot, attr in slots]
             try:
-                for (slot, attr), w in zip(slots, weights, strict=True):
+                for (slot, attr), w in zip(slots, self.unflatten(flat), strict=True):
                     slot[attr] = w
                 return template(x, last_only=True)
             finally:
@@ -100,17 +108,25 @@ class LiveForward:
                     slot[attr] = w
 
         x = torch.zeros(1, context_size(template.cfg), template.cfg.n_features)
-        weights = tuple(template.state_dict().values())
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed on purpose
             warnings.simplefilter("ignore", DeprecationWarning)  # see trace_last_candle
-            self.fn = torch.jit.trace(last_candle, (x, *weights), check_trace=False)
+            self.fn = torch.jit.trace(last_candle, (x, self.flatten(state.values())),
+                                      check_trace=False)  # fmt: skip
         self.template = template
 
-    def bind(self, weights: dict[str, torch.Tensor]) -> Callable:
-        """`x → (logits, ghost)` at the last candle of x, with `weights` (a state_dict)."""
-        ordered = tuple(weights[name] for name in self.names)
-        return functools.partial(_call_with, self.fn, ordered)
+    def flatten(self, state) -> torch.Tensor:
+        """State_dict tensors, in order, copied into one new CPU buffer."""
+        with torch.no_grad():
+            return torch.cat([t.detach().to("cpu").reshape(-1) for t in state])
+
+    def unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Views of `flat` shaped as the state_dict's tensors, in order."""
+        return [w.view(shape) for w, shape in zip(flat.split(self.sizes), self.shapes, strict=True)]
+
+    def bind(self, flat: torch.Tensor) -> Callable:
+        """`x → (logits, ghost)` at the last candle of x, with the weights in `flat`."""
+        return functools.partial(_call_with, self.fn, flat)
 
     def frozen_model(self, weights: dict[str, torch.Tensor]) -> CandleTransformer:
         """An eval-mode model holding `weights`, built as a shallow copy of the template's
@@ -118,8 +134,8 @@ class LiveForward:
         return _rebuilt(self.template, weights, "")
 
 
-def _call_with(fn, weights: tuple, x: torch.Tensor):
-    return fn(x, *weights)
+def _call_with(fn, flat: torch.Tensor, x: torch.Tensor):
+    return fn(x, flat)
 
 
 def _rebuilt(module: nn.Module, weights: dict[str, torch.Tensor], prefix: str) -> nn.Module:
@@ -176,10 +192,9 @@ class Snapshot:
     @classmethod
     def of(cls, state: list[torch.Tensor], step: int, live: LiveForward) -> Snapshot:
         """Frozen CPU copies of `state` (a model's state_dict tensors, in order)."""
-        with torch.no_grad():
-            copies = (t.detach().to("cpu", copy=True) for t in state)
-            weights = dict(zip(live.names, copies, strict=True))
-        return cls(step, weights, live, live.bind(weights))
+        flat = live.flatten(state)  # a copy: never the trained tensors themselves
+        weights = dict(zip(live.names, live.unflatten(flat), strict=True))
+        return cls(step, weights, live, live.bind(flat))
 
 
 def loss_and_accuracy(model, batch: Batch) -> tuple[torch.Tensor, float | None, int]:
