@@ -15,13 +15,13 @@ transaction), and by an engine that had to read the rows (`save_now`).
 
 from __future__ import annotations
 
-import io
 import logging
 
 import numpy as np
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from db import series
 from db.connection import first_row_with_files, upsert
 from db.models import CandleSnapshot, utcnow
 
@@ -40,8 +40,6 @@ def save(conn: Connection, symbol: str, timeframe: str, ts: np.ndarray, ohlcv: n
     ohlcv = np.asarray(ohlcv, dtype=np.float64).reshape(len(ts), 5)
     if not len(ts) or ts.nbytes + ohlcv.nbytes > MAX_BYTES:
         return False
-    out = io.BytesIO()
-    np.savez(out, ts=ts, ohlcv=ohlcv)  # no pickles: loading one runs no code
     conn.execute(
         upsert(
             conn.engine,
@@ -53,7 +51,7 @@ def save(conn: Connection, symbol: str, timeframe: str, ts: np.ndarray, ohlcv: n
             candles=len(ts),
             first_ts=int(ts[0]),
             last_ts=int(ts[-1]),
-            data=out.getvalue(),
+            data=series.archive({"ts": ts, "ohlcv": ohlcv}),
             written_at=utcnow(),
         )  # fmt: skip
     )
@@ -86,8 +84,8 @@ def load(
     if row is None:
         return None
     candles, data = row
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        ts, ohlcv = archive["ts"], archive["ohlcv"]
+    arrays = series.unarchive(data)
+    ts, ohlcv = arrays["ts"], arrays["ohlcv"]
     if len(ts) != candles or ohlcv.shape != (len(ts), 5):
         log.warning("candles of %s %s: a snapshot that disagrees with itself, ignored", symbol,
                     timeframe)  # fmt: skip

@@ -27,32 +27,43 @@ TRADE_COLUMNS = ("entry_time", "exit_time", "side", "entry_price", "exit_price",
 _TRADE_DTYPES = ("int64", "int64", "int8", *["float64"] * 5, "bool")
 
 
-def pack(ts: np.ndarray, equity: np.ndarray, probs: np.ndarray | None = None) -> bytes:
-    """The arrays as one `.npz` archive (no pickles: loading one runs no code)."""
-    arrays = {"ts": np.asarray(ts, dtype=np.int64), "equity": np.asarray(equity, dtype=np.float64)}
-    if probs is not None:
-        arrays["probs"] = np.asarray(probs, dtype=np.float32).reshape(-1, len(ACTIONS))
+def archive(arrays: dict[str, np.ndarray]) -> bytes:
+    """Named arrays as one uncompressed `.npz` archive: how every array kept in the database is
+    stored (reports here, candle snapshots in db/candle_snapshots.py)."""
     out = io.BytesIO()
     np.savez(out, **arrays)
     return out.getvalue()
 
 
+def unarchive(data: bytes) -> dict[str, np.ndarray]:
+    """`archive`'s arrays by name; no pickles are loaded, so reading one runs no code."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as archived:
+        return {name: archived[name] for name in archived.files}
+
+
+def pack(ts: np.ndarray, equity: np.ndarray, probs: np.ndarray | None = None) -> bytes:
+    """The arrays as one archive."""
+    arrays = {"ts": np.asarray(ts, dtype=np.int64), "equity": np.asarray(equity, dtype=np.float64)}
+    if probs is not None:
+        arrays["probs"] = np.asarray(probs, dtype=np.float32).reshape(-1, len(ACTIONS))
+    return archive(arrays)
+
+
 def unpack(data: bytes) -> dict[str, np.ndarray]:
     """`pack`'s arrays by name ("probs" only where the report has predictions)."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        return {name: archive[name] for name in NAMES if name in archive.files}
+    arrays = unarchive(data)
+    return {name: arrays[name] for name in NAMES if name in arrays}
 
 
 def pack_trades(trades: dict[str, np.ndarray]) -> bytes:
-    """Trade columns (TRADE_COLUMNS; times as epoch ms, side ±1) as one `.npz` archive."""
-    out = io.BytesIO()
-    np.savez(out, **{c: np.asarray(trades[c], dtype=t) for c, t in zip(TRADE_COLUMNS, _TRADE_DTYPES, strict=True)})  # fmt: skip
-    return out.getvalue()
+    """Trade columns (TRADE_COLUMNS; times as epoch ms, side ±1) as one archive."""
+    return archive({c: np.asarray(trades[c], dtype=t)
+                    for c, t in zip(TRADE_COLUMNS, _TRADE_DTYPES, strict=True)})  # fmt: skip
 
 
 def unpack_trades(data: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        return {c: archive[c] for c in TRADE_COLUMNS}
+    arrays = unarchive(data)
+    return {c: arrays[c] for c in TRADE_COLUMNS}
 
 
 def trade_frame(trades: dict[str, np.ndarray]) -> pd.DataFrame:
