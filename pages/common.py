@@ -52,10 +52,20 @@ def current_user() -> str | None:
 
 
 def current_actor() -> Actor | None:
-    """The signed-in account's name and role, read from the database at each call: an expired
-    or ended session, a disabled account or a new role counts at once, also in fragments and
-    button callbacks, which run without the sign-in gate (one indexed lookup)."""
-    account = accounts.signed_in(database(), st.session_state.get(SESSION_TOKEN))
+    """The signed-in account's name and role, as the database said at most SHARED_FOR_S ago:
+    an expired or ended session, a disabled account or a new role counts within half a second,
+    also in fragments and button callbacks, which run without the sign-in gate. The read (one
+    indexed lookup) is shared by every tab of the browser, which all carry one token: a page
+    asks several times a run, and ten Live tabs each check every 2 s."""
+    token = st.session_state.get(SESSION_TOKEN)
+    if not token:
+        return None
+    engine = database()
+    return shared_read(("signed in", str(engine.url), token), lambda _: _actor(engine, token))
+
+
+def _actor(engine, token: str) -> Actor | None:
+    account = accounts.signed_in(engine, token)
     return Actor(account.name, account.role) if account else None
 
 
