@@ -177,7 +177,7 @@ def main() -> int:
         ms, kept = timed(lambda kept=kept: page_reads(database, sid, kept))
         refresh.append(ms)
     idle = [timed(lambda: page_reads(database, sid, kept))[0] for _ in range(args.repeats)]
-    assert len(kept.predictions) == n + len(refresh), len(kept.predictions)
+    assert len(kept.predictions["ts"]) == n + len(refresh), len(kept.predictions["ts"])
     assert kept.seen.prediction_ts == int(frame.ts.iloc[n + len(refresh) - 1])
 
     med = statistics.median

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from contract.vocab import SIDES
@@ -147,25 +147,28 @@ def list_for(
         return list(s.scalars(q.order_by(Annotation.entry_ts, Annotation.id)))
 
 
+_a = Annotation.__table__.c
+_OVERLAPPING = (  # built once: a chart redrawn every second only binds its values
+    select(_a.id, _a.side, _a.entry_ts, _a.exit_ts, _a.note, _a.author)
+    .where(
+        _a.symbol == bindparam("symbol"),
+        _a.timeframe == bindparam("timeframe"),
+        _a.exit_ts >= bindparam("lo"),
+        _a.entry_ts <= bindparam("hi"),
+        _a.deleted_at.is_(None),
+    )  # fmt: skip
+    .order_by(_a.entry_ts, _a.id)
+)
+
+
 def overlapping(engine: Engine, symbol: str, timeframe: str, lo: int, hi: int) -> list:
     """Live annotations of one dataset whose trade overlaps the candles lo..hi (ms), oldest
     entry first: what a chart of those candles shades, read as plain rows (a chart redrawn
     every second reads no more). The (symbol, timeframe, exit_ts) index bounds the read by
     `lo`: a chart of the newest candles reads only the annotations that end in it."""
-    a = Annotation.__table__.c
-    q = (
-        select(a.id, a.side, a.entry_ts, a.exit_ts, a.note, a.author)
-        .where(
-            a.symbol == symbol,
-            a.timeframe == timeframe,
-            a.exit_ts >= lo,
-            a.entry_ts <= hi,
-            a.deleted_at.is_(None),
-        )  # fmt: skip
-        .order_by(a.entry_ts, a.id)
-    )
+    values = {"symbol": symbol, "timeframe": timeframe, "lo": lo, "hi": hi}
     with readonly(engine).begin() as conn:
-        return conn.execute(q).all()
+        return conn.execute(_OVERLAPPING, values).all()
 
 
 def to_frame(rows: list[Annotation]) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, and_, func, insert, select
+from sqlalchemy import Engine, and_, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from db import audit, candle_snapshots, columnar
@@ -180,6 +180,17 @@ def load(
     return frame(columns["ts"][newest_first], [columns[c][newest_first] for c in OHLCV])
 
 
+_c = Candle.__table__.c
+BEFORE_ANY_TS = -(2**63)  # the smallest int64: a lower bound on ts that bounds nothing
+_RECENT = (  # built once: a chart that polls only binds its values
+    select(_c.ts, *(_c[name] for name in OHLCV))
+    .where(_c.symbol == bindparam("symbol"), _c.timeframe == bindparam("timeframe"),
+           _c.ts >= bindparam("lo"), _c.ts <= bindparam("hi"))
+    .order_by(_c.ts.desc())
+    .limit(bindparam("last"))
+)  # fmt: skip
+
+
 def recent(
     engine: Engine,
     symbol: str,
@@ -196,15 +207,11 @@ def recent(
     statement on the pooled connection — `load`'s array path pays a compiled statement (and on
     PostgreSQL a new connection) per call, which is what a million candles need, not a
     hundred."""
-    c = Candle.__table__.c
-    cond = [c.symbol == symbol, c.timeframe == timeframe, c.ts <= end_ms]
-    if after_ms is not None:
-        cond.append(c.ts > after_ms)
-    if start_ms is not None:
-        cond.append(c.ts >= start_ms)
-    q = select(c.ts, *(c[name] for name in OHLCV)).where(*cond).order_by(c.ts.desc()).limit(last)
+    lo = max(BEFORE_ANY_TS if after_ms is None else after_ms + 1,
+             BEFORE_ANY_TS if start_ms is None else start_ms)  # fmt: skip
+    bounds = {"symbol": symbol, "timeframe": timeframe, "lo": lo, "hi": end_ms, "last": last}
     with readonly(engine).begin() as conn:
-        rows = conn.execute(q).all()[::-1]
+        rows = conn.execute(_RECENT, bounds).all()[::-1]
     ts, *ohlcv = list(zip(*rows, strict=True)) or [()] * (1 + len(OHLCV))
     return {"ts": np.array(ts, dtype="int64")} | {
         name: np.array(values, dtype="float64") for name, values in zip(OHLCV, ohlcv, strict=True)

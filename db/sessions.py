@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
@@ -281,7 +282,58 @@ PREDICTION_COLUMNS = ("ts", "action", "confidence", "p_buy", "p_sell", "p_hold")
 TRADE_COLUMNS = ("id", "side", "entry_ts", "entry_price", "exit_ts", "exit_price", "pnl")
 PIVOT_COLUMNS = ("id", "ts", "kind", "price")
 MANUAL_COLUMNS = ("id", "ts", "label")  # a manual training label: its event, candle, action
-_SESSION_ROW = select(LiveSession.__table__).where(LiveSession.id == bindparam("session_id"))
+TEXT_COLUMNS = frozenset({"action", "side", "kind", "label"})  # the rest: int64 ts / ids, float64
+INT_COLUMNS = frozenset({"id", "ts", "entry_ts", "exit_ts"})
+Columns = dict[str, np.ndarray]  # rows of one kind: one array per column, in the order read
+
+# Built once: each refresh only binds its values. Building a select and its cache key cost more
+# than running it (every second, for every session watched).
+_p, _pv, _t = PredictionRow.__table__.c, PivotRow.__table__.c, TradeRow.__table__.c
+_e, _SID = TrainingEvent.__table__.c, bindparam("session_id")
+_SESSION_ROW = select(LiveSession.__table__).where(LiveSession.id == _SID)
+_ALL_PREDICTIONS = (
+    select(*(_p[c] for c in PREDICTION_COLUMNS)).where(_p.session_id == _SID).order_by(_p.ts)
+)
+_PREDICTION_AT = select(*(_p[c] for c in PREDICTION_COLUMNS), _p.ghost).where(
+    _p.session_id == _SID, _p.ts == bindparam("ts")
+)
+_PREDICTIONS_AFTER = (
+    select(*(_p[c] for c in PREDICTION_COLUMNS), _p.ghost)
+    .where(_p.session_id == _SID, _p.ts > bindparam("ts"))
+    .order_by(_p.ts)
+)
+_ALL_PIVOTS = (
+    select(*(_pv[c] for c in PIVOT_COLUMNS))
+    .where(_pv.session_id == _SID)
+    .order_by(_pv.ts, _pv.kind)
+)
+_PIVOTS_AFTER = _ALL_PIVOTS.where(  # the (session_id, ts, kind) index's range
+    _pv.ts >= bindparam("ts"), _pv.id > bindparam("id")
+)
+_TRADES_AFTER = (
+    select(*(_t[c] for c in TRADE_COLUMNS))
+    .where(_t.session_id == _SID, _t.id > bindparam("id"))
+    .order_by(_t.id)
+)
+_NEW_EVENTS = (_e.session_id == _SID, _e.id > bindparam("id"))
+_EVENTS_AFTER = select(func.max(_e.id), func.sum(case((_e.skipped.is_(False), 1), else_=0))).where(
+    *_NEW_EVENTS
+)
+_MANUAL_AFTER = (
+    select(_e.id, _e.candle_ts, _e.label)
+    .where(*_NEW_EVENTS, _e.source == "manual", _e.skipped.is_(False))
+    .order_by(_e.id)
+)
+_WORKING_ROW = select(WorkingModel.__table__).where(WorkingModel.id == bindparam("model"))
+# db.working_models.latest_step, as a walk down the (working_model_id, step) index that stops at
+# the first counted row (max() with these filters reads every row).
+_MODEL_STEP = (
+    select(_e.step)
+    .where(_e.working_model_id == bindparam("model"), _e.skipped.is_(False),
+           _e.lost.is_(False), _e.step.is_not(None))
+    .order_by(_e.step.desc())
+    .limit(1)
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -309,37 +361,45 @@ class Updates:
     `Seen`. `latest` is the newest prediction with its ghost candles (None when no new one);
     `manual` the manual training labels applied (ts, label); `steps` new counted steps;
     `model_step` the newest counted step of the session's working model (from any source) and
-    `working` its row. Rows are read-only Core rows with the columns as attributes."""
+    `working` its row. The session and working model rows are read-only Core rows with the
+    columns as attributes; the rest `Columns`."""
 
     session: Any
-    predictions: pd.DataFrame
+    predictions: Columns
     latest: dict[str, Any] | None
-    pivots: pd.DataFrame
-    trades: pd.DataFrame
-    manual: pd.DataFrame
+    pivots: Columns
+    trades: Columns
+    manual: Columns
     steps: int
     model_step: int | None = None
     working: Any = None
     seen: Seen = field(default_factory=Seen)
 
 
-def _rows(conn, q, columns: list[str]) -> pd.DataFrame:
-    return _frame_of(conn.execute(q).all(), columns)
+def _dtype(column: str):
+    return object if column in TEXT_COLUMNS else "int64" if column in INT_COLUMNS else "float64"
 
 
 @functools.cache
-def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
-    """One empty frame per set of columns, shared: most refreshes find nothing new, and
-    building an empty frame costs pandas more than the query that found nothing. Never
-    changed in place (`keep_up` only reads it)."""
-    return pd.DataFrame(columns=list(columns))
+def empty(columns: tuple[str, ...]) -> Columns:
+    """No rows, shared: most refreshes find nothing new. Read-only arrays (readers share it)."""
+    out = {c: np.empty(0, dtype=_dtype(c)) for c in columns}
+    for values in out.values():
+        values.flags.writeable = False
+    return out
 
 
-def _frame_of(rows, columns: list[str]) -> pd.DataFrame:
-    """Column by column: a frame built from 60,000 Row objects takes ~5× longer."""
+def _columns(rows, columns: tuple[str, ...]) -> Columns:
+    """Rows as arrays: a DataFrame's construction, concatenation and column access cost more
+    than the query that found the rows."""
     if not rows:
-        return _empty(tuple(columns))
-    return pd.DataFrame(dict(zip(columns, zip(*rows, strict=True), strict=True)))
+        return empty(columns)
+    return {c: np.array(values, dtype=_dtype(c))
+            for c, values in zip(columns, zip(*rows, strict=True), strict=True)}  # fmt: skip
+
+
+def _read(conn, query, columns: tuple[str, ...], **values) -> Columns:
+    return _columns(conn.execute(query, values).all(), columns)
 
 
 def updates(engine: Engine, session_id: int, seen: Seen | None = None) -> Updates:
@@ -349,74 +409,46 @@ def updates(engine: Engine, session_id: int, seen: Seen | None = None) -> Update
     index; pivots by (session_id, ts, kind); trades and training events by their
     (session_id, id) indexes; the working model's newest step by (working_model_id, step)."""
     seen = seen or Seen()
+    sid = session_id
     with readonly(engine).begin() as conn:
-        sess = conn.execute(_SESSION_ROW, {"session_id": session_id}).first()
+        sess = conn.execute(_SESSION_ROW, {"session_id": sid}).first()
         # Rows stored with a candle: only when the session counted a new one since.
         candle_rows = sess is not None and sess.candles != seen.candles
-        preds, pivots = _empty(PREDICTION_COLUMNS), _empty(PIVOT_COLUMNS)
-        trades, latest = _empty(TRADE_COLUMNS), None
+        preds, pivots = empty(PREDICTION_COLUMNS), empty(PIVOT_COLUMNS)
+        trades, latest = empty(TRADE_COLUMNS), None
         if candle_rows:
-            t = PredictionRow.__table__.c
             # After the first read the new rows are few: their ghost candles come with them (the
             # newest row's are kept); a first read takes the newest row's in a second statement.
-            q = select(*(t[c] for c in PREDICTION_COLUMNS), t.ghost).where(
-                t.session_id == session_id
-            )
             if seen.prediction_ts is not None:
-                rows = conn.execute(q.where(t.ts > seen.prediction_ts).order_by(t.ts)).all()
+                rows = conn.execute(
+                    _PREDICTIONS_AFTER, {"session_id": sid, "ts": seen.prediction_ts}
+                ).all()
                 latest = dict(rows[-1]._mapping) if rows else None
-                preds = _frame_of([r[:-1] for r in rows], list(PREDICTION_COLUMNS))
+                preds = _columns([r[:-1] for r in rows], PREDICTION_COLUMNS)
             else:
-                preds = _rows(conn, q.with_only_columns(*(t[c] for c in PREDICTION_COLUMNS))
-                              .order_by(t.ts), list(PREDICTION_COLUMNS))  # fmt: skip
+                preds = _read(conn, _ALL_PREDICTIONS, PREDICTION_COLUMNS, session_id=sid)
                 row = None
-                if not preds.empty:
-                    row = conn.execute(q.where(t.ts == int(preds.ts.iloc[-1]))).first()
+                if len(preds["ts"]):
+                    at = {"session_id": sid, "ts": int(preds["ts"][-1])}
+                    row = conn.execute(_PREDICTION_AT, at).first()
                 latest = dict(row._mapping) if row is not None else None
-            p = PivotRow.__table__.c
-            q = select(p.id, p.ts, p.kind, p.price).where(p.session_id == session_id)
-            if seen.pivot_ts is not None:  # the (session_id, ts, kind) index's range
-                q = q.where(p.ts >= seen.pivot_ts, p.id > seen.pivot_id)
-            pivots = _rows(conn, q.order_by(p.ts, p.kind), list(PIVOT_COLUMNS))
-            tr = TradeRow.__table__.c
-            trades = _rows(
-                conn,
-                select(*(tr[c] for c in TRADE_COLUMNS))
-                .where(tr.session_id == session_id, tr.id > seen.trade_id)
-                .order_by(tr.id),
-                list(TRADE_COLUMNS),
-            )
+            if seen.pivot_ts is not None:
+                pivots = _read(conn, _PIVOTS_AFTER, PIVOT_COLUMNS, session_id=sid,
+                               ts=seen.pivot_ts, id=seen.pivot_id)  # fmt: skip
+            else:
+                pivots = _read(conn, _ALL_PIVOTS, PIVOT_COLUMNS, session_id=sid)
+            trades = _read(conn, _TRADES_AFTER, TRADE_COLUMNS, session_id=sid, id=seen.trade_id)
         # Training events (and so manual labels and steps) exist only for a session that
         # trains a working model: a frozen checkpoint's session never gets one.
-        e = TrainingEvent.__table__.c
-        new_events = (e.session_id == session_id, e.id > seen.event_id)
         last_event = steps = model_step = working = None
-        manual = _empty(MANUAL_COLUMNS)
+        manual = empty(MANUAL_COLUMNS)
         if sess is not None and sess.working_model_id is not None:
-            last_event, steps = conn.execute(
-                select(func.max(e.id), func.sum(case((e.skipped.is_(False), 1), else_=0))).where(
-                    *new_events
-                )
-            ).one()
-            manual = _rows(
-                conn,
-                select(e.id, e.candle_ts, e.label)
-                .where(*new_events, e.source == "manual", e.skipped.is_(False))
-                .order_by(e.id),
-                list(MANUAL_COLUMNS),
-            )
-            working = conn.execute(
-                select(WorkingModel.__table__).where(WorkingModel.id == sess.working_model_id)
-            ).first()
-            # db.working_models.latest_step, as a walk down the (working_model_id, step) index
-            # that stops at the first counted row (max() with these filters reads every row).
-            model_step = conn.scalar(
-                select(e.step)
-                .where(e.working_model_id == sess.working_model_id, e.skipped.is_(False),
-                       e.lost.is_(False), e.step.is_not(None))
-                .order_by(e.step.desc())
-                .limit(1)
-            )  # fmt: skip
+            since = {"session_id": sid, "id": seen.event_id}
+            last_event, steps = conn.execute(_EVENTS_AFTER, since).one()
+            manual = _read(conn, _MANUAL_AFTER, MANUAL_COLUMNS, **since)
+            model = {"model": sess.working_model_id}
+            working = conn.execute(_WORKING_ROW, model).first()
+            model_step = conn.scalar(_MODEL_STEP, model)
     return Updates(
         session=sess,
         predictions=preds,
@@ -427,14 +459,18 @@ def updates(engine: Engine, session_id: int, seen: Seen | None = None) -> Update
         steps=int(steps or 0),
         model_step=model_step,
         working=working,
-        seen=Seen(
-            candles=sess.candles if sess is not None else -1,
-            prediction_ts=int(preds.ts.iloc[-1]) if not preds.empty else seen.prediction_ts,
-            pivot_ts=int(pivots.ts.max()) if not pivots.empty else seen.pivot_ts,
-            pivot_id=int(pivots.id.max()) if not pivots.empty else seen.pivot_id,
-            trade_id=int(trades.id.iloc[-1]) if not trades.empty else seen.trade_id,
-            event_id=int(last_event) if last_event is not None else seen.event_id,
-        ),
+        seen=_seen_after(seen, sess, preds, pivots, trades, last_event),
+    )
+
+
+def _seen_after(seen: Seen, sess, preds, pivots, trades, last_event) -> Seen:
+    return Seen(
+        candles=sess.candles if sess is not None else -1,
+        prediction_ts=int(preds["ts"][-1]) if len(preds["ts"]) else seen.prediction_ts,
+        pivot_ts=int(pivots["ts"].max()) if len(pivots["ts"]) else seen.pivot_ts,
+        pivot_id=int(pivots["id"].max()) if len(pivots["id"]) else seen.pivot_id,
+        trade_id=int(trades["id"][-1]) if len(trades["id"]) else seen.trade_id,
+        event_id=int(last_event) if last_event is not None else seen.event_id,
     )
 
 
@@ -445,23 +481,24 @@ class Kept:
 
     session_id: int
     session: Any = None
-    predictions: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=list(PREDICTION_COLUMNS))
-    )
+    predictions: Columns = field(default_factory=lambda: empty(PREDICTION_COLUMNS))
     latest: dict[str, Any] | None = None
-    pivots: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(PIVOT_COLUMNS)))
-    trades: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(TRADE_COLUMNS)))
-    manual: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(MANUAL_COLUMNS)))
+    pivots: Columns = field(default_factory=lambda: empty(PIVOT_COLUMNS))
+    trades: Columns = field(default_factory=lambda: empty(TRADE_COLUMNS))
+    manual: Columns = field(default_factory=lambda: empty(MANUAL_COLUMNS))
     steps: int = 0
     model_step: int | None = None
     working: Any = None
     seen: Seen = field(default_factory=Seen)
 
 
-def _append(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    if new.empty:
+def _append(old: Columns, new: Columns) -> Columns:
+    """`old` then `new`, as new arrays (readers may hold `old`)."""
+    if not len(next(iter(new.values()))):
         return old
-    return new if old.empty else pd.concat([old, new], ignore_index=True)
+    if not len(next(iter(old.values()))):
+        return new
+    return {c: np.concatenate([old[c], new[c]]) for c in old}
 
 
 def keep_up(engine: Engine, session_id: int, kept: Kept | None = None) -> Kept:

@@ -27,27 +27,37 @@ from pages.common import DOWN, TIME_LABELS, UP, annotation_layers, candle_layers
 
 FOLLOW_SHOWN = 120  # candles drawn (and shown) when following the latest one
 MAX_DRAWN = 1500  # candles drawn at most for a chosen view
+HELD = 2 * FOLLOW_SHOWN  # candles kept per session followed: tabs a candle behind draw from them
 ACTION_COLORS = alt.Scale(domain=list(ACTIONS), range=[UP, DOWN, "#9e9e9e"])
 DARK = "#263238"
 
 
 def _following(engine: Engine, sess) -> dict[str, np.ndarray]:
-    """The last FOLLOW_SHOWN candles up to the session's last one: those last drawn for it (by
-    any tab of this app process, kept as a shared read: forgotten once no tab has asked for
-    them in a while), with only the newer ones read (stored candles never change; a feed adds
-    them in order)."""
-    return shared_read(("followed candles", str(engine.url), sess.id),
+    """The last FOLLOW_SHOWN candles up to the session's last one, sliced from the HELD last
+    drawn for it (by any tab of this app process, kept as a shared read: forgotten once no tab
+    has asked for them in a while), with only the newer ones read (stored candles never change;
+    a feed adds them in order)."""
+    held = shared_read(("followed candles", str(engine.url), sess.id),
                        lambda held: _caught_up(engine, sess, held), max_age_s=0)  # fmt: skip
+    end = int(np.searchsorted(held["ts"], sess.last_ts, "right"))
+    return {c: values[max(0, end - FOLLOW_SHOWN) : end] for c, values in held.items()}
 
 
 def _caught_up(engine: Engine, sess, held: dict | None) -> dict[str, np.ndarray]:
-    if held is None or not len(held["ts"]) or int(held["ts"][-1]) > sess.last_ts:
-        return candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts)
-    if int(held["ts"][-1]) == sess.last_ts:
-        return held  # nothing new: arrays are never changed in place
-    new = candles.recent(engine, sess.symbol, sess.timeframe, FOLLOW_SHOWN, sess.last_ts,
-                         after_ms=int(held["ts"][-1]))  # fmt: skip
-    return {c: np.concatenate([held[c], new[c]])[-FOLLOW_SHOWN:] for c in held}
+    """`held` serving `sess.last_ts`: as it is when it reaches that candle with FOLLOW_SHOWN
+    before it (tabs a moment apart hold session rows a candle or two apart, and draw in either
+    order), extended by the newer candles, or read again."""
+    if held is not None and len(held["ts"]):
+        newest = int(held["ts"][-1])
+        if newest < sess.last_ts:
+            new = candles.recent(engine, sess.symbol, sess.timeframe, HELD, sess.last_ts,
+                                 after_ms=newest)  # fmt: skip
+            return {c: np.concatenate([held[c], new[c]])[-HELD:] for c in held}
+        end = int(np.searchsorted(held["ts"], sess.last_ts, "right"))
+        # Fewer than HELD held: they start at the dataset's first candle.
+        if end >= FOLLOW_SHOWN or len(held["ts"]) < HELD:
+            return held  # arrays are never changed in place
+    return candles.recent(engine, sess.symbol, sess.timeframe, HELD, sess.last_ts)
 
 
 def _window(engine: Engine, sess, view) -> tuple[dict[str, np.ndarray], float, float, str]:
@@ -119,41 +129,41 @@ def draw(engine: Engine, sess, kept, view) -> Drawn | None:
         body = max(1.0, min(14.0, 700.0 / max((hi - lo) / step, 1.0)))
     first, last = int(ts[0]), int(ts[-1])
 
-    def on_candles(rows: pd.DataFrame, keep: np.ndarray) -> dict[str, np.ndarray]:
+    def on_candles(rows: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
         """`rows`' columns where `keep` and their ts is a drawn candle's, with that candle's
         time, high and low: an inner join on ts, in the rows' order."""
-        r_ts = rows["ts"].to_numpy()
+        r_ts = rows["ts"]
         pos = np.minimum(np.searchsorted(ts, r_ts), len(ts) - 1)
         keep = keep & (ts[pos] == r_ts)
         pos = pos[keep]
-        return {c: rows[c].to_numpy()[keep] for c in rows.columns} | {
+        return {c: values[keep] for c, values in rows.items()} | {
             "time": ts[pos], "high": high[pos], "low": low[pos]
         }  # fmt: skip
 
     pr = _between(kept.predictions, "ts", first, last)
-    p = on_candles(pr, pr["action"].to_numpy() != "HOLD")
+    p = on_candles(pr, pr["action"] != "HOLD")
     buy = p["action"] == "BUY"
     p["y"] = np.where(buy, p["low"], p["high"]) + gap * np.where(
         buy, -1.0, np.where(p["action"] == "SELL", 1.0, np.nan)
     )
     pv = kept.pivots
-    at = (pv["ts"].to_numpy() >= first) & (pv["ts"].to_numpy() <= last)
-    piv = {c: pv[c].to_numpy()[at] for c in pv.columns}
+    at = (pv["ts"] >= first) & (pv["ts"] <= last)
+    piv = {c: values[at] for c, values in pv.items()}
     piv["time"] = piv["ts"]
     piv["y"] = piv["price"] + 1.8 * gap * np.where(
         piv["kind"] == "H", 1.0, np.where(piv["kind"] == "L", -1.0, np.nan)
     )
     fills, parts = kept.trades, []
     for end in ("entry", "exit"):
-        f_ts = fills[f"{end}_ts"].to_numpy()
+        f_ts = fills[f"{end}_ts"]
         at = (f_ts >= first) & (f_ts <= last)
-        parts.append((f_ts[at], fills[f"{end}_price"].to_numpy()[at],
-                      [f"{end} {side}" for side in fills["side"].to_numpy()[at]]))  # fmt: skip
+        parts.append((f_ts[at], fills[f"{end}_price"][at],
+                      [f"{end} {side}" for side in fills["side"][at]]))  # fmt: skip
     m_ts = np.concatenate([part[0] for part in parts])
     marks = {"ts": m_ts, "price": np.concatenate([part[1] for part in parts]),
              "what": np.array(parts[0][2] + parts[1][2], dtype=object), "time": m_ts}  # fmt: skip
     mn = kept.manual
-    manual = on_candles(mn, (mn["ts"].to_numpy() >= first) & (mn["ts"].to_numpy() <= last))
+    manual = on_candles(mn, (mn["ts"] >= first) & (mn["ts"] <= last))
     manual["y"] = (manual["high"] + manual["low"]) / 2
     manual["letter"] = np.array([label[0] for label in manual["label"]], dtype=object)
     datasets = {
@@ -191,12 +201,12 @@ def _arrow(columns: dict[str, np.ndarray]) -> bytes:
     return dataframe_util.convert_anything_to_arrow_bytes(pa.table(arrays))
 
 
-def _between(frame: pd.DataFrame, column: str, lo: int, hi: int) -> pd.DataFrame:
-    """The rows of `frame`, sorted by `column`, with lo <= column <= hi: a slice found by
-    bisection, not a comparison of every row the tab holds."""
-    values = frame[column].to_numpy()
+def _between(rows: dict[str, np.ndarray], column: str, lo: int, hi: int) -> dict[str, np.ndarray]:
+    """The rows, sorted by `column`, with lo <= column <= hi: a slice found by bisection, not a
+    comparison of every row the tab holds."""
+    values = rows[column]
     i, j = values.searchsorted(lo, "left"), values.searchsorted(hi, "right")
-    return frame.iloc[i:j]
+    return {c: v[i:j] for c, v in rows.items()}
 
 
 def _in_view(ch: alt.Chart, x_scale: alt.Scale, y_scale: alt.Scale | None) -> alt.Chart:

@@ -65,35 +65,41 @@ def test_keep_up_reads_only_new_rows_and_adds_up_to_a_full_read(session):
             manual="BUY" if i == 3 else None,
         )
     kept = session_rows.keep_up(database, sid)
-    assert len(kept.predictions) == 10 and kept.latest["ts"] == T0 + 9 * STEP
+    assert len(kept.predictions["ts"]) == 10 and kept.latest["ts"] == T0 + 9 * STEP
     assert kept.latest["ghost"] == {"ohlc": [[1, 2, 0.5, 1.5]] * 5}
     assert kept.steps == training.count(database, session_id=sid, skipped=False)
     assert kept.model_step == working_rows.latest_step(database, wm)
-    assert list(kept.manual.label) == ["BUY"] and list(kept.manual.ts) == [T0 + 3 * STEP]
+    assert list(kept.manual["label"]) == ["BUY"] and list(kept.manual["ts"]) == [T0 + 3 * STEP]
 
     nothing = session_rows.updates(database, sid, kept.seen)
-    assert nothing.predictions.empty and nothing.pivots.empty and nothing.trades.empty
-    assert nothing.manual.empty and nothing.steps == 0 and nothing.latest is None
+    for name in ("predictions", "pivots", "trades", "manual"):
+        assert all(not len(values) for values in getattr(nothing, name).values())
+    assert nothing.steps == 0 and nothing.latest is None
     assert nothing.seen == kept.seen
 
     for i in range(10, 13):
         candle(database, sid, wm, i, trade=True, pivot=i == 12, manual="SELL" if i == 11 else None)
     new = session_rows.updates(database, sid, kept.seen)
-    assert list(new.predictions.ts) == [T0 + STEP * i for i in range(10, 13)]
-    assert len(new.trades) == 3 and len(new.pivots) == 1 and list(new.manual.label) == ["SELL"]
+    assert list(new.predictions["ts"]) == [T0 + STEP * i for i in range(10, 13)]
+    assert len(new.trades["id"]) == 3 and len(new.pivots["id"]) == 1
+    assert list(new.manual["label"]) == ["SELL"]
     kept = session_rows.keep_up(database, sid, kept)
 
     full = session_rows.predictions(database, sid)
-    assert list(kept.predictions.ts) == list(full.ts)
-    assert list(kept.predictions.action) == list(full.action)
-    assert list(kept.trades.id) == list(session_rows.trades(database, sid).id)
-    assert list(kept.pivots.id) == list(session_rows.pivots(database, sid).id)
+    assert list(kept.predictions["ts"]) == list(full.ts)
+    assert list(kept.predictions["action"]) == list(full.action)
+    assert list(kept.trades["id"]) == list(session_rows.trades(database, sid).id)
+    assert list(kept.pivots["id"]) == list(session_rows.pivots(database, sid).id)
     assert kept.steps == training.count(database, session_id=sid, skipped=False)
     assert kept.model_step == working_rows.latest_step(database, wm)
     assert kept.session.candles == 13 and kept.latest["ts"] == T0 + 12 * STEP
-    assert list(kept.manual.label) == ["BUY", "SELL"]
+    assert list(kept.manual["label"]) == ["BUY", "SELL"]
     other = session_rows.keep_up(database, sid + 1, kept)  # another session: a fresh read
-    assert other.session is None and other.predictions.empty and other.seen.prediction_ts is None
+    assert (
+        other.session is None
+        and not len(other.predictions["ts"])
+        and other.seen.prediction_ts is None
+    )
 
 
 def test_each_refresh_query_is_an_index_range(session):
@@ -158,7 +164,7 @@ def test_a_refresh_with_no_new_candle_reads_the_session_row_and_no_candle_rows(s
             again = session_rows.keep_up(database, which, kept)
         tables = {t for statement, _ in statements for t in learning if f"FROM {t}" in statement}
         assert tables == reads and len(statements) == n, statements
-        assert again.seen == kept.seen and len(again.predictions) == 3
+        assert again.seen == kept.seen and len(again.predictions["ts"]) == 3
 
 
 def test_many_small_refreshes_add_up_to_one_full_read_for_a_frozen_session(session):
@@ -173,7 +179,11 @@ def test_many_small_refreshes_add_up_to_one_full_read_for_a_frozen_session(sessi
         assert kept.latest["ts"] == T0 + STEP * i and len(kept.latest["ghost"]["ohlc"]) == 5
     full = session_rows.keep_up(database, sid)
     for name in ("predictions", "pivots", "trades", "manual"):
-        pd.testing.assert_frame_equal(getattr(kept, name), getattr(full, name), check_dtype=False)
+        held, read = getattr(kept, name), getattr(full, name)
+        assert list(held) == list(read)
+        for column in read:
+            assert held[column].dtype == read[column].dtype
+            np.testing.assert_array_equal(held[column], read[column])
     assert kept.latest == full.latest and kept.seen == full.seen
     assert kept.steps == full.steps == 0 and kept.working is None and kept.model_step is None
 
@@ -199,12 +209,12 @@ def test_annotations_overlapping_a_window_are_those_a_full_list_overlaps(databas
         ]
 
 
-def test_an_empty_session_reads_as_empty_frames(session):
+def test_an_empty_session_reads_as_empty_columns(session):
     database, sid, _ = session
     kept = session_rows.keep_up(database, sid)
     assert kept.session.id == sid and kept.latest is None and kept.steps == 0
-    for frame in (kept.predictions, kept.pivots, kept.trades, kept.manual):
-        assert isinstance(frame, pd.DataFrame) and frame.empty and ("ts" in frame or "id" in frame)
+    for rows in (kept.predictions, kept.pivots, kept.trades, kept.manual):
+        assert ("ts" in rows or "id" in rows) and all(not len(v) for v in rows.values())
 
 
 def test_the_live_page_appends_what_is_new_and_draws_what_a_fresh_tab_draws(session):
@@ -313,7 +323,7 @@ def test_tabs_watching_a_session_share_one_read_each_half_second(session, monkey
     time.sleep(SHARED_FOR_S + 0.05)
     later = watched(database, sid)
     assert len(reads) == 2 and reads[1] == first.seen  # only what is newer was read
-    assert len(first.predictions) == 5 and len(later.predictions) == 6
+    assert len(first.predictions["ts"]) == 5 and len(later.predictions["ts"]) == 6
     assert watched(database, sid + 1) is not later  # another session: its own copy
 
 
@@ -337,18 +347,39 @@ def test_the_live_chart_reads_only_newer_candles_and_forgets_sessions_no_tab_wat
     monkeypatch.setattr(candles, "recent", lambda *a, **kw: reads.append(kw) or recent(*a, **kw))
     sessions = [SimpleNamespace(id=i, symbol="X", timeframe="1m", last_ts=int(ts[150 + i]))
                 for i in range(2)]  # fmt: skip
+
+    def fresh(last_ts):
+        return recent(database, "X", "1m", live_chart.FOLLOW_SHOWN, last_ts)
+
+    def same(drawn, read):
+        return list(drawn) == list(read) and all(np.array_equal(drawn[c], read[c]) for c in read)
+
     for sess in sessions:
         live_chart._following(database, sess)
-    assert live_chart._following(database, sessions[1]) is live_chart._following(
-        database, sessions[1]
-    )  # another tab, nothing new: nothing read
-    assert len(reads) == 2
+    assert same(live_chart._following(database, sessions[1]), fresh(sessions[1].last_ts))
+    assert len(reads) == 2  # another tab, nothing new: nothing read
     for step in (1, 40):  # a new candle, then many: only the newer ones are read
         sessions[1].last_ts += STEP * step
         drawn = live_chart._following(database, sessions[1])
         assert reads[-1] == {"after_ms": sessions[1].last_ts - STEP * step}
-        fresh = recent(database, "X", "1m", live_chart.FOLLOW_SHOWN, sessions[1].last_ts)
-        assert all(np.array_equal(drawn[c], fresh[c]) for c in fresh)
+        assert same(drawn, fresh(sessions[1].last_ts))
+    # Tabs holding session rows a few candles apart draw in either order: the one behind draws
+    # from what is held, with nothing read, and the one ahead reads nothing again.
+    behind = SimpleNamespace(**{**vars(sessions[1]), "last_ts": sessions[1].last_ts - 3 * STEP})
+    n_reads = len(reads)
+    for sess in (behind, sessions[1], behind):
+        assert same(live_chart._following(database, sess), fresh(sess.last_ts))
+    assert len(reads) == n_reads
+    # What is held starts at the dataset's first candle (fewer than HELD): all it needs.
+    early = SimpleNamespace(**{**vars(sessions[1]), "last_ts": int(ts[20])})
+    assert same(live_chart._following(database, early), fresh(early.last_ts))
+    assert len(reads) == n_reads
+    # Fewer than FOLLOW_SHOWN held candles before it, and older ones not held: read again.
+    sessions[1].last_ts = int(ts[-1])
+    live_chart._following(database, sessions[1])
+    far = SimpleNamespace(**{**vars(sessions[1]), "last_ts": int(ts[n - live_chart.HELD + 50])})
+    assert same(live_chart._following(database, far), fresh(far.last_ts))
+    assert len(reads) == n_reads + 2 and reads[-1] == {}
     key = ("followed candles", str(database.url), 0)
     assert key in common._READS
     monkeypatch.setattr(common, "FORGET_AFTER_S", 0.0)
