@@ -17,7 +17,7 @@ import streamlit as st
 
 from db import accounts
 from db.models import Account
-from pages.common import SESSION_TOKEN, current_actor, database, md_text
+from pages.common import SESSION_TOKEN, current_actor, database, md_text, signed_in_account
 
 COOKIE = "candlelab_session"
 _TOKEN, _COOKIE_CHANGE = SESSION_TOKEN, "_signin_cookie_change"
@@ -43,7 +43,7 @@ def address() -> str | None:
 def current() -> Account | None:
     """The signed-in account of this browser, from the database; None if signed out."""
     token = st.session_state.get(_TOKEN) or st.context.cookies.get(COOKIE)
-    account = accounts.signed_in(database(), token)
+    account = signed_in_account(token, max_age_s=0)  # afresh, for the page's checks too
     if account is None:
         st.session_state.pop(_TOKEN, None)
         if token and st.context.cookies.get(COOKIE):

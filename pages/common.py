@@ -52,21 +52,24 @@ def current_user() -> str | None:
 
 
 def current_actor() -> Actor | None:
-    """The signed-in account's name and role, as the database said at most SHARED_FOR_S ago:
-    an expired or ended session, a disabled account or a new role counts within half a second,
-    also in fragments and button callbacks, which run without the sign-in gate. The read (one
-    indexed lookup) is shared by every tab of the browser, which all carry one token: a page
-    asks several times a run, and ten Live tabs each check every 2 s."""
-    token = st.session_state.get(SESSION_TOKEN)
+    """The signed-in account's name and role, also in fragments and button callbacks, which
+    run without the sign-in gate (`signed_in_account`)."""
+    account = signed_in_account(st.session_state.get(SESSION_TOKEN))
+    return Actor(account.name, account.role) if account else None
+
+
+def signed_in_account(token: str | None, max_age_s: float | None = None):
+    """The enabled account `token` signs in, as the database said at most `max_age_s` (default
+    SHARED_FOR_S) ago: an expired or ended session, a disabled account or a new role counts
+    within half a second (the sign-in gate of each full page run reads afresh, `max_age_s=0`).
+    The read (one indexed lookup) is shared by every tab of the browser, which all carry one
+    token: a page asks several times a run, and ten Live tabs each check every 2 s."""
     if not token:
         return None
     engine = database()
-    return shared_read(("signed in", str(engine.url), token), lambda _: _actor(engine, token))
-
-
-def _actor(engine, token: str) -> Actor | None:
-    account = accounts.signed_in(engine, token)
-    return Actor(account.name, account.role) if account else None
+    return shared_read(("signed in", str(engine.url), token),
+                       lambda _: accounts.signed_in(engine, token),
+                       max_age_s=SHARED_FOR_S if max_age_s is None else max_age_s)  # fmt: skip
 
 
 _ANY_ROW = object()  # `allowed` asked about an action in general, not about one row
