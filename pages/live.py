@@ -245,15 +245,13 @@ def checkpoint_name(checkpoint_id: int) -> str:
 
 
 def model_line(sess, kept) -> str:
-    """What the session's predictions come from, in one line (`kept` holds the working
-    model's row and newest step, read with the session's rows)."""
+    """What the session's predictions come from, in one line of plain text (`kept` holds the
+    working model's row and newest step, read with the session's rows)."""
     ckpt = sess.checkpoint_id
     if sess.working_model_id is None:
-        return (
-            f"Model: checkpoint #{ckpt} {md_text(checkpoint_name(ckpt))}, frozen (inference only)."
-        )
+        return f"Model: checkpoint #{ckpt} {checkpoint_name(ckpt)}, frozen (inference only)."
     w = kept.working
-    trained = f"working model W{w.id} {md_text(w.name)}, started from checkpoint #{ckpt}"
+    trained = f"working model W{w.id} {w.name}, started from checkpoint #{ckpt}"
     if sess.status != "running":
         return (
             f"Model: {trained}. What the session learned was saved as a checkpoint when it ended."
@@ -309,6 +307,9 @@ def panel(session_id: int) -> None:
     )
     n_trades, last = state.get("trades", 0), kept.latest
     learning = sess.working_model_id and sess.status == "running"
+    follow_key = _follow_key(session_id)
+    follow = st.session_state.setdefault(follow_key, True)  # the switch below: its state
+    c, shown = chart(sess, kept, None if follow else _views().get(session_id))
     stat_strip([
         Stat("Status", sess.status),
         Stat("Candles", sess.candles),
@@ -330,14 +331,11 @@ def panel(session_id: int) -> None:
              "queue overflows (a long-held training lock) the oldest are dropped and counted."),
         Stat("Prediction",
              f"{last['action']} {last['confidence']:.0%}" if last is not None else "—"),
-    ])  # fmt: skip
-    st.caption(model_line(sess, kept))
+    ], notes=(model_line(sess, kept), shown or "Waiting for the first candle…"))  # fmt: skip
     manual_status(session_id)
     if sess.error:
         st.error(md_text(sess.error))
-    follow_key = _follow_key(session_id)
-    st.session_state.setdefault(follow_key, True)
-    follow = st.toggle(
+    st.toggle(
         "Follow the latest candle",
         key=follow_key,
         on_change=_follow_changed,
@@ -346,7 +344,6 @@ def panel(session_id: int) -> None:
         "wheel) or panning (drag) the chart turns it off and keeps your view while candles "
         "arrive; a double click on the chart, or this switch, follows again.",
     )
-    c, shown = chart(sess, kept, None if follow else _views().get(session_id))
     if c is not None:
         key = _chart_key(session_id)
         st.vega_lite_chart(
@@ -356,16 +353,14 @@ def panel(session_id: int) -> None:
             on_select=lambda: _chose_view(session_id, key),
             selection_mode=["zoom"],
         )
-        st.caption(
-            f"{shown} · Triangles: predictions (size = confidence) · L / H: confirmed pivots · "
-            "diamonds: fills · rings with B / S / H: manual training labels · faded candles "
-            "after the last one: ghost candles (the model's next 5)."
-        )
-    else:
-        st.caption("Waiting for the first candle…")
 
 
 panel(chosen)
+st.caption(  # the same every second: outside the panel, drawn once a page run
+    "Triangles: predictions (size = confidence) · L / H: confirmed pivots · diamonds: fills · "
+    "rings with B / S / H: manual training labels · faded candles after the last one: ghost "
+    "candles (the model's next 5)."
+)
 
 
 def session_controls(sess) -> None:

@@ -23,6 +23,7 @@ CSS = """<style>
 .cl-stats .value{font-size:1.6rem;line-height:1.25;white-space:nowrap;overflow:hidden;
   text-overflow:ellipsis}
 .cl-stats .delta{font-size:.85rem;color:#d32f2f}
+.cl-note{font-size:.875rem;opacity:.65;margin:-.3rem 0 .4rem}
 </style>"""
 
 
@@ -33,8 +34,10 @@ class Stat(NamedTuple):
     warning: str | None = None  # a red note under the value (something was lost or refused)
 
 
-def stat_strip(stats: list[Stat]) -> None:
-    """`stats` as one element: a grid of label over value, like a row of `st.metric`s."""
+def stat_strip(stats: list[Stat], notes: tuple[str, ...] = ()) -> None:
+    """`stats` as one element: a grid of label over value, like a row of `st.metric`s, and
+    under it `notes`, plain text lines in the look of `st.caption` (each its own
+    `<div class="cl-note">`): in a panel redrawn every second each element costs every tab."""
     cells = []
     for s in stats:
         hint = f'<span class="help" title="{escape(s.help)}">?</span>' if s.help else ""
@@ -43,4 +46,5 @@ def stat_strip(stats: list[Stat]) -> None:
             f'<div data-stat="{escape(s.label)}"><div class="label">{escape(s.label)}{hint}'
             f'</div><div class="value">{escape(str(s.value))}</div>{note}</div>'
         )
-    st.html(f'{CSS}<div class="cl-stats">{"".join(cells)}</div>')
+    lines = "".join(f'<div class="cl-note">{escape(note)}</div>' for note in notes)
+    st.html(f'{CSS}<div class="cl-stats">{"".join(cells)}</div>{lines}')
