@@ -3,7 +3,7 @@ with no browser tab open and with 10 Chromium tabs on the Live page.
 
     python bench/dashboard.py [--minutes 5] [--tabs 10] [--sessions 4] [--pace 1] [--repeats 3]
                               [--chromium-nice 19]
-                              [--modes none] [--profile] [--keep]
+                              [--modes none] [--profile] [--keep] [--machine-share]
 
 Starts the real app as the browser tests do (`scripts/start.py`: engine + Streamlit, through
 tests/browser.py's helpers) on a fresh data directory with SQLite and the packaged sample data,
@@ -27,6 +27,11 @@ Per window:
     insert, in the candle's own transaction; db/sessions.record_candle)
 Prints the medians over windows of the CPU shares, the p50 / p99 of all predictions of each
 condition pooled (and the per-window p99s), and the difference.
+
+`--machine-share`: a third window per repeat with no tab open and a busy loop taking one core,
+run as the tabs' Chromium is (its niceness, a session and scheduling group of its own): what a
+core taken by the browser costs the sessions' p99 on this machine, without the app doing
+anything for tabs. On a 2-core machine the tabs' Chromium takes about one core.
 Targets (issue 12): ≤ 10 % of one core in the app process with 10 tabs, and ≤ 2 ms added to
 the sessions' p99.
 
@@ -369,7 +374,7 @@ def open_tabs(context, url: str, session_ids: list[int], n: int) -> list:
     return pages
 
 
-def niced(executable: str, niceness: int, home: Path) -> str:
+def niced(executable: str, niceness: int, home: Path, name: str = "chromium-niced") -> str:
     """`executable`, run at `niceness` (a wrapper script in `home`): the tabs' browser stands in
     for people on other machines, so it should not take the cores from the app and the engine.
     Its processes' niceness alone does not do it: Chromium (as root) sets its own, and under
@@ -377,7 +382,7 @@ def niced(executable: str, niceness: int, home: Path) -> str:
     group's niceness the sessions' p99 went from 7-10 ms to 57-270 ms with 10 tabs."""
     if niceness == 0:
         return executable
-    wrapper = home / "chromium-niced"
+    wrapper = home / name
     wrapper.write_text(
         "#!/bin/sh\n"
         f"[ -w /proc/self/autogroup ] && echo {niceness} > /proc/self/autogroup 2>/dev/null\n"
@@ -400,6 +405,8 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="profile the app with tabs open")
     ap.add_argument("--profile-out", help="write the whole profile (JSON) to this file")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    ap.add_argument("--machine-share", action="store_true",
+                    help="also windows with no tab and a niced busy core (the browser's share)")  # fmt: skip
     ap.add_argument("--app-dir", help="run the app from this checkout (e.g. a git worktree of "
                     "an older commit, for a before/after in the same conditions)")  # fmt: skip
     ap.add_argument("--chromium-nice", type=int, default=19,
@@ -433,7 +440,8 @@ def main() -> int:
                                                            os.environ.get("PYTHONPATH")]))}  # fmt: skip
     window_s = args.minutes * 60 / args.repeats
     # Candles for the windows, and generously for opening tabs on a busy machine.
-    run_s = 2 * args.minutes * 60 + args.repeats * (2 * args.warmup + 300)
+    conditions = 3 if args.machine_share else 2
+    run_s = conditions * args.minutes * 60 + args.repeats * (conditions * args.warmup + 300)
 
     from tests.browser import free_port
 
@@ -459,7 +467,7 @@ def main() -> int:
               f"{args.pace:g} s; {args.repeats} × {window_s:.0f} s windows per condition",
               flush=True)  # fmt: skip
         time.sleep(args.warmup)
-        idle, busy, profiles = [], [], []
+        idle, busy, spun, profiles = [], [], [], []
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=niced(CHROMIUM, args.chromium_nice, home),
                                         args=ARGS)  # fmt: skip
@@ -485,8 +493,13 @@ def main() -> int:
                 for page in tabs:
                     page.close()
                 time.sleep(args.warmup)  # the app notices the closed sockets
+                if args.machine_share:
+                    spun.append(busy_core_window(procs, database, ids, args, home, window_s))
+                    report("a core", r, spun[-1])
             browser.close()
         summary(args, idle, busy, window_s)
+        if spun:
+            machine_share(idle, spun)
         if profiles:
             merged = {"cpu_ns": 0, "inclusive": Counter(), "leaf": Counter(), "sql": {},
                       "stacks": Counter()}  # fmt: skip
@@ -507,6 +520,31 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
     return 0
+
+
+def busy_core_window(procs, database, ids, args, home: Path, window_s: float) -> dict:
+    """A window with no tab and a busy loop taking one core, run as the tabs' Chromium is."""
+    import subprocess
+
+    spin = niced(sys.executable, args.chromium_nice, home, name="spinner-niced")
+    spinner = subprocess.Popen([spin, "-c", "while True: pass"], start_new_session=True)
+    try:
+        time.sleep(args.warmup / 2)
+        w = Window(procs)
+        time.sleep(window_s)
+        return w.close(database, ids)
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def machine_share(idle: list[dict], spun: list[dict]) -> None:
+    lat_idle = [x for w in idle for x in w["lat"]]
+    lat_spun = [x for w in spun for x in w["lat"]]
+    p99_idle, p99_spun = pct(lat_idle, 0.99), pct(lat_spun, 0.99)
+    print(f"  the machine's share: no tab, one core busy at the browser's niceness: p99 "
+          f"{p99_spun:.1f} ms vs {p99_idle:.1f} ms idle ({p99_spun - p99_idle:+.1f} ms); "
+          f"per-window {[round(pct(w['lat'], 0.99), 1) for w in spun]}")  # fmt: skip
 
 
 def report(what: str, r: int, w: dict) -> None:
