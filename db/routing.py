@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from contract.payloads import MAX_ID
 from contract.vocab import SUBJECT_FIELDS
 from db import engines
 from db.models import EngineInstance, LiveSession, WorkingModel
@@ -24,7 +25,9 @@ from db.models import EngineInstance, LiveSession, WorkingModel
 
 def subjects(payload: Any) -> dict[str, int]:
     """The subject fields a payload names (raw JSON text or a decoded / validated payload);
-    anything malformed names nothing, and fails later at the engine with a reason."""
+    anything malformed names nothing, and fails later at the engine with a reason. An id no
+    INTEGER column can hold (over MAX_ID) names nothing either: PostgreSQL refuses to compare
+    one with an id column, and the submit would fail instead of the command."""
     if isinstance(payload, str):
         try:
             payload = json.loads(payload)
@@ -32,7 +35,7 @@ def subjects(payload: Any) -> dict[str, int]:
             return {}
     if not isinstance(payload, dict):
         payload = {f: getattr(payload, f, None) for f in SUBJECT_FIELDS}
-    return {f: v for f in SUBJECT_FIELDS if type(v := payload.get(f)) is int and 0 < v < 2**63}
+    return {f: v for f in SUBJECT_FIELDS if type(v := payload.get(f)) is int and 0 < v <= MAX_ID}
 
 
 def owner(conn: Connection, payload: Any) -> str | None:

@@ -7,6 +7,7 @@ import multiprocessing as mp
 from sqlalchemy import func, select
 
 from contract.access import SYSTEM_ACCOUNT
+from contract.payloads import MAX_ID
 from db import bus, connection
 from db.models import Command
 
@@ -20,6 +21,18 @@ def test_same_request_id_twice_queues_one_command(any_database):
     with any_database.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(Command)) == 1
     assert bus.get(any_database, first).payload == "{}"
+
+
+def test_a_subject_id_no_column_can_hold_is_submitted_and_routed_to_no_engine(any_database):
+    """Found by the command fuzzer on PostgreSQL: `model.save` naming working model 2**31 made
+    the submit's routing query fail (integer out of range) instead of the command."""
+    for too_big in (MAX_ID + 1, 2**63, 10**30):
+        for field in ("session_id", "working_model_id"):
+            command_id = bus.submit(any_database, "model.save", {field: too_big, "name": "x"},
+                                    created_by=SYSTEM_ACCOUNT)  # fmt: skip
+            assert bus.get(any_database, command_id).target is None
+    assert bus.get(any_database, bus.submit(any_database, "ping", {"session_id": MAX_ID},
+                                            created_by=SYSTEM_ACCOUNT)).target is None  # fmt: skip
 
 
 def test_claim_takes_oldest_pending_and_marks_it_running(any_database):
