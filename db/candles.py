@@ -212,10 +212,7 @@ def recent(
     bounds = {"symbol": symbol, "timeframe": timeframe, "lo": lo, "hi": end_ms, "last": last}
     with readonly(engine).begin() as conn:
         rows = conn.execute(_RECENT, bounds).all()[::-1]
-    ts, *ohlcv = list(zip(*rows, strict=True)) or [()] * (1 + len(OHLCV))
-    return {"ts": np.array(ts, dtype="int64")} | {
-        name: np.array(values, dtype="float64") for name, values in zip(OHLCV, ohlcv, strict=True)
-    }
+    return columnar.of_rows(rows, ["ts", *OHLCV], ["int64"] + ["float64"] * len(OHLCV))
 
 
 def frame(ts, ohlcv) -> pd.DataFrame:

@@ -17,6 +17,14 @@ import numpy as np
 from sqlalchemy import Engine, Select
 
 
+def of_rows(rows, names, dtypes) -> dict[str, np.ndarray]:
+    """Rows already fetched (a small read: a refresh's new rows), column by column, as arrays
+    named `names` of `dtypes`; no rows give empty arrays of those types."""
+    columns = list(zip(*rows, strict=True)) or [()] * len(names)
+    return {name: np.array(values, dtype=dtype)
+            for name, values, dtype in zip(names, columns, dtypes, strict=True)}  # fmt: skip
+
+
 def read(engine: Engine, query: Select, names: list[str], dtypes: list[str]) -> dict:
     """`query`'s columns, in order, as arrays named `names` of `dtypes`."""
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))

@@ -13,7 +13,7 @@ import pandas as pd
 from sqlalchemy import Engine, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
-from db import engines
+from db import columnar, engines
 from db.connection import readonly
 from db.models import (
     LiveSession,
@@ -394,8 +394,7 @@ def _columns(rows, columns: tuple[str, ...]) -> Columns:
     than the query that found the rows."""
     if not rows:
         return empty(columns)
-    return {c: np.array(values, dtype=_dtype(c))
-            for c, values in zip(columns, zip(*rows, strict=True), strict=True)}  # fmt: skip
+    return columnar.of_rows(rows, columns, [_dtype(c) for c in columns])
 
 
 def _read(conn, query, columns: tuple[str, ...], **values) -> Columns:

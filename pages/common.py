@@ -58,20 +58,6 @@ def current_actor() -> Actor | None:
     return Actor(account.name, account.role) if account else None
 
 
-def signed_in_account(token: str | None, max_age_s: float | None = None):
-    """The enabled account `token` signs in, as the database said at most `max_age_s` (default
-    SHARED_FOR_S) ago: an expired or ended session, a disabled account or a new role counts
-    within half a second (the sign-in gate of each full page run reads afresh, `max_age_s=0`).
-    The read (one indexed lookup) is shared by every tab of the browser, which all carry one
-    token: a page asks several times a run, and ten Live tabs each check every 2 s."""
-    if not token:
-        return None
-    engine = database()
-    return shared_read(("signed in", str(engine.url), token),
-                       lambda _: accounts.signed_in(engine, token),
-                       max_age_s=SHARED_FOR_S if max_age_s is None else max_age_s)  # fmt: skip
-
-
 _ANY_ROW = object()  # `allowed` asked about an action in general, not about one row
 
 
@@ -204,6 +190,18 @@ def shared_read(key: tuple, read: Callable[[T | None], T], max_age_s: float = SH
             entry.value = read(entry.value)
             entry.read_at = monotonic()
         return entry.value
+
+
+def signed_in_account(token: str | None, max_age_s: float = SHARED_FOR_S):
+    """The enabled account `token` signs in, as the database said at most `max_age_s` ago: an
+    expired or ended session, a disabled account or a new role counts within half a second
+    (the sign-in gate of each full page run reads afresh, `max_age_s=0`). The read (one indexed lookup) is shared by every tab of the browser, which all carry one
+    token: a page asks several times a run, and ten Live tabs each check every 2 s."""
+    if not token:
+        return None
+    engine = database()
+    return shared_read(("signed in", str(engine.url), token),
+                       lambda _: accounts.signed_in(engine, token), max_age_s)  # fmt: skip
 
 
 def watched(engine, session_id: int) -> session_rows.Kept:
