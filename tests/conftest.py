@@ -35,6 +35,16 @@ def home(tmp_path, monkeypatch) -> Path:
         st.cache_data.clear()
 
 
+@pytest.fixture(autouse=True)
+def main_module_restored():
+    """Streamlit's script runner (an AppTest's too) installs the page it runs as `__main__`
+    and leaves it there: a process a later test starts with multiprocessing's "spawn" would
+    run that page before its target, and die in it."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 @pytest.fixture(scope="session")
 def migrated_sqlite(tmp_path_factory) -> Path:
     """An empty SQLite database migrated to the newest schema, made once: migrating costs a
