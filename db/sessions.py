@@ -172,34 +172,39 @@ def record_candle(
     ownership check is the transaction's first statement, so an engine taken for dead, whose
     session another engine has resumed, can never store a candle twice (raises NotOwner).
     """
+    row = {"b_id": session_id, "last_ts": last_ts, "state": state, **(learning or {})}
+    record = _RECORD_ANY if owner is None else _RECORD_OWNED
+    if owner is not None:
+        row["b_owner"] = owner
     with engine.begin() as conn:
-        owned = conn.execute(
-            update(LiveSession)
-            .where(*_owned(session_id, owner))
-            .values(
-                last_ts=last_ts, state=state, candles=LiveSession.candles + 1, **(learning or {})
-            )  # fmt: skip
-        ).rowcount
-        if not owned:
+        if not conn.execute(record, row).rowcount:
             raise NotOwner(f"session {session_id} is run by another engine now")
         if candle is not None:
             conn.execute(candle)
         if trades:
-            conn.execute(
-                TradeRow.__table__.insert(), [{"session_id": session_id, **t} for t in trades]
-            )
+            conn.execute(_INSERT_TRADE, [{"session_id": session_id, **t} for t in trades])
         if pivots:
-            conn.execute(
-                PivotRow.__table__.insert(), [{"session_id": session_id, **p} for p in pivots]
-            )
+            conn.execute(_INSERT_PIVOT, [{"session_id": session_id, **p} for p in pivots])
         conn.execute(
-            PredictionRow.__table__.insert().values(
-                session_id=session_id,
-                created_at=utcnow(),
-                latency_ms=(time.monotonic() - received) * 1000,
-                **prediction,
-            )
-        )
+            _INSERT_PREDICTION,
+            {"session_id": session_id, "created_at": utcnow(),
+             "latency_ms": (time.monotonic() - received) * 1000, **prediction},
+        )  # fmt: skip
+
+
+# record_candle's statements, built once: building an insert or update with its values costs
+# more than running it, once a candle for each session. The columns an update sets are the
+# keys of its parameters (the last candle, the account, the learning counts); the `b_` names
+# bind the row's id and owner.
+_RECORD_ANY = (
+    update(LiveSession)
+    .where(LiveSession.id == bindparam("b_id"))
+    .values(candles=LiveSession.candles + 1)
+)
+_RECORD_OWNED = _RECORD_ANY.where(LiveSession.engine_id == bindparam("b_owner"))
+_INSERT_TRADE, _INSERT_PIVOT, _INSERT_PREDICTION = (
+    m.__table__.insert() for m in (TradeRow, PivotRow, PredictionRow)
+)
 
 
 def _frame(engine: Engine, model, session_id: int, since_ts: int | None, column) -> pd.DataFrame:
