@@ -1,7 +1,7 @@
 """What watching costs: the app process's CPU and the live sessions' candle → prediction time,
 with no browser tab open and with 10 Chromium tabs on the Live page.
 
-    python bench/dashboard.py [--minutes 5] [--tabs 10] [--sessions 4] [--pace 1] [--repeats 3]
+    python bench/dashboard.py [--minutes 5] [--tabs 10] [--sessions 4] [--pace 1] [--repeats 10]
                               [--chromium-nice 19]
                               [--modes none] [--profile] [--keep] [--machine-share]
 
@@ -9,14 +9,18 @@ Starts the real app as the browser tests do (`scripts/start.py`: engine + Stream
 tests/browser.py's helpers) on a fresh data directory with SQLite and the packaged sample data,
 and starts `--sessions` live sessions through the command bus (`session.start`, as the Live
 page sends it, as the trader "ana"): replays of the S&P 500 / NASDAQ daily candles at `--pace`
-seconds a candle, in mode `--modes` (one, or a comma-separated list used in turn). Then it
-alternates `--repeats` windows with 0 tabs and with `--tabs` tabs, `--minutes` in all for each
-(so 5 minutes: 3 windows of 100 s each way). The tabs are pages of one signed-in Chromium
-context (one person, many tabs), on /live, tab i showing session i mod `--sessions`; a window
-starts once every tab has drawn its chart, and a few seconds later. The people watching would
-be on other machines: here their Chromium runs at `--chromium-nice` (19), its scheduling group
-included (`niced`), so that drawing ten charts a second does not take this machine's two cores
-from the app and the engine (0: as the app, which mostly measures the browser).
+seconds a candle, in mode `--modes` (one, or a comma-separated list used in turn). It opens
+`--tabs` tabs once: pages of one signed-in Chromium context (one person, many tabs), on /live,
+tab i showing session i mod `--sessions`. Then it alternates `--repeats` windows without tabs
+and with them, `--minutes` in all for each (so 5 minutes and 10 repeats: windows of 30 s each
+way). "Without" is the tabs frozen (Chromium's page lifecycle: no timer runs, so a tab asks the
+app for nothing; its socket stays open): short windows, side by side, see the machine's drift
+alike, which 100 s windows with tabs closed and opened again between them (minutes apart) did
+not. A window with tabs starts once every tab draws again, and a few seconds later. The people
+watching would be on other machines: here their Chromium runs at `--chromium-nice` (19), its
+scheduling group included (`niced`), so that drawing ten charts a second does not take this
+machine's two cores from the app and the engine (0: as the app, which mostly measures the
+browser).
 
 Per window:
   - the Streamlit process's CPU time (utime + stime of the process and of its reaped children,
@@ -26,7 +30,8 @@ Per window:
     `predictions.latency_ms` (the candle's slot on the replay's schedule → the prediction's
     insert, in the candle's own transaction; db/sessions.record_candle)
 Prints the medians over windows of the CPU shares, the p50 / p99 of all predictions of each
-condition pooled (and the per-window p99s), and the difference.
+condition pooled (and the per-window p99s), and the difference: pooled, pair by pair (the
+median), and a 90 % bootstrap interval of the pooled difference resampling pairs of windows.
 
 `--machine-share`: a third window per repeat with no tab open and a busy loop taking one core,
 run as the tabs' Chromium is (its niceness, a session and scheduling group of its own): what a
@@ -374,6 +379,31 @@ def open_tabs(context, url: str, session_ids: list[int], n: int) -> list:
     return pages
 
 
+class Freezer:
+    """Freezes and thaws the tabs (each page's script paused in the debugger, through the
+    DevTools protocol): a paused tab runs no timer, so it asks the app for no refresh, and its
+    socket stays open. (Chromium's page lifecycle "frozen" state is refused to a visible page.)
+    Windows without tabs and with them can then alternate every few tens of seconds, so that
+    what the machine does meanwhile falls on both alike."""
+
+    def __init__(self, context, pages: list) -> None:
+        self.pages, self.cdp = pages, [context.new_cdp_session(page) for page in pages]
+        for cdp in self.cdp:
+            cdp.send("Debugger.enable")
+
+    def freeze(self) -> None:
+        for cdp in self.cdp:
+            cdp.send("Debugger.pause")
+
+    def thaw(self) -> None:
+        from playwright.sync_api import expect
+
+        for cdp in self.cdp:
+            cdp.send("Debugger.resume")
+        for page in self.pages:  # each tab back to drawing
+            expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
+
+
 def niced(executable: str, niceness: int, home: Path, name: str = "chromium-niced") -> str:
     """`executable`, run at `niceness` (a wrapper script in `home`): the tabs' browser stands in
     for people on other machines, so it should not take the cores from the app and the engine.
@@ -399,7 +429,7 @@ def main() -> int:
     ap.add_argument("--tabs", type=int, default=10)
     ap.add_argument("--sessions", type=int, default=4)
     ap.add_argument("--pace", type=float, default=1.0, help="seconds per replayed candle")
-    ap.add_argument("--repeats", type=int, default=3, help="windows per condition")
+    ap.add_argument("--repeats", type=int, default=10, help="windows per condition")
     ap.add_argument("--modes", default="none", help="session modes, comma-separated, in turn")
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds before each window")
     ap.add_argument("--profile", action="store_true", help="profile the app with tabs open")
@@ -441,7 +471,7 @@ def main() -> int:
     window_s = args.minutes * 60 / args.repeats
     # Candles for the windows, and generously for opening tabs on a busy machine.
     conditions = 3 if args.machine_share else 2
-    run_s = conditions * args.minutes * 60 + args.repeats * (conditions * args.warmup + 300)
+    run_s = conditions * args.minutes * 60 + args.repeats * conditions * args.warmup + 300
 
     from tests.browser import free_port
 
@@ -475,13 +505,20 @@ def main() -> int:
             sign_in(context.new_page(), url, "ana")
             for page in context.pages:
                 page.close()
+            tabs = open_tabs(context, url, ids, args.tabs)
+            freezer = Freezer(context, tabs)
             for r in range(args.repeats):
+                freezer.freeze()  # the tabs ask for nothing: the app does nothing for them
+                time.sleep(args.warmup / 2)
                 w = Window(procs)
                 time.sleep(window_s)
                 idle.append(w.close(database, ids))
                 report("0 tabs", r, idle[-1])
-                tabs = open_tabs(context, url, ids, args.tabs)
-                time.sleep(args.warmup)
+                if args.machine_share:
+                    spun.append(busy_core_window(procs, database, ids, args, home, window_s))
+                    report("a core", r, spun[-1])
+                freezer.thaw()
+                time.sleep(args.warmup / 2)
                 if args.profile:
                     ask_profile(control, "reset")
                 w = Window(procs)
@@ -490,12 +527,6 @@ def main() -> int:
                 if args.profile:
                     profiles.append(ask_profile(control, "dump"))
                 report(f"{args.tabs} tabs", r, busy[-1])
-                for page in tabs:
-                    page.close()
-                time.sleep(args.warmup)  # the app notices the closed sockets
-                if args.machine_share:
-                    spun.append(busy_core_window(procs, database, ids, args, home, window_s))
-                    report("a core", r, spun[-1])
             browser.close()
         summary(args, idle, busy, window_s)
         if spun:
@@ -553,6 +584,22 @@ def report(what: str, r: int, w: dict) -> None:
           f"p50 {pct(w['lat'], 0.5):.1f} ms, p99 {pct(w['lat'], 0.99):.1f} ms", flush=True)  # fmt: skip
 
 
+def p99_difference_interval(idle: list[dict], busy: list[dict], draws: int = 2000):
+    """A 90 % bootstrap interval of p99(with tabs) - p99(without), resampling whole pairs of
+    neighbouring windows: the machine's own drift, the larger noise here, moves both windows
+    of a pair alike, so pairs are the unit that varies independently."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n, diffs = len(idle), []
+    for _ in range(draws):
+        pick = rng.integers(0, n, n)
+        with_tabs = [x for i in pick for x in busy[i]["lat"]]
+        without = [x for i in pick for x in idle[i]["lat"]]
+        diffs.append(pct(with_tabs, 0.99) - pct(without, 0.99))
+    return tuple(np.quantile(diffs, [0.05, 0.95]))
+
+
 def summary(args, idle: list[dict], busy: list[dict], window_s: float) -> None:
     med = statistics.median
     app_idle, app_busy = med(w["app"] for w in idle), med(w["app"] for w in busy)
@@ -568,6 +615,11 @@ def summary(args, idle: list[dict], busy: list[dict], window_s: float) -> None:
           f"{[round(pct(w['lat'], 0.99), 1) for w in idle]}; engine {med(w['engine'] for w in busy):.0f} % "
           f"vs {med(w['engine'] for w in idle):.0f} %, Chromium {med(w['chromium'] for w in busy):.0f} % "
           "of a core")  # fmt: skip
+    lo, hi = p99_difference_interval(idle, busy)
+    pairs = [pct(b["lat"], 0.99) - pct(i["lat"], 0.99) for i, b in zip(idle, busy, strict=True)]
+    print(f"  p99 added, pair by pair: median {statistics.median(pairs):+.1f} ms "
+          f"{[round(d, 1) for d in pairs]}; 90 % interval of the pooled difference, windows "
+          f"resampled in pairs: {lo:+.1f} to {hi:+.1f} ms")  # fmt: skip
     ok_cpu, ok_lat = app_busy <= 10, p99_busy - p99_idle <= 2
     print(f"  targets: app ≤ 10 % of a core: {'met' if ok_cpu else 'NOT met'}; "
           f"p99 +≤ 2 ms: {'met' if ok_lat else 'NOT met'}")  # fmt: skip
