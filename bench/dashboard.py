@@ -33,9 +33,9 @@ Prints the medians over windows of the CPU shares, the p50 / p99 of all predicti
 condition pooled (and the per-window p99s), and the difference: pooled, pair by pair (the
 median), and a 90 % bootstrap interval of the pooled difference resampling pairs of windows.
 
-`--machine-share`: a third window per repeat with no tab open and a busy loop taking one core,
-run as the tabs' Chromium is (its niceness, a session and scheduling group of its own): what a
-core taken by the browser costs the sessions' p99 on this machine, without the app doing
+`--machine-share`: a third window per repeat with the tabs paused and a busy loop taking one
+core, run as the tabs' Chromium is (its niceness, a session and scheduling group of its own):
+what a core taken by the browser costs the sessions' p99 on this machine, without the app doing
 anything for tabs. On a 2-core machine the tabs' Chromium takes about one core.
 Targets (issue 12): ≤ 10 % of one core in the app process with 10 tabs, and ≤ 2 ms added to
 the sessions' p99.
@@ -55,6 +55,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -436,7 +437,7 @@ def main() -> int:
     ap.add_argument("--profile-out", help="write the whole profile (JSON) to this file")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
     ap.add_argument("--machine-share", action="store_true",
-                    help="also windows with no tab and a niced busy core (the browser's share)")  # fmt: skip
+                    help="also windows with the tabs paused and a niced busy core (the browser's share)")  # fmt: skip
     ap.add_argument("--app-dir", help="run the app from this checkout (e.g. a git worktree of "
                     "an older commit, for a before/after in the same conditions)")  # fmt: skip
     ap.add_argument("--chromium-nice", type=int, default=19,
@@ -445,6 +446,9 @@ def main() -> int:
                     help="a Streamlit config option for the app (experiments)")  # fmt: skip
     args = ap.parse_args()
     faulthandler.enable()
+    # Killed (timeout, kill), still stop the app: an engine left replaying its sessions would
+    # share the cores with the next run's and skew it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     sys.path.insert(0, str(ROOT))
     from playwright.sync_api import sync_playwright
