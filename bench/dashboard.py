@@ -389,18 +389,28 @@ class Freezer:
 
     def __init__(self, context, pages: list) -> None:
         self.pages, self.cdp = pages, [context.new_cdp_session(page) for page in pages]
-        for cdp in self.cdp:
+        self.paused: set[int] = set()
+        for i, cdp in enumerate(self.cdp):
+            cdp.on("Debugger.paused", lambda _event, i=i: self.paused.add(i))
             cdp.send("Debugger.enable")
 
-    def freeze(self) -> None:
+    def freeze(self, timeout_s: float = 30.0) -> None:
+        """Returns once every tab is paused (a tab pauses when its script next runs: within
+        its refresh's second), so that no pause still pending can stop a tab later on."""
         for cdp in self.cdp:
             cdp.send("Debugger.pause")
+        deadline = time.monotonic() + timeout_s
+        while len(self.paused) < len(self.cdp):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.cdp) - len(self.paused)} tabs did not pause")
+            self.pages[0].wait_for_timeout(50)  # lets Playwright deliver the events
 
     def thaw(self) -> None:
         from playwright.sync_api import expect
 
         for cdp in self.cdp:
             cdp.send("Debugger.resume")
+        self.paused.clear()
         for page in self.pages:  # each tab back to drawing
             expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
 
