@@ -13,10 +13,11 @@ seconds a candle, in mode `--modes` (one, or a comma-separated list used in turn
 `--tabs` tabs once: pages of one signed-in Chromium context (one person, many tabs), on /live,
 tab i showing session i mod `--sessions`. Then it alternates `--repeats` windows without tabs
 and with them, `--minutes` in all for each (so 5 minutes and 10 repeats: windows of 30 s each
-way). "Without" is the tabs frozen (Chromium's page lifecycle: no timer runs, so a tab asks the
-app for nothing; its socket stays open): short windows, side by side, see the machine's drift
-alike, which 100 s windows with tabs closed and opened again between them (minutes apart) did
-not. A window with tabs starts once every tab draws again, and a few seconds later. The people
+way). "Without" is the tabs paused in Chromium's debugger (no timer runs, so a tab asks the
+app for nothing; its socket stays open): short windows, side by side and in turn forwards and
+backwards, see the machine's drift alike, which 100 s windows with tabs closed and opened
+again between them (minutes apart) did not. A window with tabs starts `--warmup`/2 seconds
+after the tabs resume (each refreshes within its second). The people
 watching would be on other machines: here their Chromium runs at `--chromium-nice` (19), its
 scheduling group included (`niced`), so that drawing ten charts a second does not take this
 machine's two cores from the app and the engine (0: as the app, which mostly measures the
@@ -31,7 +32,9 @@ Per window:
     insert, in the candle's own transaction; db/sessions.record_candle)
 Prints the medians over windows of the CPU shares, the p50 / p99 of all predictions of each
 condition pooled (and the per-window p99s), and the difference: pooled, pair by pair (the
-median), and a 90 % bootstrap interval of the pooled difference resampling pairs of windows.
+median; a window's p99 of ~120 predictions is its second-largest, so read it with the count
+of positive pairs), and a 90 % bootstrap interval of the pooled difference resampling pairs of
+windows (rough with ten pairs: a pooled p99 rests on a dozen values).
 
 `--machine-share`: a third window per repeat with the tabs paused and a busy loop taking one
 core, run as the tabs' Chromium is (its niceness, a session and scheduling group of its own):
@@ -406,13 +409,9 @@ class Freezer:
             self.pages[0].wait_for_timeout(50)  # lets Playwright deliver the events
 
     def thaw(self) -> None:
-        from playwright.sync_api import expect
-
         for cdp in self.cdp:
             cdp.send("Debugger.resume")
         self.paused.clear()
-        for page in self.pages:  # each tab back to drawing
-            expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
 
 
 def niced(executable: str, niceness: int, home: Path, name: str = "chromium-niced") -> str:
@@ -436,13 +435,15 @@ def niced(executable: str, niceness: int, home: Path, name: str = "chromium-nice
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=5.0,
-                    help="measured time for each condition (0 tabs, N tabs)")  # fmt: skip
+                    help="measured time for each condition (tabs paused, tabs drawing)")  # fmt: skip
     ap.add_argument("--tabs", type=int, default=10)
     ap.add_argument("--sessions", type=int, default=4)
     ap.add_argument("--pace", type=float, default=1.0, help="seconds per replayed candle")
     ap.add_argument("--repeats", type=int, default=10, help="windows per condition")
     ap.add_argument("--modes", default="none", help="session modes, comma-separated, in turn")
-    ap.add_argument("--warmup", type=float, default=10.0, help="seconds before each window")
+    ap.add_argument(
+        "--warmup", type=float, default=10.0, help="seconds of settling: half before each window"
+    )
     ap.add_argument("--profile", action="store_true", help="profile the app with tabs open")
     ap.add_argument("--profile-out", help="write the whole profile (JSON) to this file")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
@@ -456,7 +457,7 @@ def main() -> int:
                     help="a Streamlit config option for the app (experiments)")  # fmt: skip
     args = ap.parse_args()
     faulthandler.enable()
-    # Killed (timeout, kill), still stop the app: an engine left replaying its sessions would
+    # Terminated (timeout, plain kill; not kill -9), still stop the app: an engine left replaying its sessions would
     # share the cores with the next run's and skew it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -521,16 +522,20 @@ def main() -> int:
                 page.close()
             tabs = open_tabs(context, url, ids, args.tabs)
             freezer = Freezer(context, tabs)
-            for r in range(args.repeats):
+
+            def paused(r: int) -> None:
                 freezer.freeze()  # the tabs ask for nothing: the app does nothing for them
                 time.sleep(args.warmup / 2)
                 w = Window(procs)
                 time.sleep(window_s)
                 idle.append(w.close(database, ids))
-                report("0 tabs", r, idle[-1])
-                if args.machine_share:
-                    spun.append(busy_core_window(procs, database, ids, args, home, window_s))
-                    report("a core", r, spun[-1])
+                report("paused", r, idle[-1])
+
+            def a_core(r: int) -> None:  # tabs paused
+                spun.append(busy_core_window(procs, database, ids, args, home, window_s))
+                report("a core", r, spun[-1])
+
+            def drawing(r: int) -> None:
                 freezer.thaw()
                 time.sleep(args.warmup / 2)
                 if args.profile:
@@ -541,6 +546,13 @@ def main() -> int:
                 if args.profile:
                     profiles.append(ask_profile(control, "dump"))
                 report(f"{args.tabs} tabs", r, busy[-1])
+
+            # In turn forwards and backwards (ABBA), so that a steady drift of the machine
+            # does not favour one condition; the paused window is next to each of the others.
+            order = [a_core, paused, drawing] if args.machine_share else [paused, drawing]
+            for r in range(args.repeats):
+                for window in order if r % 2 == 0 else order[::-1]:
+                    window(r)
             browser.close()
         summary(args, idle, busy, window_s)
         if spun:
@@ -584,12 +596,23 @@ def busy_core_window(procs, database, ids, args, home: Path, window_s: float) ->
 
 
 def machine_share(idle: list[dict], spun: list[dict]) -> None:
-    lat_idle = [x for w in idle for x in w["lat"]]
-    lat_spun = [x for w in spun for x in w["lat"]]
-    p99_idle, p99_spun = pct(lat_idle, 0.99), pct(lat_spun, 0.99)
-    print(f"  the machine's share: no tab, one core busy at the browser's niceness: p99 "
-          f"{p99_spun:.1f} ms vs {p99_idle:.1f} ms idle ({p99_spun - p99_idle:+.1f} ms); "
-          f"per-window {[round(pct(w['lat'], 0.99), 1) for w in spun]}")  # fmt: skip
+    p99_idle, p99_spun = pooled_p99(idle), pooled_p99(spun)
+    print(f"  the machine's share: tabs paused, one core busy at the browser's niceness: p99 "
+          f"{p99_spun:.1f} ms vs {p99_idle:.1f} ms ({p99_spun - p99_idle:+.1f} ms); "
+          f"{pairwise(idle, spun)}")  # fmt: skip
+
+
+def pooled_p99(windows: list[dict]) -> float:
+    return pct([x for w in windows for x in w["lat"]], 0.99)
+
+
+def pairwise(base: list[dict], other: list[dict]) -> str:
+    """The p99's difference pair by pair, and the pooled difference's bootstrap interval."""
+    pairs = [pct(b["lat"], 0.99) - pct(a["lat"], 0.99) for a, b in zip(base, other, strict=True)]
+    lo, hi = p99_difference_interval(base, other)
+    return (f"pair by pair: median {statistics.median(pairs):+.1f} ms, "
+            f"{sum(d > 0 for d in pairs)} of {len(pairs)} positive {[round(d, 1) for d in pairs]}; "
+            f"90 % interval of the pooled difference (pairs resampled): {lo:+.1f} to {hi:+.1f} ms")  # fmt: skip
 
 
 def report(what: str, r: int, w: dict) -> None:
@@ -599,7 +622,7 @@ def report(what: str, r: int, w: dict) -> None:
 
 
 def p99_difference_interval(idle: list[dict], busy: list[dict], draws: int = 2000):
-    """A 90 % bootstrap interval of p99(with tabs) - p99(without), resampling whole pairs of
+    """A 90 % bootstrap interval of p99(busy) - p99(idle), resampling whole pairs of
     neighbouring windows: the machine's own drift, the larger noise here, moves both windows
     of a pair alike, so pairs are the unit that varies independently."""
     import numpy as np
@@ -622,18 +645,14 @@ def summary(args, idle: list[dict], busy: list[dict], window_s: float) -> None:
     p99_idle, p99_busy = pct(lat_idle, 0.99), pct(lat_busy, 0.99)
     seconds = window_s * len(busy)
     print(f"\n{args.tabs} tabs on {args.sessions} sessions, {seconds:.0f} s: app process "
-          f"{app_busy:.1f} % of a core (0 tabs: {app_idle:.1f} %); candle->prediction p99 "
-          f"{p99_busy:.1f} ms vs {p99_idle:.1f} ms idle ({p99_busy - p99_idle:+.1f} ms)")  # fmt: skip
-    print(f"  p50 {pct(lat_busy, 0.5):.1f} ms vs {pct(lat_idle, 0.5):.1f} ms idle; per-window p99 "
-          f"with tabs {[round(pct(w['lat'], 0.99), 1) for w in busy]}, idle "
+          f"{app_busy:.1f} % of a core (tabs paused: {app_idle:.1f} %); candle->prediction p99 "
+          f"{p99_busy:.1f} ms vs {p99_idle:.1f} ms paused ({p99_busy - p99_idle:+.1f} ms)")  # fmt: skip
+    print(f"  p50 {pct(lat_busy, 0.5):.1f} ms vs {pct(lat_idle, 0.5):.1f} ms paused; per-window p99 "
+          f"with tabs {[round(pct(w['lat'], 0.99), 1) for w in busy]}, paused "
           f"{[round(pct(w['lat'], 0.99), 1) for w in idle]}; engine {med(w['engine'] for w in busy):.0f} % "
           f"vs {med(w['engine'] for w in idle):.0f} %, Chromium {med(w['chromium'] for w in busy):.0f} % "
           "of a core")  # fmt: skip
-    lo, hi = p99_difference_interval(idle, busy)
-    pairs = [pct(b["lat"], 0.99) - pct(i["lat"], 0.99) for i, b in zip(idle, busy, strict=True)]
-    print(f"  p99 added, pair by pair: median {statistics.median(pairs):+.1f} ms "
-          f"{[round(d, 1) for d in pairs]}; 90 % interval of the pooled difference, windows "
-          f"resampled in pairs: {lo:+.1f} to {hi:+.1f} ms")  # fmt: skip
+    print(f"  p99 added, {pairwise(idle, busy)}")
     ok_cpu, ok_lat = app_busy <= 10, p99_busy - p99_idle <= 2
     print(f"  targets: app ≤ 10 % of a core: {'met' if ok_cpu else 'NOT met'}; "
           f"p99 +≤ 2 ms: {'met' if ok_lat else 'NOT met'}")  # fmt: skip

@@ -172,6 +172,8 @@ def record_candle(
     ownership check is the transaction's first statement, so an engine taken for dead, whose
     session another engine has resumed, can never store a candle twice (raises NotOwner).
     """
+    if learning and not learning.keys() <= LEARNING_COUNTS:  # a key naming no column is dropped
+        raise ValueError(f"unknown learning counts: {sorted(learning.keys() - LEARNING_COUNTS)}")
     row = {"b_id": session_id, "last_ts": last_ts, "state": state, **(learning or {})}
     record = _RECORD_ANY if owner is None else _RECORD_OWNED
     if owner is not None:
@@ -187,8 +189,8 @@ def record_candle(
             conn.execute(_INSERT_PIVOT, [{"session_id": session_id, **p} for p in pivots])
         conn.execute(
             _INSERT_PREDICTION,
-            {"session_id": session_id, "created_at": utcnow(),
-             "latency_ms": (time.monotonic() - received) * 1000, **prediction},
+            {**prediction, "session_id": session_id, "created_at": utcnow(),
+             "latency_ms": (time.monotonic() - received) * 1000},
         )  # fmt: skip
 
 
@@ -202,6 +204,7 @@ _RECORD_ANY = (
     .values(candles=LiveSession.candles + 1)
 )
 _RECORD_OWNED = _RECORD_ANY.where(LiveSession.engine_id == bindparam("b_owner"))
+LEARNING_COUNTS = frozenset({"samples_waiting", "samples_dropped"})
 _INSERT_TRADE, _INSERT_PIVOT, _INSERT_PREDICTION = (
     m.__table__.insert() for m in (TradeRow, PivotRow, PredictionRow)
 )

@@ -386,3 +386,26 @@ def test_the_live_chart_reads_only_newer_candles_and_forgets_sessions_no_tab_wat
     monkeypatch.setattr(common, "_swept_at", float("-inf"))
     live_chart._following(database, sessions[1])  # session 0: no tab asked since
     assert key not in common._READS
+
+
+def test_a_candle_records_its_counts_and_refuses_a_count_no_column_holds(session):
+    """record_candle's statements are built once and take the columns they set from their
+    parameters: the learning counts land in the session row, and a misspelt count, which such
+    a statement would drop silently, is refused before anything is stored."""
+    import pytest
+
+    database, sid, _ = session
+    ts = T0 + STEP
+    stored = dict(received=time.monotonic(), last_ts=ts, state={"position": 1}, trades=[],
+                  pivots=[], prediction={"ts": ts, "action": "BUY", "p_buy": 0.5, "p_sell": 0.25,
+                  "p_hold": 0.25, "confidence": 0.5, "ghost": None, "model_step": 1})  # fmt: skip
+    session_rows.record_candle(
+        database, sid, learning={"samples_waiting": 3, "samples_dropped": 2}, **stored
+    )
+    row = session_rows.get(database, sid)
+    assert (row.candles, row.last_ts, row.state) == (1, ts, {"position": 1})
+    assert (row.samples_waiting, row.samples_dropped) == (3, 2)
+    with pytest.raises(ValueError, match="samples_wiating"):
+        session_rows.record_candle(database, sid, learning={"samples_wiating": 1}, **stored)
+    assert session_rows.get(database, sid).candles == 1
+    assert len(session_rows.predictions(database, sid)) == 1
