@@ -400,6 +400,8 @@ class Freezer:
     def freeze(self, timeout_s: float = 30.0) -> None:
         """Returns once every tab is paused (a tab pauses when its script next runs: within
         its refresh's second), so that no pause still pending can stop a tab later on."""
+        if len(self.paused) == len(self.cdp):
+            return  # paused already
         for cdp in self.cdp:
             cdp.send("Debugger.pause")
         deadline = time.monotonic() + timeout_s
@@ -409,6 +411,8 @@ class Freezer:
             self.pages[0].wait_for_timeout(50)  # lets Playwright deliver the events
 
     def thaw(self) -> None:
+        if not self.paused:
+            return  # drawing already
         for cdp in self.cdp:
             cdp.send("Debugger.resume")
         self.paused.clear()
@@ -531,7 +535,8 @@ def main() -> int:
                 idle.append(w.close(database, ids))
                 report("paused", r, idle[-1])
 
-            def a_core(r: int) -> None:  # tabs paused
+            def a_core(r: int) -> None:
+                freezer.freeze()
                 spun.append(busy_core_window(procs, database, ids, args, home, window_s))
                 report("a core", r, spun[-1])
 
