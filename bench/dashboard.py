@@ -636,9 +636,7 @@ def p99_difference_interval(idle: list[dict], busy: list[dict], draws: int = 200
     n, diffs = len(idle), []
     for _ in range(draws):
         pick = rng.integers(0, n, n)
-        with_tabs = [x for i in pick for x in busy[i]["lat"]]
-        without = [x for i in pick for x in idle[i]["lat"]]
-        diffs.append(pct(with_tabs, 0.99) - pct(without, 0.99))
+        diffs.append(pooled_p99([busy[i] for i in pick]) - pooled_p99([idle[i] for i in pick]))
     return tuple(np.quantile(diffs, [0.05, 0.95]))
 
 
@@ -647,7 +645,7 @@ def summary(args, idle: list[dict], busy: list[dict], window_s: float) -> None:
     app_idle, app_busy = med(w["app"] for w in idle), med(w["app"] for w in busy)
     lat_idle = [x for w in idle for x in w["lat"]]
     lat_busy = [x for w in busy for x in w["lat"]]
-    p99_idle, p99_busy = pct(lat_idle, 0.99), pct(lat_busy, 0.99)
+    p99_idle, p99_busy = pooled_p99(idle), pooled_p99(busy)
     seconds = window_s * len(busy)
     print(f"\n{args.tabs} tabs on {args.sessions} sessions, {seconds:.0f} s: app process "
           f"{app_busy:.1f} % of a core (tabs paused: {app_idle:.1f} %); candle->prediction p99 "
