@@ -195,8 +195,9 @@ def shared_read(key: tuple, read: Callable[[T | None], T], max_age_s: float = SH
 def signed_in_account(token: str | None, max_age_s: float = SHARED_FOR_S):
     """The enabled account `token` signs in, as the database said at most `max_age_s` ago: an
     expired or ended session, a disabled account or a new role counts within half a second
-    (the sign-in gate of each full page run reads afresh, `max_age_s=0`). The read (one indexed lookup) is shared by every tab of the browser, which all carry one
-    token: a page asks several times a run, and ten Live tabs each check every 2 s."""
+    (the sign-in gate of each full page run reads afresh, `max_age_s=0`). The read (one
+    indexed lookup) is shared by every tab of the browser, which all carry one token: a page
+    asks several times a run, and ten Live tabs each check every 2 s."""
     if not token:
         return None
     engine = database()
